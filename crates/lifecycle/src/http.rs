@@ -1,0 +1,223 @@
+//! The HTTP server both apps use, built on hyper's per-connection API rather than
+//! `axum::serve`, because draining needs control over each keep-alive connection:
+//! when it is told to close, and whether it closes idle (racing the client's next
+//! request) or by answering `Connection: close`.
+
+use crate::Lifecycle;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use zerodrop_stages::KeepAliveClose;
+
+/// Live counters of the server, read by `/metrics` and by the drain.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    open: AtomicUsize,
+    in_flight: AtomicUsize,
+    all_closed: Notify,
+}
+
+impl ConnStats {
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DrainOrder {
+    mode: KeepAliveClose,
+    /// Jittered: each connection picks its close time in [0, spread).
+    spread: Duration,
+    /// Jittered: connections that stayed idle past this are closed anyway.
+    force_after: Duration,
+}
+
+pub struct Server {
+    stop_accepting: CancellationToken,
+    drain: watch::Sender<Option<DrainOrder>>,
+    stats: Arc<ConnStats>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts accepting on `listener`, serving `router`. Connections are counted in
+    /// the lifecycle's [`ConnStats`].
+    pub fn start(listener: TcpListener, router: Router, lc: &Lifecycle) -> Server {
+        let stop_accepting = CancellationToken::new();
+        let (drain, _) = watch::channel(None);
+        let stats = lc.conn_stats().clone();
+        let accept = tokio::spawn(accept_loop(listener, router, stop_accepting.clone(), drain.clone(), stats.clone()));
+        Server { stop_accepting, drain, stats, accept: Some(accept) }
+    }
+
+    /// Closes the listening socket: from now on new connections are refused by the
+    /// kernel. Established connections keep being served.
+    pub async fn stop_accepting(&mut self) {
+        self.stop_accepting.cancel();
+        if let Some(h) = self.accept.take() {
+            let _ = h.await;
+        }
+    }
+
+    /// Tells every connection to let go of keep-alive, at once or spread over the
+    /// first half of `budget`.
+    pub fn start_drain(&self, mode: KeepAliveClose, budget: Duration) {
+        let order = DrainOrder { mode, spread: budget / 2, force_after: budget * 3 / 4 };
+        self.drain.send_replace(Some(order));
+    }
+
+    /// Resolves when no connection is open.
+    pub async fn wait_closed(&self) {
+        loop {
+            let notified = self.stats.all_closed.notified();
+            if self.stats.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<ConnStats> {
+        &self.stats
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+    drain: watch::Sender<Option<DrainOrder>>,
+    stats: Arc<ConnStats>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, _) = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        stats.open.fetch_add(1, Ordering::SeqCst);
+        let conn = Connection { router: router.clone(), drain: drain.subscribe(), stats: stats.clone() };
+        tokio::spawn(conn.serve(stream));
+    }
+    // Dropping the listener here closes the socket.
+    drop(listener);
+}
+
+struct Connection {
+    router: Router,
+    drain: watch::Receiver<Option<DrainOrder>>,
+    stats: Arc<ConnStats>,
+}
+
+impl Connection {
+    async fn serve(mut self, stream: tokio::net::TcpStream) {
+        let close_next = Arc::new(AtomicBool::new(false));
+        let svc = {
+            let close_next = close_next.clone();
+            let stats = self.stats.clone();
+            let router = self.router.clone();
+            service_fn(move |req: Request<Incoming>| {
+                let router = router.clone();
+                let close_next = close_next.clone();
+                let stats = stats.clone();
+                async move {
+                    stats.in_flight.fetch_add(1, Ordering::SeqCst);
+                    let mut res = match router.oneshot(req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
+                    stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    if close_next.load(Ordering::SeqCst) {
+                        // The client learns from this response not to reuse the
+                        // connection: no race with its next request.
+                        res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(res)
+                }
+            })
+        };
+        let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
+        tokio::pin!(conn);
+
+        let far = || Instant::now() + Duration::from_secs(86_400);
+        let mut mark_at = far();
+        let mut force_at = far();
+        let mut draining = self.drain.borrow().is_some();
+        if draining {
+            // Accepted just before the listener closed: drain it like the others.
+            self.schedule(&mut mark_at, &mut force_at, &mut conn);
+        }
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => break,
+                changed = self.drain.changed(), if !draining => {
+                    if changed.is_err() { continue; }
+                    draining = true;
+                    self.schedule(&mut mark_at, &mut force_at, &mut conn);
+                }
+                _ = tokio::time::sleep_until(mark_at) => {
+                    close_next.store(true, Ordering::SeqCst);
+                    mark_at = far();
+                }
+                _ = tokio::time::sleep_until(force_at) => {
+                    conn.as_mut().graceful_shutdown();
+                    force_at = far();
+                }
+            }
+        }
+        if self.stats.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.stats.all_closed.notify_waiters();
+        }
+    }
+
+    fn schedule<S>(
+        &self,
+        mark_at: &mut Instant,
+        force_at: &mut Instant,
+        conn: &mut std::pin::Pin<&mut hyper::server::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, S>>,
+    ) where
+        S: hyper::service::HttpService<Incoming>,
+        S::ResBody: 'static,
+        <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Some(order) = *self.drain.borrow() else { return };
+        match order.mode {
+            // hyper closes an idle connection on the spot and a busy one after its
+            // response; every client of this instance reconnects at the same moment.
+            KeepAliveClose::AtOnce => conn.as_mut().graceful_shutdown(),
+            KeepAliveClose::Jittered => {
+                let spread_ms = order.spread.as_millis().max(1) as u64;
+                let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..spread_ms));
+                *mark_at = Instant::now() + jitter;
+                *force_at = Instant::now() + order.force_after;
+            }
+        }
+    }
+}

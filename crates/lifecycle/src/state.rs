@@ -1,0 +1,114 @@
+use crate::http::ConnStats;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+use zerodrop_stages::AppBehaviour;
+
+/// Where the process is in its life. Exposed on `/metrics` as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Phase {
+    Starting = 0,
+    Serving = 1,
+    Deregistering = 2,
+    Draining = 3,
+    Disposing = 4,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Starting,
+            1 => Phase::Serving,
+            2 => Phase::Deregistering,
+            3 => Phase::Draining,
+            _ => Phase::Disposing,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Serving => "serving",
+            Phase::Deregistering => "deregistering",
+            Phase::Draining => "draining",
+            Phase::Disposing => "disposing",
+        }
+    }
+}
+
+/// Cheap to clone; every clone is the same process state.
+#[derive(Clone)]
+pub struct Lifecycle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    behaviour: AppBehaviour,
+    phase: AtomicU8,
+    shutdown: CancellationToken,
+    sigterm_at: OnceLock<Instant>,
+    conns: Arc<ConnStats>,
+}
+
+impl Lifecycle {
+    pub fn new(behaviour: AppBehaviour) -> Self {
+        Lifecycle {
+            inner: Arc::new(Inner {
+                behaviour,
+                phase: AtomicU8::new(Phase::Starting as u8),
+                shutdown: CancellationToken::new(),
+                sigterm_at: OnceLock::new(),
+                conns: Arc::new(ConnStats::default()),
+            }),
+        }
+    }
+
+    pub fn behaviour(&self) -> &AppBehaviour {
+        &self.inner.behaviour
+    }
+
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.inner.phase.load(Ordering::SeqCst))
+    }
+
+    pub(crate) fn set_phase(&self, p: Phase) {
+        self.inner.phase.store(p as u8, Ordering::SeqCst);
+    }
+
+    /// Startup is over: readiness may now succeed.
+    pub fn mark_ready(&self) {
+        self.set_phase(Phase::Serving);
+        tracing::info!(step = "ready", "instance ready");
+    }
+
+    /// What `/readyz` answers. Without a readiness gate the app keeps claiming to be
+    /// ready while it shuts down, which is exactly the naive behaviour.
+    pub fn is_ready(&self) -> bool {
+        match self.phase() {
+            Phase::Starting => false,
+            Phase::Serving => true,
+            _ => !self.inner.behaviour.readiness_gate,
+        }
+    }
+
+    /// Cancelled when SIGTERM starts the graceful sequence: long-running loops that
+    /// must react (a consumer, a warm-up) watch this one token.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// Milliseconds since SIGTERM, if it arrived.
+    pub fn since_sigterm_ms(&self) -> Option<u64> {
+        self.inner.sigterm_at.get().map(|t| t.elapsed().as_millis() as u64)
+    }
+
+    pub(crate) fn record_sigterm(&self) {
+        let _ = self.inner.sigterm_at.set(Instant::now());
+    }
+
+    /// Open connections and in-flight requests of this process's HTTP server.
+    pub fn conn_stats(&self) -> &Arc<ConnStats> {
+        &self.inner.conns
+    }
+}

@@ -1,0 +1,68 @@
+//! Logs and traces. Logs are `tracing` lines on stdout, JSON when `ZD_LOG_FORMAT=json`
+//! (the platforms set it, so lifecycle steps can be parsed back). Traces go through an
+//! OpenTelemetry layer exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is
+//! set, and are off otherwise. Flushing them is the last teardown step.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+/// Installs the global subscriber for `service`. Call once, first thing in `main`.
+pub fn init(service: &'static str) -> Telemetry {
+    let json = std::env::var("ZD_LOG_FORMAT").map(|v| v == "json").unwrap_or(false);
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = if json {
+        tracing_subscriber::fmt::layer().json().flatten_event(false).with_current_span(false).with_span_list(false).boxed()
+    } else {
+        tracing_subscriber::fmt::layer().boxed()
+    };
+
+    let (provider, otel_error) = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => match otlp_provider(service) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(format!("OTLP exporter for {endpoint} not started: {e}"))),
+        },
+        _ => (None, None),
+    };
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter())).with(otel.map(|l| l.with_filter(filter())));
+    if registry.try_init().is_err() {
+        eprintln!("a tracing subscriber was already installed; keeping it");
+    }
+    if let Some(e) = otel_error {
+        tracing::warn!("{e}");
+    }
+    tracing::info!(step = "started", service, pid = std::process::id(), otlp = provider.is_some(), "starting");
+    Telemetry { provider }
+}
+
+fn otlp_provider(service: &'static str) -> Result<SdkTracerProvider, Box<dyn std::error::Error>> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service).build())
+        .build())
+}
+
+impl Telemetry {
+    /// Exports what is buffered and stops the exporter; logs `telemetry_flushed`.
+    pub fn flush(self) {
+        let exported = match &self.provider {
+            Some(p) => {
+                let flushed = p.force_flush();
+                let _ = p.shutdown();
+                flushed.is_ok()
+            }
+            None => false,
+        };
+        tracing::info!(step = "telemetry_flushed", otlp = self.provider.is_some(), exported, "telemetry flushed");
+    }
+}

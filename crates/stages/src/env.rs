@@ -1,0 +1,158 @@
+//! The app half of a stage travels to the process as environment variables, one per
+//! knob, so a rendered Kubernetes manifest reads like documentation.
+
+use crate::behaviour::{AckMode, AppBehaviour, KeepAliveClose, SigtermResponse};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error("environment variable {name}={value:?} is invalid: {reason}")]
+    Invalid { name: &'static str, value: String, reason: String },
+}
+
+fn bool_str(b: bool) -> String {
+    b.to_string()
+}
+
+fn kebab<T: serde::Serialize>(v: &T) -> String {
+    // The enums serialise as plain kebab-case strings.
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+impl AppBehaviour {
+    /// The environment a process needs to behave as this stage says.
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ZD_ON_SIGTERM", kebab(&self.on_sigterm)),
+            ("ZD_READINESS_GATE", bool_str(self.readiness_gate)),
+            ("ZD_DEREGISTRATION_WAIT_MS", self.deregistration_wait.as_millis().to_string()),
+            ("ZD_DRAIN", bool_str(self.drain)),
+            ("ZD_DRAIN_BUDGET_MS", self.drain_budget.as_millis().to_string()),
+            ("ZD_GUARDIAN", bool_str(self.guardian)),
+            ("ZD_ORDERED_TEARDOWN", bool_str(self.ordered_teardown)),
+            ("ZD_KEEPALIVE_CLOSE", kebab(&self.keepalive_close)),
+            ("ZD_PUBLISHER_CONFIRMS", bool_str(self.publisher_confirms)),
+            ("ZD_ACK", kebab(&self.ack)),
+            ("ZD_PREFETCH", self.prefetch.to_string()),
+            ("ZD_IDEMPOTENT", bool_str(self.idempotent)),
+            ("ZD_WARM_BEFORE_READY", bool_str(self.warm_before_ready)),
+        ]
+    }
+
+    /// Reads the behaviour from the process environment; unset variables keep the
+    /// naive default, so a bare `cargo run` gives the lossy app.
+    pub fn from_env() -> Result<Self, EnvError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
+        let mut b = AppBehaviour::naive();
+        let r = Reader { get: &get };
+        if let Some(v) = r.parse("ZD_ON_SIGTERM", |s| match s {
+            "ignore" => Some(SigtermResponse::Ignore),
+            "exit-now" => Some(SigtermResponse::ExitNow),
+            "graceful" => Some(SigtermResponse::Graceful),
+            _ => None,
+        })? {
+            b.on_sigterm = v;
+        }
+        if let Some(v) = r.boolean("ZD_READINESS_GATE")? {
+            b.readiness_gate = v;
+        }
+        if let Some(v) = r.millis("ZD_DEREGISTRATION_WAIT_MS")? {
+            b.deregistration_wait = v;
+        }
+        if let Some(v) = r.boolean("ZD_DRAIN")? {
+            b.drain = v;
+        }
+        if let Some(v) = r.millis("ZD_DRAIN_BUDGET_MS")? {
+            b.drain_budget = v;
+        }
+        if let Some(v) = r.boolean("ZD_GUARDIAN")? {
+            b.guardian = v;
+        }
+        if let Some(v) = r.boolean("ZD_ORDERED_TEARDOWN")? {
+            b.ordered_teardown = v;
+        }
+        if let Some(v) = r.parse("ZD_KEEPALIVE_CLOSE", |s| match s {
+            "at-once" => Some(KeepAliveClose::AtOnce),
+            "jittered" => Some(KeepAliveClose::Jittered),
+            _ => None,
+        })? {
+            b.keepalive_close = v;
+        }
+        if let Some(v) = r.boolean("ZD_PUBLISHER_CONFIRMS")? {
+            b.publisher_confirms = v;
+        }
+        if let Some(v) = r.parse("ZD_ACK", |s| match s {
+            "auto" => Some(AckMode::Auto),
+            "after-commit" => Some(AckMode::AfterCommit),
+            _ => None,
+        })? {
+            b.ack = v;
+        }
+        if let Some(v) = r.parse("ZD_PREFETCH", |s| s.parse::<u16>().ok())? {
+            b.prefetch = v;
+        }
+        if let Some(v) = r.boolean("ZD_IDEMPOTENT")? {
+            b.idempotent = v;
+        }
+        if let Some(v) = r.boolean("ZD_WARM_BEFORE_READY")? {
+            b.warm_before_ready = v;
+        }
+        Ok(b)
+    }
+}
+
+struct Reader<'a, F: Fn(&str) -> Option<String>> {
+    get: &'a F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+    fn parse<T>(&self, name: &'static str, f: impl Fn(&str) -> Option<T>) -> Result<Option<T>, EnvError> {
+        match (self.get)(name) {
+            None => Ok(None),
+            Some(value) => match f(value.trim()) {
+                Some(v) => Ok(Some(v)),
+                None => Err(EnvError::Invalid { name, value, reason: "unrecognised value".into() }),
+            },
+        }
+    }
+    fn boolean(&self, name: &'static str) -> Result<Option<bool>, EnvError> {
+        self.parse(name, |s| match s {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        })
+    }
+    fn millis(&self, name: &'static str) -> Result<Option<Duration>, EnvError> {
+        self.parse(name, |s| s.parse::<u64>().ok().map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Stage, StageName};
+    use std::collections::HashMap;
+
+    #[test]
+    fn every_stage_round_trips_through_the_environment() {
+        for s in Stage::all() {
+            for app in [s.api, s.worker] {
+                let env: HashMap<_, _> = app.to_env().into_iter().collect();
+                let back = super::AppBehaviour::from_lookup(|k| env.get(k).cloned()).unwrap();
+                assert_eq!(back, app, "stage {}", s.name);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_value_names_the_variable() {
+        let err = super::AppBehaviour::from_lookup(|k| (k == "ZD_DRAIN").then(|| "yes".to_string())).unwrap_err();
+        assert!(err.to_string().contains("ZD_DRAIN"), "{err}");
+        let _ = StageName::Naive;
+    }
+}

@@ -1,0 +1,106 @@
+use crate::profile::Profile;
+use serde::{Deserialize, Serialize};
+
+/// The outcome of one request, as a client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    /// Any 2xx.
+    Ok,
+    /// Any 4xx.
+    Http4xx,
+    Http500,
+    Http502,
+    Http503,
+    Http504,
+    /// Connect failed with ECONNREFUSED, or the Service had no endpoint.
+    Refused,
+    /// The connection was reset or closed before a full response arrived.
+    Reset,
+    /// No full response within the request timeout (or connect timeout).
+    Timeout,
+    /// Anything else, other 5xx included.
+    Other,
+}
+
+impl Class {
+    pub const ALL: [Class; 10] = [
+        Class::Ok,
+        Class::Http4xx,
+        Class::Http500,
+        Class::Http502,
+        Class::Http503,
+        Class::Http504,
+        Class::Refused,
+        Class::Reset,
+        Class::Timeout,
+        Class::Other,
+    ];
+    /// The failure classes, in the order reports show them.
+    pub const FAILURES: [Class; 8] = [
+        Class::Refused,
+        Class::Reset,
+        Class::Timeout,
+        Class::Http502,
+        Class::Http503,
+        Class::Http504,
+        Class::Http500,
+        Class::Other,
+    ];
+
+    /// The key used in report.json (`refused`, `http_503`, ...).
+    pub fn key(self) -> &'static str {
+        match self {
+            Class::Ok => "ok",
+            Class::Http4xx => "http_4xx",
+            Class::Http500 => "http_500",
+            Class::Http502 => "http_502",
+            Class::Http503 => "http_503",
+            Class::Http504 => "http_504",
+            Class::Refused => "refused",
+            Class::Reset => "reset",
+            Class::Timeout => "timeout",
+            Class::Other => "other",
+        }
+    }
+
+    /// A failed request: anything but 2xx. 4xx counts too: the generator only sends
+    /// valid requests, so a 4xx is a server bug.
+    pub fn is_failure(self) -> bool {
+        self != Class::Ok
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Fast,
+    Slow,
+    Job,
+}
+
+/// One request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Intended start, in microseconds since the run started.
+    pub at_us: u64,
+    /// From intended start to the end of the response (or the failure).
+    pub latency_us: u64,
+    pub class: Class,
+    pub kind: Kind,
+    /// Sent more than 1 ms after its intended start.
+    pub late: bool,
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Wall-clock start of the run (unix epoch, milliseconds): `at_us` is relative to it.
+    pub started_unix_ms: u64,
+    pub profile: Profile,
+    pub records: Vec<Record>,
+    /// Ids of jobs answered 202, for reconciliation against the ledger.
+    pub accepted_jobs: Vec<String>,
+    pub late_sends: u64,
+    pub connections_opened: u64,
+}

@@ -1,0 +1,5 @@
+mod report;
+
+fn main() {
+    let _ = report::write;
+}
