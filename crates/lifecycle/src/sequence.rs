@@ -91,22 +91,32 @@ impl Lifecycle {
         let all = async {
             tokio::join!(server.wait_closed(), work);
         };
-        match tokio::time::timeout(b.drain_budget, all).await {
-            Ok(()) => tracing::info!(
+        // The guardian is the one thing that enforces the budget: it force-exits if
+        // draining and teardown together overrun. Without a guardian, the budget is
+        // enforced here instead, and the process goes on to teardown.
+        let finished = if b.guardian {
+            all.await;
+            true
+        } else {
+            tokio::time::timeout(b.drain_budget, all).await.is_ok()
+        };
+        if finished {
+            tracing::info!(
                 step = "drain_complete",
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 connections_left = stats.open(),
                 drained = ?names,
                 clean = true,
                 "drain complete"
-            ),
-            Err(_) => tracing::warn!(
+            );
+        } else {
+            tracing::warn!(
                 step = "drain_budget_exceeded",
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 connections_left = stats.open(),
                 in_flight = stats.in_flight(),
                 "drain budget exceeded; tearing down anyway"
-            ),
+            );
         }
 
         if b.ordered_teardown {

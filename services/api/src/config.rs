@@ -1,0 +1,41 @@
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::time::Duration;
+use zerodrop_stages::AppBehaviour;
+
+/// Everything the api reads from its environment, with the defaults in one place.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub amqp_url: String,
+    pub queue: String,
+    /// Requests served at once by this instance; beyond it, 503 + Retry-After.
+    pub capacity: usize,
+    /// Cost of filling one slot of the cold cache.
+    pub warm_fill: Duration,
+    /// Upper bound for `GET /work?ms=`.
+    pub max_work_ms: u64,
+    pub behaviour: AppBehaviour,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config> {
+        Ok(Config {
+            listen: var("ZD_LISTEN", "127.0.0.1:8080")?.parse().context("ZD_LISTEN must be an ip:port")?,
+            amqp_url: var("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")?,
+            queue: var("ZD_QUEUE", "zerodrop.jobs")?,
+            capacity: var("ZD_CAPACITY", "16")?.parse().context("ZD_CAPACITY must be a positive integer")?,
+            warm_fill: Duration::from_millis(var("ZD_WARM_FILL_MS", "15")?.parse().context("ZD_WARM_FILL_MS must be milliseconds")?),
+            max_work_ms: var("ZD_MAX_WORK_MS", "60000")?.parse().context("ZD_MAX_WORK_MS must be milliseconds")?,
+            behaviour: AppBehaviour::from_env()?,
+        })
+    }
+}
+
+fn var(name: &str, default: &str) -> Result<String> {
+    match std::env::var(name) {
+        Ok(v) => Ok(v),
+        Err(std::env::VarError::NotPresent) => Ok(default.to_string()),
+        Err(e) => Err(e).with_context(|| format!("reading {name}")),
+    }
+}

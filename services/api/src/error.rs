@@ -1,0 +1,34 @@
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Every non-2xx answer of the api: a status and a reason, rendered as JSON.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub reason: String,
+    pub retry_after_s: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        ApiError { status, reason: reason.into(), retry_after_s: None }
+    }
+    pub fn bad_request(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, reason)
+    }
+    pub fn unavailable(reason: impl Into<String>, retry_after_s: u32) -> Self {
+        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, reason: reason.into(), retry_after_s: Some(retry_after_s) }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.status, Json(json!({ "error": self.reason, "status": self.status.as_u16() }))).into_response();
+        if let Some(s) = self.retry_after_s {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        res
+    }
+}
