@@ -13,6 +13,7 @@
 pub mod profile;
 pub mod record;
 pub mod stats;
+pub mod target;
 mod engine;
 
 pub use engine::{run, Live, LiveSnapshot};

@@ -1,5 +1,88 @@
-mod report;
+//! `cargo xtask`: the zerodrop runner. See ARCHITECTURE.md for the map.
 
-fn main() {
-    let _ = report::write;
+mod cmd_experiment;
+mod cmd_kill_mid_job;
+mod cmd_test;
+mod cmd_up;
+mod evidence;
+mod experiment;
+mod guardian;
+mod infra;
+mod local;
+mod profile;
+mod progress;
+mod report;
+mod workspace;
+
+use clap::{Parser, Subcommand};
+use zerodrop_stages::StageName;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "zerodrop: make a rolling deploy lose requests and jobs, then remove each loss with one named fix",
+    long_about = None,
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every stage under identical load across a rolling deploy and write the
+    /// before/after report to reports/<run-id>/.
+    Experiment(cmd_experiment::Args),
+    /// Run the test suite against real RabbitMQ and PostgreSQL (private servers
+    /// unless AMQP_URL / DATABASE_URL are set).
+    Test(cmd_test::Args),
+    /// SIGKILL a worker mid-job and count, in the ledger, how often the job was
+    /// applied after redelivery, with and without the idempotent consumer.
+    KillMidJob(cmd_kill_mid_job::Args),
+    /// Start a local fleet of one stage and keep it up (foreground), with the
+    /// Service on a stable loopback address.
+    Up(cmd_up::UpArgs),
+    /// Rolling restart of the fleet started by `up`.
+    Rollout,
+    /// Pods, readiness and Service endpoints of the fleet started by `up`.
+    Status,
+    /// Pod logs of the fleet started by `up`.
+    Logs(cmd_up::LogsArgs),
+    /// Stop the fleet started by `up`.
+    Down,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Experiment(a) => cmd_experiment::run(a).await,
+            Cmd::Test(a) => cmd_test::run(a).await,
+            Cmd::KillMidJob(a) => cmd_kill_mid_job::run(a).await,
+            Cmd::Up(a) => cmd_up::up(a).await,
+            Cmd::Rollout => cmd_up::control("rollout").await,
+            Cmd::Status => cmd_up::control("status").await,
+            Cmd::Logs(a) => cmd_up::logs(a),
+            Cmd::Down => cmd_up::control("down").await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `naive,pid1` into stage names, with the valid names in the error.
+pub fn parse_stages(s: &str) -> Result<Vec<StageName>, String> {
+    s.split(',').map(|p| p.trim().parse()).collect()
 }

@@ -120,9 +120,9 @@ impl std::str::FromStr for StageName {
 pub struct Stage {
     pub name: StageName,
     /// The lever this stage adds, in a few words.
-    pub lever: &'static str,
+    pub lever: String,
     /// The failure mode the lever is meant to remove.
-    pub targets: &'static str,
+    pub targets: String,
     pub pod: PodSpec,
     pub strategy: Strategy,
     pub api: AppBehaviour,
@@ -157,8 +157,8 @@ impl Stage {
     fn naive() -> Stage {
         Stage {
             name: StageName::Naive,
-            lever: "none (the lossy baseline)",
-            targets: "",
+            lever: "none (the lossy baseline)".into(),
+            targets: String::new(),
             pod: PodSpec {
                 entrypoint: Entrypoint::Shell,
                 pre_stop: Duration::ZERO,
@@ -184,16 +184,16 @@ impl Stage {
         match step {
             StageName::Naive => {}
             StageName::Pid1 => {
-                self.lever = "exec-form entrypoint: the app is PID 1 and gets SIGTERM";
-                self.targets = "SIGTERM never reaching the app; SIGKILL at the end of the grace period";
+                self.lever = "exec-form entrypoint: the app is PID 1 and gets SIGTERM".into();
+                self.targets = "SIGTERM never reaching the app; SIGKILL at the end of the grace period".into();
                 self.pod.entrypoint = Entrypoint::Exec;
                 for app in [&mut self.api, &mut self.worker] {
                     app.on_sigterm = SigtermResponse::ExitNow;
                 }
             }
             StageName::ReadinessPrestop => {
-                self.lever = "readiness fails on SIGTERM, preStop + deregistration wait";
-                self.targets = "connections refused while the endpoint is still routed";
+                self.lever = "readiness fails on SIGTERM, preStop + deregistration wait".into();
+                self.targets = "connections refused while the endpoint is still routed".into();
                 self.pod.pre_stop = secs(3);
                 for app in [&mut self.api, &mut self.worker] {
                     app.on_sigterm = SigtermResponse::Graceful;
@@ -202,8 +202,8 @@ impl Stage {
                 }
             }
             StageName::ReverseDrain => {
-                self.lever = "drain in-flight and keep-alive, reverse-order teardown, guardian";
-                self.targets = "requests and publishes cut mid-flight; resources closed under live work";
+                self.lever = "drain in-flight and keep-alive, reverse-order teardown, guardian".into();
+                self.targets = "requests and publishes cut mid-flight; resources closed under live work".into();
                 for app in [&mut self.api, &mut self.worker] {
                     app.drain = true;
                     app.drain_budget = secs(5);
@@ -213,15 +213,15 @@ impl Stage {
                 self.api.publisher_confirms = true;
             }
             StageName::RequeueIdempotency => {
-                self.lever = "manual ack after commit, cancel + requeue, idempotent consumer";
-                self.targets = "jobs lost with an auto-acked prefetch; jobs applied twice on redelivery";
+                self.lever = "manual ack after commit, cancel + requeue, idempotent consumer".into();
+                self.targets = "jobs lost with an auto-acked prefetch; jobs applied twice on redelivery".into();
                 self.worker.ack = AckMode::AfterCommit;
                 self.worker.prefetch = 8;
                 self.worker.idempotent = true;
             }
             StageName::SurgeJitter => {
-                self.lever = "maxSurge 1 / maxUnavailable 0, jittered keep-alive close, warm before ready";
-                self.targets = "capacity dip during the roll; synchronized reconnect storm on cold pods";
+                self.lever = "maxSurge 1 / maxUnavailable 0, jittered keep-alive close, warm before ready".into();
+                self.targets = "capacity dip during the roll; synchronized reconnect storm on cold pods".into();
                 self.strategy = Strategy { max_surge: 1, max_unavailable: 0 };
                 for app in [&mut self.api, &mut self.worker] {
                     app.keepalive_close = KeepAliveClose::Jittered;

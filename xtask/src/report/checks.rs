@@ -93,7 +93,10 @@ fn teardown_ok(pod: &str, lines: &[&LogLine], notes: &mut Vec<String>) -> Option
                 if let Some((prev_rank, prev_res)) = prev {
                     if rank <= prev_rank {
                         ok = false;
-                        notes.push(format!("{pod}: disposed `{res}` after `{prev_res}`; {app} order is {}", order.join(" → ")));
+                        notes.push(format!(
+                            "{pod}: disposed `{res}` after `{prev_res}`; {app} order is {}",
+                            order.join(" → ")
+                        ));
                     }
                 }
                 prev = Some((rank, res));

@@ -31,19 +31,15 @@ pub struct Evidence {
 /// first `sigterm_received` line, whichever is earlier.
 fn termination_starts(run: &StageRun) -> BTreeMap<&str, i64> {
     let mut starts: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut note = |pod: &str, t: i64| {
+    let events = run
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, PodEventKind::Terminating | PodEventKind::Sigterm))
+        .map(|e| (e.pod.as_str(), e.t_ms));
+    let logs = run.logs.iter().filter(|l| l.step == "sigterm_received").map(|l| (l.pod.as_str(), l.t_ms));
+    for (pod, t) in events.chain(logs) {
         let e = starts.entry(pod).or_insert(t);
         *e = (*e).min(t);
-    };
-    for e in &run.events {
-        if matches!(e.kind, PodEventKind::Terminating | PodEventKind::Sigterm) {
-            note(e.pod.as_str(), e.t_ms);
-        }
-    }
-    for l in &run.logs {
-        if l.step == "sigterm_received" {
-            note(l.pod.as_str(), l.t_ms);
-        }
     }
     starts
 }

@@ -6,12 +6,8 @@ use super::summary::StageSummary;
 use serde_json::{json, Value};
 
 pub fn render(report: &Report, summaries: &[StageSummary]) -> anyhow::Result<Value> {
-    let stages = report
-        .stages
-        .iter()
-        .zip(summaries)
-        .map(|(run, s)| stage(run, s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stages =
+        report.stages.iter().zip(summaries).map(|(run, s)| stage(run, s)).collect::<anyhow::Result<Vec<_>>>()?;
     let guardian = match &report.guardian {
         Some(g) => {
             let mut v = serde_json::to_value(g)?;

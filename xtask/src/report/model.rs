@@ -79,6 +79,10 @@ pub struct StageRun {
     pub pod_logs_dir: String,
 }
 
+/// `Stage` holds `&'static str` (lever, targets), so it only deserialises from
+/// `'static` input; a report read from a file is not. Re-reads the value from a
+/// leaked copy of its JSON text (a few hundred bytes per stage, once per load).
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct EndpointSample {
     pub t_ms: i64,

@@ -1,0 +1,119 @@
+use anyhow::{bail, Context};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use zerodrop_load::{window_stats, Class, FixedResolver, Live, LiveSnapshot, Mix, Profile, RunResult};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// host:port. Must be on loopback unless --allow-non-loopback.
+    #[arg(long)]
+    target: String,
+    /// Intended requests per second.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Weights of fast,slow,job requests.
+    #[arg(long, default_value = "70,20,10", value_parser = parse_mix)]
+    mix: Mix,
+    #[arg(long, default_value_t = 5)]
+    fast_ms: u32,
+    #[arg(long, default_value_t = 250)]
+    slow_ms: u32,
+    #[arg(long, default_value_t = 64)]
+    max_connections: usize,
+    /// Whole-request timeout, counted from the intended start.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    #[arg(long, default_value = "load")]
+    job_prefix: String,
+    /// Write the full RunResult here as JSON.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Permit a target outside loopback (e.g. a ClusterIP from inside a cluster).
+    #[arg(long)]
+    allow_non_loopback: bool,
+}
+
+fn parse_mix(s: &str) -> Result<Mix, String> {
+    let parts: Vec<u32> =
+        s.split(',').map(|p| p.trim().parse::<u32>().map_err(|e| format!("{p:?}: {e}"))).collect::<Result<_, _>>()?;
+    match parts[..] {
+        [fast, slow, job] if fast + slow + job > 0 => Ok(Mix { fast, slow, job }),
+        _ => Err("expected three weights fast,slow,job, not all zero".into()),
+    }
+}
+
+pub async fn main(args: Args) -> anyhow::Result<()> {
+    let addr = resolve(&args.target, args.allow_non_loopback).await?;
+    let profile = Profile {
+        rate_per_sec: args.rate,
+        duration: args.duration,
+        seed: args.seed,
+        mix: args.mix,
+        fast_ms: args.fast_ms,
+        slow_ms: args.slow_ms,
+        max_connections: args.max_connections,
+        request_timeout: args.timeout,
+        connect_timeout: args.connect_timeout,
+    };
+    eprintln!("{} rps for {:?} to {addr}", profile.rate_per_sec, profile.duration);
+    let live = Arc::new(Live::new());
+    let progress = tokio::spawn(progress(live.clone()));
+    let result = zerodrop_load::run(&profile, Arc::new(FixedResolver(addr)), &args.job_prefix, live).await;
+    progress.abort();
+    print_summary(&result);
+    if let Some(path) = &args.out {
+        let json = serde_json::to_vec_pretty(&result)?;
+        std::fs::write(path, json).with_context(|| format!("write {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The lab aims load at its own servers; a typo must not send it to someone else's.
+async fn resolve(target: &str, allow_non_loopback: bool) -> anyhow::Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> =
+        tokio::net::lookup_host(target).await.with_context(|| format!("resolve {target}"))?.collect();
+    let Some(&first) = addrs.first() else { bail!("{target} resolves to no address") };
+    if !allow_non_loopback && addrs.iter().any(|a| !a.ip().is_loopback()) {
+        bail!("{target} resolves to {first}, outside loopback; pass --allow-non-loopback if that is intended");
+    }
+    Ok(first)
+}
+
+async fn progress(live: Arc<Live>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    for t in 1.. {
+        tick.tick().await;
+        let LiveSnapshot { sent, ok, errors } = live.snapshot();
+        let errors = if errors.is_empty() {
+            "0".to_string()
+        } else {
+            errors.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" ")
+        };
+        eprintln!("{t:>4}s  sent {sent}  ok {ok}  errors {errors}");
+    }
+}
+
+pub fn print_summary(r: &RunResult) {
+    let w = window_stats(&r.records, 0, r.profile.duration.as_micros() as u64);
+    let pct = |n: u64| if w.total == 0 { 0.0 } else { 100.0 * n as f64 / w.total as f64 };
+    println!("total {}  failed {} ({:.2}%)", w.total, w.failed, pct(w.failed));
+    println!("{:<10} {:>9} {:>8}", "class", "count", "%");
+    for c in std::iter::once(Class::Ok).chain(Class::FAILURES).chain([Class::Http4xx]) {
+        let n = w.by_class.get(c.key()).copied().unwrap_or_default();
+        println!("{:<10} {:>9} {:>7.2}%", c.key(), n, pct(n));
+    }
+    let l = w.latency_ms;
+    println!("latency ms  p50 {:.2}  p99 {:.2}  max {:.2}", l.p50, l.p99, l.max);
+    println!("ok/s {:.1}  late sends {} ({:.2}%)", w.ok_per_sec, r.late_sends, pct(r.late_sends));
+    println!("connections opened {}  jobs accepted {}", r.connections_opened, r.accepted_jobs.len());
+}

@@ -1,0 +1,68 @@
+//! One request: build it, send it on a pooled connection, read the whole response.
+
+use super::pool::Pool;
+use super::{classify, schedule::Planned};
+use crate::{Class, Kind};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderMap, CONNECTION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+
+pub(crate) struct Spec {
+    pub fast_ms: u32,
+    pub slow_ms: u32,
+}
+
+/// Returns the class and whether a job was accepted (202). Has no timeout of its own:
+/// the caller bounds the whole of it.
+pub(crate) async fn execute(pool: &Pool, spec: &Spec, p: &Planned, job_id: Option<&str>) -> (Class, bool) {
+    match attempt(pool, spec, p, job_id).await {
+        Ok(status) => (classify::status(status), p.kind == Kind::Job && status == StatusCode::ACCEPTED),
+        Err(class) => (class, false),
+    }
+}
+
+async fn attempt(pool: &Pool, spec: &Spec, p: &Planned, job_id: Option<&str>) -> Result<StatusCode, Class> {
+    let mut lease = pool.checkout().await?;
+    let req = build(spec, p, job_id, lease.conn.host.clone()).map_err(|_| Class::Other)?;
+    let resp = lease.conn.sender.send_request(req).await.map_err(|e| classify::established(&e))?;
+    let status = resp.status();
+    let close = wants_close(resp.headers());
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        // The head arrived, so whatever broke the body broke the connection.
+        frame.map_err(|_| Class::Reset)?;
+    }
+    if !close {
+        pool.give_back(lease);
+    }
+    Ok(status)
+}
+
+fn build(
+    spec: &Spec,
+    p: &Planned,
+    job_id: Option<&str>,
+    host: hyper::header::HeaderValue,
+) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
+    let builder = Request::builder().header(HOST, host);
+    match p.kind {
+        Kind::Fast => builder.uri(format!("/work?ms={}", spec.fast_ms)).body(Full::default()),
+        Kind::Slow => builder.uri(format!("/work?ms={}", spec.slow_ms)).body(Full::default()),
+        Kind::Job => {
+            let body = serde_json::json!({ "id": job_id.unwrap_or_default(), "amount": p.amount });
+            builder
+                .method(Method::POST)
+                .uri("/jobs")
+                .header(CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+        }
+    }
+}
+
+fn wants_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))))
+}

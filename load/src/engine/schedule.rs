@@ -1,0 +1,115 @@
+use crate::{Kind, Mix, Profile};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::time::Duration;
+
+/// One request of the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Planned {
+    pub seq: u64,
+    /// Intended start, relative to the start of the run.
+    pub offset: Duration,
+    pub kind: Kind,
+    /// Job amount; 0 for the other kinds.
+    pub amount: u32,
+}
+
+/// The request sequence a profile implies. It depends on the profile alone, never on
+/// timing, so the same seed gives the same requests and a run's plan can be rebuilt.
+pub(crate) struct Plan {
+    rng: StdRng,
+    mix: Mix,
+    rate: u64,
+    next: u64,
+    count: u64,
+}
+
+impl Plan {
+    pub fn new(profile: &Profile) -> Self {
+        let rate = u64::from(profile.rate_per_sec);
+        let count = profile.duration.as_nanos() * u128::from(rate) / 1_000_000_000;
+        Plan {
+            rng: StdRng::seed_from_u64(profile.seed),
+            mix: profile.mix,
+            rate,
+            next: 0,
+            count: u64::try_from(count).unwrap_or(u64::MAX),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.count
+    }
+}
+
+impl Iterator for Plan {
+    type Item = Planned;
+
+    fn next(&mut self) -> Option<Planned> {
+        if self.next >= self.count {
+            return None;
+        }
+        let seq = self.next;
+        self.next += 1;
+        // Computed from the sequence number, never accumulated, so rounding cannot drift.
+        let nanos = u128::from(seq) * 1_000_000_000 / u128::from(self.rate);
+        let offset = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        let kind = pick(&mut self.rng, self.mix);
+        let amount = if kind == Kind::Job { self.rng.gen_range(1..=1000) } else { 0 };
+        Some(Planned { seq, offset, kind, amount })
+    }
+}
+
+fn pick(rng: &mut StdRng, mix: Mix) -> Kind {
+    let (fast, slow, job) = (u64::from(mix.fast), u64::from(mix.slow), u64::from(mix.job));
+    let total = fast + slow + job;
+    if total == 0 {
+        return Kind::Fast;
+    }
+    let x = rng.gen_range(0..total);
+    if x < fast {
+        Kind::Fast
+    } else if x < fast + slow {
+        Kind::Slow
+    } else {
+        Kind::Job
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(seed: u64) -> Profile {
+        Profile { rate_per_sec: 400, duration: Duration::from_millis(500), seed, ..Profile::default() }
+    }
+
+    #[test]
+    fn count_and_offsets_follow_the_rate() {
+        let plan: Vec<_> = Plan::new(&profile(1)).collect();
+        assert_eq!(plan.len(), 200);
+        assert_eq!(plan[0].offset, Duration::ZERO);
+        assert_eq!(plan[1].offset, Duration::from_micros(2500));
+        assert_eq!(plan[199].offset, Duration::from_micros(497_500));
+    }
+
+    #[test]
+    fn same_seed_same_plan_and_mix_is_respected() {
+        let a: Vec<_> = Plan::new(&profile(9)).collect();
+        let b: Vec<_> = Plan::new(&profile(9)).collect();
+        let c: Vec<_> = Plan::new(&profile(10)).collect();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let jobs = a.iter().filter(|p| p.kind == Kind::Job).count();
+        assert!(jobs > 0 && jobs < 60, "about 10% jobs, got {jobs}");
+        assert!(a.iter().filter(|p| p.kind == Kind::Job).all(|p| (1..=1000).contains(&p.amount)));
+    }
+
+    #[test]
+    fn zero_rate_or_weights_do_not_panic() {
+        let p = Profile { rate_per_sec: 0, ..profile(1) };
+        assert_eq!(Plan::new(&p).total(), 0);
+        let p = Profile { mix: Mix { fast: 0, slow: 0, job: 0 }, ..profile(1) };
+        assert!(Plan::new(&p).all(|r| r.kind == Kind::Fast));
+    }
+}

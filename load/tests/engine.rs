@@ -1,0 +1,137 @@
+//! Engine behaviour on real sockets: determinism, job bookkeeping, connection reuse.
+
+mod common;
+
+use bytes::Bytes;
+use common::{profile, run, status};
+use http_body_util::Full;
+use hyper::Response;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use zerodrop_load::{Class, FixedResolver, Kind, Live, Mix, Profile};
+
+#[tokio::test]
+async fn same_seed_same_kinds() {
+    let addr = common::http(|_, _| status(200)).await;
+    let p = Profile {
+        rate_per_sec: 200,
+        duration: Duration::from_millis(200),
+        mix: Mix { fast: 5, slow: 3, job: 2 },
+        slow_ms: 1,
+        ..profile(0)
+    };
+    let kinds = |r: &zerodrop_load::RunResult| r.records.iter().map(|x| x.kind).collect::<Vec<Kind>>();
+    let a = run(&Profile { seed: 7, ..p.clone() }, addr).await;
+    let b = run(&Profile { seed: 7, ..p.clone() }, addr).await;
+    let c = run(&Profile { seed: 8, ..p.clone() }, addr).await;
+    assert_eq!(a.records.len(), 40);
+    assert_eq!(kinds(&a), kinds(&b));
+    assert_ne!(kinds(&a), kinds(&c));
+    for k in [Kind::Fast, Kind::Slow, Kind::Job] {
+        assert!(kinds(&a).contains(&k), "{k:?} missing from the mix");
+    }
+    assert!(a.records.iter().all(|x| x.class == Class::Ok));
+    assert!(a.records.windows(2).all(|w| w[0].at_us < w[1].at_us), "records in schedule order");
+}
+
+#[tokio::test]
+async fn accepted_jobs_are_exactly_the_202s() {
+    let accepted = Arc::new(Mutex::new(BTreeSet::new()));
+    let seen = accepted.clone();
+    let addr = common::http(move |req, body| {
+        let well_formed = req.method() == hyper::Method::POST
+            && req.uri().path() == "/jobs"
+            && req.headers().get("content-type").is_some_and(|v| v == "application/json")
+            && req.headers().contains_key("host");
+        let Ok(job) = serde_json::from_slice::<serde_json::Value>(body) else { return status(400) };
+        let (Some(id), Some(amount)) = (job["id"].as_str(), job["amount"].as_u64()) else { return status(400) };
+        if !well_formed || !(1..=1000).contains(&amount) {
+            return status(400);
+        }
+        // Accept odd amounts, turn even ones away: a deterministic split.
+        if amount % 2 == 1 {
+            seen.lock().unwrap().insert(id.to_string());
+            status(202)
+        } else {
+            status(409)
+        }
+    })
+    .await;
+    let p = Profile {
+        rate_per_sec: 100,
+        duration: Duration::from_millis(300),
+        mix: Mix { fast: 0, slow: 0, job: 1 },
+        ..profile(0)
+    };
+    let r = run(&p, addr).await;
+    let ok = r.records.iter().filter(|x| x.class == Class::Ok).count();
+    let rejected = r.records.iter().filter(|x| x.class == Class::Http4xx).count();
+    assert_eq!(ok + rejected, 30, "only 202 and 409 expected");
+    assert!(ok > 0 && rejected > 0);
+    let got: BTreeSet<String> = r.accepted_jobs.iter().cloned().collect();
+    assert_eq!(got.len(), r.accepted_jobs.len(), "no duplicates");
+    assert_eq!(got, *accepted.lock().unwrap());
+    assert!(got.iter().all(|id| id.starts_with("t-")));
+}
+
+fn with_close() -> Response<Full<Bytes>> {
+    let mut r = status(200);
+    r.headers_mut().insert("connection", "close".parse().unwrap());
+    r
+}
+
+#[tokio::test]
+async fn connection_close_forces_a_new_connection() {
+    let addr = common::http(|_, _| with_close()).await;
+    let r = run(&profile(5), addr).await;
+    assert!(r.records.iter().all(|x| x.class == Class::Ok));
+    assert_eq!(r.connections_opened, 5);
+}
+
+#[tokio::test]
+async fn keep_alive_connections_are_reused() {
+    let addr = common::http(|_, _| status(200)).await;
+    let r = run(&profile(5), addr).await;
+    assert!(r.records.iter().all(|x| x.class == Class::Ok));
+    assert!(r.connections_opened < 5, "opened {}", r.connections_opened);
+}
+
+#[tokio::test]
+async fn the_pool_never_exceeds_max_connections() {
+    // Slow answers force requests to queue for the two connections.
+    let addr = common::raw(|stream| async move {
+        let service = hyper::service::service_fn(|_req| async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok::<_, std::convert::Infallible>(status(200))
+        });
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+    })
+    .await;
+    let p = Profile { rate_per_sec: 200, duration: Duration::from_millis(100), max_connections: 2, ..profile(0) };
+    let live = Arc::new(Live::new());
+    let r = zerodrop_load::run(&p, Arc::new(FixedResolver(addr)), "t", live.clone()).await;
+    assert_eq!(r.records.len(), 20);
+    assert!(r.records.iter().all(|x| x.class == Class::Ok));
+    assert!(r.connections_opened <= 2, "opened {}", r.connections_opened);
+    let snap = live.snapshot();
+    assert_eq!((snap.sent, snap.ok), (20, 20));
+    assert!(snap.errors.is_empty());
+}
+
+#[tokio::test]
+async fn idle_connection_closed_by_the_server_is_not_reused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers one request as keep-alive, then closes while the client holds it idle.
+    let addr = common::raw(|mut s| async move {
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await;
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+    })
+    .await;
+    let p = Profile { rate_per_sec: 5, duration: Duration::from_millis(600), ..profile(0) };
+    let r = run(&p, addr).await;
+    assert_eq!(r.records.iter().map(|x| x.class).collect::<Vec<_>>(), vec![Class::Ok; 3]);
+    assert_eq!(r.connections_opened, 3);
+}

@@ -1,0 +1,269 @@
+//! One job at a time from the consumer stream, and the consumer's part of the drain.
+
+use crate::admin::Metrics;
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicPublishOptions, BasicRejectOptions};
+use lapin::{Channel, Consumer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use zerodrop_jobs::{Job, JobError};
+use zerodrop_ledger::{Applied, Ledger, LedgerError};
+
+/// Pause before handing a job back after a database error, so a database outage does
+/// not turn into a hot redelivery loop.
+const DB_ERROR_BACKOFF: Duration = Duration::from_millis(500);
+
+/// What processing a delivery needs.
+pub struct Worker {
+    pub ledger: Ledger,
+    pub channel: Channel,
+    pub metrics: Arc<Metrics>,
+    /// Manual acks (after the commit) rather than `no_ack`.
+    pub manual_ack: bool,
+    pub idempotent: bool,
+    pub pod: String,
+    pub dead_letter_queue: String,
+    pub job_work: Duration,
+    pub post_commit: Duration,
+}
+
+impl Worker {
+    /// Processes one delivery to its end. Never panics; every failure is logged and
+    /// settled (acked, rejected, requeued, or, with auto-ack, lost and counted).
+    pub async fn handle(&self, d: Delivery) {
+        let _in_flight = self.metrics.in_flight();
+        let job = match Job::from_payload(&d.data) {
+            Ok(job) => job,
+            Err(e) => return self.dead_letter(d, e).await,
+        };
+        tracing::debug!(job_id = %job.id, redelivered = d.redelivered, delivery_tag = d.delivery_tag, "applying job");
+        match self.ledger.apply(&job, &self.pod, self.idempotent, self.job_work).await {
+            Ok(Applied::Applied) => {
+                Metrics::inc(&self.metrics.applied);
+                tracing::debug!(job_id = %job.id, "job applied");
+            }
+            Ok(Applied::AlreadyApplied) => {
+                Metrics::inc(&self.metrics.already_applied);
+                tracing::debug!(job_id = %job.id, redelivered = d.redelivered, "job already applied; acknowledging the duplicate");
+            }
+            Err(e) => return self.database_failed(d, &job, e).await,
+        }
+        if !self.post_commit.is_zero() {
+            tokio::time::sleep(self.post_commit).await;
+        }
+        if self.manual_ack {
+            if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(job_id = %job.id, error = %e, "ack failed after commit; the broker will redeliver this job");
+            } else {
+                tracing::debug!(job_id = %job.id, "job acked");
+            }
+        }
+    }
+
+    /// A payload that can never succeed: park it in the dead-letter queue, once.
+    async fn dead_letter(&self, d: Delivery, reason: JobError) {
+        Metrics::inc(&self.metrics.dead_lettered);
+        let outcome = if self.manual_ack {
+            // The queue's dead-letter exchange routes the rejected message to the DLQ.
+            d.acker.reject(BasicRejectOptions { requeue: false }).await
+        } else {
+            // Already acked by the broker: the only copy is ours, so publish it there.
+            match self
+                .channel
+                .basic_publish("", &self.dead_letter_queue, BasicPublishOptions::default(), &d.data, d.properties.clone())
+                .await
+            {
+                Ok(confirm) => confirm.await.map(|_| ()),
+                Err(e) => Err(e),
+            }
+        };
+        match outcome {
+            Ok(()) => tracing::warn!(
+                delivery_tag = d.delivery_tag,
+                redelivered = d.redelivered,
+                bytes = d.data.len(),
+                reason = %reason,
+                dead_letter_queue = %self.dead_letter_queue,
+                "poison message dead-lettered"
+            ),
+            Err(e) => tracing::error!(
+                delivery_tag = d.delivery_tag,
+                bytes = d.data.len(),
+                reason = %reason,
+                error = %e,
+                "poison message could not be dead-lettered"
+            ),
+        }
+    }
+
+    /// A transient failure: with manual ack the job goes back to the queue; with
+    /// auto-ack it is gone, which is exactly what auto-ack costs.
+    async fn database_failed(&self, d: Delivery, job: &Job, e: LedgerError) {
+        if self.manual_ack {
+            tracing::warn!(job_id = %job.id, error = %e, backoff_ms = DB_ERROR_BACKOFF.as_millis() as u64, "database error; requeueing the job");
+            tokio::time::sleep(DB_ERROR_BACKOFF).await;
+            Metrics::inc(&self.metrics.requeued);
+            if let Err(e) = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await {
+                tracing::warn!(job_id = %job.id, error = %e, "nack failed; the broker will redeliver when the channel closes");
+            }
+        } else {
+            Metrics::inc(&self.metrics.failed);
+            tracing::error!(job_id = %job.id, error = %e, "database error with auto-ack: the job is lost");
+        }
+    }
+}
+
+/// Pulls deliveries one at a time until told to stop (after the job in progress) or
+/// until the stream ends. Returns the consumer so the drain can empty its buffer.
+/// `lost` is told when the stream ended without being asked to.
+pub async fn consume(worker: Arc<Worker>, mut consumer: Consumer, stop: CancellationToken, lost: oneshot::Sender<String>) -> Consumer {
+    let lost_because = loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break None,
+            next = consumer.next() => next,
+        };
+        match next {
+            Some(Ok(delivery)) => worker.handle(delivery).await,
+            Some(Err(e)) => break Some(format!("consumer failed: {e}")),
+            None => break Some("consumer cancelled by the broker".to_string()),
+        }
+    };
+    if let Some(reason) = lost_because {
+        if !stop.is_cancelled() {
+            let _ = lost.send(reason);
+        }
+    }
+    consumer
+}
+
+/// The consumer's handle for the drain and the teardown.
+#[derive(Clone)]
+pub struct ConsumerControl {
+    pub channel: Channel,
+    pub tag: String,
+    pub stop: CancellationToken,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl ConsumerControl {
+    pub fn new(channel: Channel, tag: String) -> Self {
+        ConsumerControl { channel, tag, stop: CancellationToken::new(), cancelled: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Stops taking new jobs and sends `basic.cancel`, once. Returns whether this
+    /// call did it and the broker confirmed.
+    pub async fn cancel(&self) -> bool {
+        self.stop.cancel();
+        if self.cancelled.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        match self.channel.basic_cancel(&self.tag, BasicCancelOptions::default()).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(consumer_tag = %self.tag, error = %e, "basic.cancel failed");
+                false
+            }
+        }
+    }
+}
+
+/// Stop the drain's own work this long before the budget ends, so the abandonment is
+/// logged and the teardown starts before the lifecycle's timeout or the guardian.
+const DRAIN_MARGIN: Duration = Duration::from_millis(100);
+
+/// The graceful drain of the consumer, within `budget`. Order matters: `basic.cancel`
+/// first (the broker stops sending; the channel, and with it every delivery tag, stays
+/// alive), then the job in progress finishes, then what was already delivered but not
+/// started is handed back (manual ack) or processed (auto-ack: it is acked already, so
+/// handing it back is impossible).
+///
+/// Whatever is still running when the budget ends is abandoned: its transaction rolls
+/// back; with manual ack the broker redelivers it once the channel closes, with
+/// auto-ack it is lost. Either way the teardown then runs in order.
+pub async fn drain(worker: Arc<Worker>, control: ConsumerControl, mut running: JoinHandle<Consumer>, budget: Duration) {
+    let deadline = Instant::now() + budget.saturating_sub(DRAIN_MARGIN);
+    if tokio::time::timeout_at(deadline, control.cancel()).await == Ok(true) {
+        tracing::info!(step = "consumer_cancelled", consumer_tag = %control.tag, "consumer cancelled; the broker sends no more deliveries");
+    }
+    let mut consumer = match tokio::time::timeout_at(deadline, &mut running).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "the consumer task failed");
+            return;
+        }
+        Err(_) => {
+            // Dropping the job's future rolls its transaction back.
+            running.abort();
+            let _ = running.await;
+            worker.abandoned(true, None);
+            return;
+        }
+    };
+
+    let mut settled = 0u64;
+    if worker.manual_ack {
+        // Everything already delivered, then the end of the stream (the cancel-ok).
+        // Deliveries not nacked in time are requeued by the channel close anyway.
+        while let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, consumer.next()).await {
+            settled += 1;
+            Metrics::inc(&worker.metrics.requeued);
+            if let Err(e) = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await {
+                tracing::warn!(delivery_tag = d.delivery_tag, error = %e, "requeue failed; the broker will redeliver when the channel closes");
+            }
+        }
+        tracing::info!(step = "requeued", count = settled, "buffered deliveries handed back to the broker");
+        tracing::info!(step = "inflight_finished", "in-flight work finished");
+        return;
+    }
+
+    loop {
+        let d = match tokio::time::timeout_at(deadline, consumer.next()).await {
+            Ok(Some(Ok(d))) => d,
+            Ok(Some(Err(_)) | None) => break,
+            Err(_) => return worker.abandoned(false, Some(count_buffered(&mut consumer).await)),
+        };
+        if tokio::time::timeout_at(deadline, worker.handle(d)).await.is_err() {
+            return worker.abandoned(true, Some(count_buffered(&mut consumer).await));
+        }
+        settled += 1;
+    }
+    tracing::info!(step = "inflight_finished", processed_after_cancel = settled, "in-flight work finished (auto-ack: buffered jobs processed)");
+}
+
+/// Deliveries left in an already-cancelled consumer's buffer.
+async fn count_buffered(consumer: &mut Consumer) -> u64 {
+    let mut n = 0;
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_millis(100), consumer.next()).await {
+        n += 1;
+    }
+    n
+}
+
+impl Worker {
+    /// Logs what the drain budget cut off. `buffered` is `None` when unknown.
+    fn abandoned(&self, job_in_progress: bool, buffered: Option<u64>) {
+        if self.manual_ack {
+            tracing::warn!(
+                step = "inflight_abandoned",
+                job_in_progress,
+                "drain budget reached: the job in progress was rolled back; unacked deliveries return to the queue when the channel closes"
+            );
+        } else {
+            let lost = u64::from(job_in_progress) + buffered.unwrap_or(0);
+            self.metrics.abandoned.fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                step = "inflight_abandoned",
+                job_in_progress,
+                buffered_lost = buffered,
+                "drain budget reached with auto-ack: the job in progress and the buffered ones are lost"
+            );
+        }
+    }
+}

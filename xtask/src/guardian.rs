@@ -1,0 +1,97 @@
+//! The guardian exercise, once per experiment: one api instance with the final
+//! stage's settings gets a request longer than its whole shutdown budget, then
+//! SIGTERM. The guardian thread must force the exit with its own code.
+
+use crate::evidence;
+use crate::experiment::RunCtx;
+use crate::local::pod::{App, Pod, PodTemplate};
+use crate::local::recorder::{now_ms, Recorder};
+use crate::report::model::GuardianCheck;
+use anyhow::{bail, Context, Result};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use zerodrop_jobs::Topology;
+use zerodrop_stages::{Entrypoint, Stage, StageName};
+
+pub async fn run(ctx: &RunCtx) -> Result<GuardianCheck> {
+    let stage = Stage::get(StageName::SurgeJitter);
+    let b = stage.api;
+    let topology = Topology::new(format!("zerodrop.{}.guardian", ctx.run_id));
+    let log_dir = ctx.out_dir.join("logs/guardian");
+    std::fs::create_dir_all(&log_dir)?;
+    let mut env = vec![
+        ("AMQP_URL".to_string(), ctx.amqp_url.clone()),
+        ("ZD_QUEUE".to_string(), topology.queue.clone()),
+    ];
+    env.extend(b.to_env().into_iter().map(|(k, v)| (k.to_string(), v)));
+    let t = PodTemplate {
+        app: App::Api,
+        revision: 1,
+        entrypoint: Entrypoint::Exec,
+        readiness: stage.pod.readiness,
+        bin_dir: ctx.bin_dir.clone(),
+        env,
+        isolation: ctx.isolation,
+    };
+    let rec = Arc::new(Recorder::default());
+    let pod = Pod::start(&t, "api-guardian".into(), Ipv4Addr::new(127, 77, 250, 1), &log_dir, rec).await?;
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while !pod.ready.load(Ordering::SeqCst) {
+        if Instant::now() > ready_by || pod.exited.load(Ordering::SeqCst) {
+            pod.kill_now().await;
+            bail!("the guardian test instance did not become ready; see {}", log_dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let request_ms = (b.guardian_deadline() + Duration::from_secs(3)).as_millis() as u64;
+    let client = tokio::spawn(long_request(pod.addr, request_ms));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sigterm_at = now_ms();
+    let t0 = Instant::now();
+    pod.signal(libc::SIGTERM);
+    let exited = pod.wait_exit(stage.pod.grace).await;
+    let exit_after_ms = t0.elapsed().as_millis() as u64;
+    if !exited {
+        pod.kill_now().await;
+    }
+    let client_outcome = client.await.context("guardian client task")?;
+    let logs = evidence::read_pod_log(&pod.log_path, &pod.name, "api", sigterm_at);
+    Ok(GuardianCheck {
+        drain_budget_ms: b.drain_budget.as_millis() as u64,
+        request_ms,
+        expected_exit_code: zerodrop_lifecycle_exit_code(),
+        exit_code: pod.exit_code(),
+        exit_after_ms,
+        client_outcome,
+        logs,
+    })
+}
+
+/// Mirrors `zerodrop_lifecycle::EXIT_GUARDIAN`; the runner does not link the
+/// services' library, and the integration test of the lifecycle pins the value.
+fn zerodrop_lifecycle_exit_code() -> i32 {
+    70
+}
+
+/// What the client of the long request saw, as a class key.
+async fn long_request(addr: SocketAddr, ms: u64) -> String {
+    let Ok(mut s) = TcpStream::connect(addr).await else { return "refused".into() };
+    let req = format!("GET /work?ms={ms} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return "reset".into();
+    }
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_millis(ms + 5000), s.read_to_end(&mut buf)).await;
+    match read {
+        Err(_) => "timeout".into(),
+        Ok(Err(_)) => "reset".into(),
+        Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 2") => "ok".into(),
+        Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 ") => format!("http_{}", String::from_utf8_lossy(&buf[9..12])),
+        Ok(Ok(_)) => "reset".into(),
+    }
+}

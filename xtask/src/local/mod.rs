@@ -1,0 +1,199 @@
+//! The local platform: real processes in their own PID namespaces, with the runner
+//! playing the Deployment controller, the kubelet and the Service.
+
+pub mod deployment;
+pub mod kubelet;
+pub mod pod;
+pub mod probe;
+pub mod recorder;
+pub mod service;
+
+use anyhow::{bail, Result};
+use deployment::Deployment;
+use pod::{App, Isolation, Pod, PodTemplate};
+use recorder::Recorder;
+use service::Service;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use zerodrop_stages::Stage;
+
+pub struct FleetConfig {
+    pub api_replicas: u32,
+    pub worker_replicas: u32,
+    pub propagation_delay: Duration,
+    pub bin_dir: PathBuf,
+    pub log_dir: PathBuf,
+    /// Environment common to every pod (broker, database, queue, schema ...).
+    pub base_env: Vec<(String, String)>,
+    /// Extra environment for worker pods only.
+    pub worker_env: Vec<(String, String)>,
+    pub isolation: Isolation,
+    /// Third octet of the pods' 127.x.y.z addresses, so concurrent fleets never collide.
+    pub subnet: u8,
+}
+
+pub struct Fleet {
+    cfg: FleetConfig,
+    pub stage: Stage,
+    pub rec: Arc<Recorder>,
+    service: Arc<Service>,
+    stop: CancellationToken,
+    api: Deployment,
+    worker: Deployment,
+    seq: u32,
+    terminations: Vec<JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// Creates both deployments at revision 1 and waits until every pod is ready.
+    pub async fn up(cfg: FleetConfig, stage: Stage, rec: Arc<Recorder>) -> Result<Fleet> {
+        let stop = CancellationToken::new();
+        let service = Service::new(cfg.propagation_delay, rec.clone(), stop.clone());
+        let api = Deployment { app: App::Api, replicas: cfg.api_replicas, revision: 1, pods: Vec::new() };
+        let worker = Deployment { app: App::Worker, replicas: cfg.worker_replicas, revision: 1, pods: Vec::new() };
+        let mut fleet = Fleet { cfg, stage, rec, service, stop, api, worker, seq: 0, terminations: Vec::new() };
+        for app in [App::Api, App::Worker] {
+            let n = fleet.deployment(app).replicas;
+            for _ in 0..n {
+                fleet.create_pod(app).await?;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = fleet.api.ready_count() == fleet.api.replicas
+                && fleet.worker.ready_count() == fleet.worker.replicas
+                && fleet.service.ready_endpoints() == fleet.api.replicas;
+            if ready {
+                return Ok(fleet);
+            }
+            if let Some(dead) = fleet.all_pods().find(|p| p.exited.load(Ordering::SeqCst)) {
+                let log = std::fs::read_to_string(&dead.log_path).unwrap_or_default();
+                let tail: Vec<_> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+                bail!("pod {} exited during startup; its last log lines:\n{}", dead.name, tail.join("\n"));
+            }
+            if Instant::now() > deadline {
+                bail!("the fleet did not become ready within 60 s; see the pod logs in {}", fleet.cfg.log_dir.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn deployment(&mut self, app: App) -> &mut Deployment {
+        match app {
+            App::Api => &mut self.api,
+            App::Worker => &mut self.worker,
+        }
+    }
+
+    pub fn all_pods(&self) -> impl Iterator<Item = &Arc<Pod>> {
+        self.api.pods.iter().chain(self.worker.pods.iter())
+    }
+
+    pub fn service(&self) -> Arc<Service> {
+        self.service.clone()
+    }
+
+    pub fn ready(&self, app: App) -> (u32, u32) {
+        match app {
+            App::Api => (self.api.ready_count(), self.api.replicas),
+            App::Worker => (self.worker.ready_count(), self.worker.replicas),
+        }
+    }
+
+    async fn create_pod(&mut self, app: App) -> Result<()> {
+        self.seq += 1;
+        let seq = self.seq;
+        let dep = self.deployment(app);
+        let revision = dep.revision;
+        let name = format!("{}-r{}-{}", app.name(), revision, seq);
+        let ip = Ipv4Addr::new(127, 77, self.cfg.subnet, (seq % 250 + 1) as u8);
+        let b = match app {
+            App::Api => self.stage.api,
+            App::Worker => self.stage.worker,
+        };
+        let mut env = self.cfg.base_env.clone();
+        if app == App::Worker {
+            env.extend(self.cfg.worker_env.iter().cloned());
+        }
+        env.extend(b.to_env().into_iter().map(|(k, v)| (k.to_string(), v)));
+        let t = PodTemplate {
+            app,
+            revision,
+            entrypoint: self.stage.pod.entrypoint,
+            readiness: self.stage.pod.readiness,
+            bin_dir: self.cfg.bin_dir.clone(),
+            env,
+            isolation: self.cfg.isolation,
+        };
+        let pod = Pod::start(&t, name, ip, &self.cfg.log_dir, self.rec.clone()).await?;
+        if app == App::Api {
+            self.service.watch(pod.clone());
+        }
+        self.deployment(app).pods.push(pod);
+        Ok(())
+    }
+
+    fn terminate(&mut self, pod: Arc<Pod>) {
+        let h = tokio::spawn(kubelet::terminate(pod, self.stage.pod, self.rec.clone()));
+        self.terminations.push(h);
+    }
+
+    /// A rolling restart of both deployments at once (a new pod-template revision),
+    /// honouring the stage's strategy. Returns when both are complete.
+    pub async fn rollout(&mut self) -> Result<Duration> {
+        let started = Instant::now();
+        self.api.revision += 1;
+        self.worker.revision += 1;
+        let strategy = self.stage.strategy;
+        let deadline = started + Duration::from_secs(180);
+        loop {
+            let mut complete = true;
+            for app in [App::Api, App::Worker] {
+                let plan = self.deployment(app).plan(strategy);
+                complete &= plan.complete;
+                let victims: Vec<_> = plan.terminate.iter().map(|&i| self.deployment(app).pods[i].clone()).collect();
+                for pod in victims {
+                    self.terminate(pod);
+                }
+                for _ in 0..plan.create {
+                    self.create_pod(app).await?;
+                }
+            }
+            if complete {
+                return Ok(started.elapsed());
+            }
+            if Instant::now() > deadline {
+                bail!("rollout did not complete within 180 s");
+            }
+            let changed = self.rec.changed.notified();
+            let _ = tokio::time::timeout(Duration::from_millis(50), changed).await;
+        }
+    }
+
+    /// Waits until every pod that was told to terminate has exited.
+    pub async fn wait_terminations(&mut self) {
+        for h in self.terminations.drain(..) {
+            let _ = h.await;
+        }
+    }
+
+    /// Stops everything at once (outside any measurement).
+    pub async fn down(mut self) {
+        self.stop.cancel();
+        let pods: Vec<_> = self.all_pods().cloned().collect();
+        for p in &pods {
+            p.signal(libc::SIGKILL);
+        }
+        for p in &pods {
+            p.kill_now().await;
+        }
+        for h in self.terminations.drain(..) {
+            h.abort();
+        }
+    }
+}

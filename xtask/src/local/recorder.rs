@@ -1,0 +1,64 @@
+//! What the platform saw, timestamped on the wall clock (unix ms) so it can be lined
+//! up with the load generator's records and the pods' own log lines.
+
+use crate::report::model::PodEventKind;
+use std::sync::Mutex;
+use tokio::sync::Notify;
+
+#[derive(Debug, Clone)]
+pub struct RawEvent {
+    pub unix_ms: i64,
+    pub pod: String,
+    pub app: &'static str,
+    pub kind: PodEventKind,
+    pub detail: String,
+}
+
+#[derive(Default)]
+pub struct Recorder {
+    events: Mutex<Vec<RawEvent>>,
+    endpoints: Mutex<Vec<(i64, u32)>>,
+    /// Woken on every pod state change; the controller waits on it.
+    pub changed: Notify,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Recorder {
+    pub fn event(&self, pod: &str, app: &'static str, kind: PodEventKind, detail: impl Into<String>) {
+        let e = RawEvent { unix_ms: now_ms(), pod: pod.to_string(), app, kind, detail: detail.into() };
+        if let Ok(mut v) = self.events.lock() {
+            v.push(e);
+        }
+        self.changed.notify_waiters();
+    }
+
+    pub fn endpoints_now(&self, ready: u32) {
+        if let Ok(mut v) = self.endpoints.lock() {
+            v.push((now_ms(), ready));
+        }
+    }
+
+    pub fn events(&self) -> Vec<RawEvent> {
+        self.events.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    pub fn endpoint_samples(&self) -> Vec<(i64, u32)> {
+        self.endpoints.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Forgets everything (a new stage starts a new recording).
+    pub fn clear(&self) {
+        if let Ok(mut v) = self.events.lock() {
+            v.clear();
+        }
+        if let Ok(mut v) = self.endpoints.lock() {
+            v.clear();
+        }
+    }
+}

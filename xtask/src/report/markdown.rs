@@ -1,0 +1,302 @@
+//! report.md: readable at a glance. Every number comes from the summaries.
+
+use super::evidence::{self, MAX_ROWS};
+use super::model::{GuardianCheck, Report, StageRun};
+use super::prose;
+use super::summary::StageSummary;
+use std::fmt::Write as _;
+use zerodrop_load::Class;
+
+pub fn render(report: &Report, summaries: &[StageSummary]) -> String {
+    let mut md = String::new();
+    header(&mut md, report);
+    profile(&mut md, report);
+    table(&mut md, report, summaries);
+    for (i, (run, s)) in report.stages.iter().zip(summaries).enumerate() {
+        stage_section(&mut md, i + 1, run, s);
+    }
+    let _ = writeln!(md, "## What each lever fixed\n");
+    for p in prose::per_stage(&report.stages, summaries) {
+        let _ = writeln!(md, "{p}\n");
+    }
+    let _ = writeln!(md, "## Write-up\n");
+    for p in prose::closing(&report.stages, summaries) {
+        let _ = writeln!(md, "{p}\n");
+    }
+    guardian(&mut md, report.guardian.as_ref());
+    md
+}
+
+/// Escapes text for a markdown table cell.
+pub fn cell(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('|', "\\|").replace('<', "&lt;").replace('>', "&gt;").replace(['\n', '\r'], " ")
+}
+
+pub fn ms(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn header(md: &mut String, r: &Report) {
+    let m = &r.machine;
+    let _ = writeln!(md, "# zerodrop report — {}\n", cell(&r.run_id));
+    let _ = writeln!(md, "- **Date:** {}", cell(&r.started_at));
+    let _ = writeln!(md, "- **Platform:** {}", cell(&r.platform));
+    let _ = writeln!(
+        md,
+        "- **Machine:** {} ({} CPUs, {}, kernel {})",
+        cell(&m.hostname),
+        m.cpus,
+        cell(&m.os),
+        cell(&m.kernel)
+    );
+    let fence = if r.command.contains("```") { "~~~~" } else { "```" };
+    let _ = writeln!(md, "- **Command:**\n\n{fence}sh\n{}\n{fence}\n", r.command);
+}
+
+fn profile(md: &mut String, r: &Report) {
+    let p = &r.profile;
+    let l = &p.load;
+    let w = l.mix.fast + l.mix.slow + l.mix.job;
+    let pct = |x: u32| if w == 0 { 0.0 } else { f64::from(x) * 100.0 / f64::from(w) };
+    let _ = writeln!(md, "## Load profile (`{}`)\n", cell(&p.name));
+    let _ = writeln!(md, "| | |\n|---|---|");
+    let _ = writeln!(md, "| Arrival rate | {} req/s, open loop (latency from intended start) |", l.rate_per_sec);
+    let _ = writeln!(
+        md,
+        "| Mix | fast {:.0}% (`/work?ms={}`), slow {:.0}% (`/work?ms={}`), job {:.0}% (publish) |",
+        pct(l.mix.fast),
+        l.fast_ms,
+        pct(l.mix.slow),
+        l.slow_ms,
+        pct(l.mix.job)
+    );
+    let _ = writeln!(
+        md,
+        "| Durations | load run {:.0} s per stage: warm-up {} s, steady {} s, then the deploy, cool-down {} s |",
+        l.duration.as_secs_f64(),
+        p.warmup_s,
+        p.steady_s,
+        p.cooldown_s
+    );
+    let _ = writeln!(
+        md,
+        "| Client | ≤ {} connections, request timeout {} ms, connect timeout {} ms, seed {} |",
+        l.max_connections,
+        l.request_timeout.as_millis(),
+        l.connect_timeout.as_millis(),
+        l.seed
+    );
+    let _ = writeln!(md, "| Replicas | api {}, worker {} |", p.api_replicas, p.worker_replicas);
+    let _ = writeln!(
+        md,
+        "| Propagation delay | {} ms (Service keeps routing to a terminating pod) |\n",
+        p.propagation_delay_ms
+    );
+}
+
+fn table(md: &mut String, r: &Report, summaries: &[StageSummary]) {
+    let _ = writeln!(md, "## Before / after\n");
+    let _ = writeln!(
+        md,
+        "Request numbers are over each stage's deploy window (rollout trigger → last old pod exited); \
+         *steady p99* is the same stage's pre-deploy baseline. Latency in ms. *other* = 4xx, 500 and \
+         unclassified failures.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| Stage | Error rate | 502 | 503 | 504 | refused | reset | timeout | other | p50 | p99 | max | steady p99 | min ready / desired | dip | lost jobs | dup jobs | rollout s |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut unsettled = false;
+    for (run, s) in r.stages.iter().zip(summaries) {
+        let c = |class| s.count(class).to_string();
+        let lr = &s.roll.latency_ms;
+        let min_ready = s.capacity.min_ready_endpoints.map_or("?".into(), |m| m.to_string());
+        let star = if run.jobs.settled { "" } else { "\\*" };
+        unsettled |= !run.jobs.settled;
+        let _ = writeln!(
+            md,
+            "| {} | {:.2}% | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {:.0}% | {}{star} | {} | {:.1} |",
+            s.name,
+            s.error_rate_pct(),
+            c(Class::Http502),
+            c(Class::Http503),
+            c(Class::Http504),
+            c(Class::Refused),
+            c(Class::Reset),
+            c(Class::Timeout),
+            s.other_failures(),
+            ms(lr.p50),
+            ms(lr.p99),
+            ms(lr.max),
+            ms(s.steady.latency_ms.p99),
+            min_ready,
+            s.capacity.desired,
+            s.capacity.throughput_dip_pct,
+            run.jobs.lost,
+            run.jobs.duplicated,
+            run.rollout_seconds
+        );
+    }
+    if unsettled {
+        let _ = writeln!(
+            md,
+            "\n\\* The queue or the ledger had not settled when jobs were reconciled: *lost* may include jobs still in flight."
+        );
+    }
+    let _ = writeln!(md);
+}
+
+fn stage_section(md: &mut String, n: usize, run: &StageRun, s: &StageSummary) {
+    let st = &run.stage;
+    let _ = writeln!(md, "## {n}. {}\n", s.name);
+    let _ = writeln!(md, "**Lever:** {}  ", cell(&st.lever));
+    let targets = if st.targets.is_empty() { "— (baseline)" } else { &st.targets };
+    let _ = writeln!(md, "**Targets:** {}\n", cell(targets));
+    let roll_s = run.roll.to_us.saturating_sub(run.roll.from_us) as f64 / 1e6;
+    let _ = writeln!(
+        md,
+        "Deploy window {roll_s:.1} s: {} requests, {} failed ({:.2}%); rollout complete after {:.1} s. \
+         Jobs: {} accepted, {} lost, {} duplicated ({} extra applications), {} dead-lettered.\n",
+        s.roll.total,
+        s.roll.failed,
+        s.error_rate_pct(),
+        run.rollout_seconds,
+        run.jobs.accepted,
+        run.jobs.lost,
+        run.jobs.duplicated,
+        run.jobs.extra_applications,
+        run.jobs.dead_lettered
+    );
+    let _ = writeln!(md, "![{} timeline](charts/{}.svg)\n", s.name, s.name);
+    checks(md, run, s);
+    evidence_table(md, run);
+    let _ = writeln!(md, "Raw pod logs: [`{0}`]({0})\n", run.pod_logs_dir.replace(' ', "%20"));
+}
+
+fn checks(md: &mut String, run: &StageRun, s: &StageSummary) {
+    let c = &s.checks;
+    let icon = |v: Option<bool>| match v {
+        Some(true) => "✅",
+        Some(false) => "❌",
+        None => "—",
+    };
+    let opt = |v: Option<bool>| v.map_or("null".into(), |b| b.to_string());
+    let armed = run.logs.iter().any(|l| l.step == "guardian_armed");
+    let guardian = if c.guardian_fired {
+        Some(false)
+    } else if armed {
+        Some(true)
+    } else {
+        None
+    };
+    let rows = [
+        (
+            "SIGTERM reached the app's handler",
+            icon(Some(c.sigterm_handler_fired)),
+            format!("sigterm_handler_fired = {}", c.sigterm_handler_fired),
+        ),
+        (
+            "Readiness failed before the listener closed",
+            icon(c.readiness_before_listener_close),
+            format!("readiness_before_listener_close = {}", opt(c.readiness_before_listener_close)),
+        ),
+        (
+            "Resources disposed in reverse order, telemetry flushed last",
+            icon(c.teardown_reverse_order),
+            format!("teardown_reverse_order = {}", opt(c.teardown_reverse_order)),
+        ),
+        ("No pod needed the guardian", icon(guardian), format!("guardian_fired = {}", c.guardian_fired)),
+        (
+            "No pod was SIGKILLed",
+            icon(Some(c.killed_by_sigkill == 0)),
+            format!("killed_by_sigkill = {}", c.killed_by_sigkill),
+        ),
+    ];
+    let _ = writeln!(md, "| Check | | Measured |\n|---|:-:|---|");
+    for (label, icon, measured) in rows {
+        let _ = writeln!(md, "| {label} | {icon} | `{measured}` |");
+    }
+    let _ = writeln!(md);
+    for note in &s.check_notes {
+        let _ = writeln!(md, "- {}", cell(note));
+    }
+    if !s.check_notes.is_empty() {
+        let _ = writeln!(md);
+    }
+}
+
+fn evidence_table(md: &mut String, run: &StageRun) {
+    let ev = evidence::collect(run, MAX_ROWS);
+    if ev.rows.is_empty() {
+        let _ = writeln!(md, "No pod logged a lifecycle step or got a termination event during this stage.\n");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "Evidence: each terminated pod from the start of its termination (`+s` counts from there); \
+         `platform` rows are pod events, the others are the pod's own log lines.\n"
+    );
+    let _ = writeln!(md, "| t (s) | +s | pod | step | fields |\n|---:|---:|---|---|---|");
+    for r in &ev.rows {
+        let step = if r.source == "platform" {
+            format!("*{}* (platform)", cell(&r.step))
+        } else {
+            format!("`{}`", cell(&r.step))
+        };
+        let _ = writeln!(
+            md,
+            "| {:.3} | +{:.3} | {} | {} | {} |",
+            r.t_ms as f64 / 1000.0,
+            r.since_ms as f64 / 1000.0,
+            cell(&r.pod),
+            step,
+            cell(&r.fields)
+        );
+    }
+    if ev.omitted > 0 {
+        let _ = writeln!(
+            md,
+            "\n{} more rows omitted (pods {}); report.json `evidence` and the raw pod logs have them all.",
+            ev.omitted,
+            cell(&ev.omitted_pods.join(", "))
+        );
+    }
+    let _ = writeln!(md);
+}
+
+fn guardian(md: &mut String, g: Option<&GuardianCheck>) {
+    let _ = writeln!(md, "## Guardian exercise\n");
+    let Some(g) = g else {
+        let _ = writeln!(md, "Not run.");
+        return;
+    };
+    let fired = g.exit_code == Some(g.expected_exit_code);
+    let code = g.exit_code.map_or("none (no exit observed)".into(), |c| c.to_string());
+    let _ = writeln!(
+        md,
+        "One api instance with the last stage's settings got a {} ms request, longer than its {} ms drain budget, then SIGTERM.\n",
+        g.request_ms, g.drain_budget_ms
+    );
+    let _ = writeln!(md, "| | |\n|---|---|");
+    let _ = writeln!(md, "| Drain budget | {} ms |", g.drain_budget_ms);
+    let _ = writeln!(md, "| Request length | {} ms |", g.request_ms);
+    let _ =
+        writeln!(md, "| Exit code | {} {code} (expected {}) |", if fired { "✅" } else { "❌" }, g.expected_exit_code);
+    let _ = writeln!(md, "| SIGTERM → exit | {} ms |", g.exit_after_ms);
+    let _ = writeln!(md, "| Client of the long request saw | `{}` |\n", cell(&g.client_outcome));
+    let lines: Vec<_> = g.logs.iter().filter(|l| l.step == "guardian_fired").collect();
+    if lines.is_empty() {
+        let _ = writeln!(md, "No `guardian_fired` line was logged.");
+    } else {
+        let _ = writeln!(md, "The guardian's log line:\n\n```text");
+        for l in lines {
+            let _ = writeln!(md, "{} {} {} {}", l.timestamp, l.pod, l.step, l.fields);
+        }
+        let _ = writeln!(md, "```");
+    }
+}
