@@ -2,7 +2,9 @@
 
 use crate::experiment::{machine, RunCtx};
 use crate::infra::Backends;
+use crate::local::platform::LocalPlatform;
 use crate::local::pod::Isolation;
+use crate::platform::Platform;
 use crate::profile::ExperimentProfile;
 use crate::report::model::{self, Report};
 use crate::workspace;
@@ -48,7 +50,13 @@ pub async fn run(a: Args) -> Result<()> {
     let backends = Backends::acquire(&out_dir).await?;
     eprintln!("[infra] {}", backends.describe());
 
-    let result = run_stages(&a, &run_id, &out_dir, &backends, bin_dir, isolation, profile, stages, command).await;
+    let platform = LocalPlatform::new(backends.amqp_url.clone(), backends.database_url.clone(), bin_dir, isolation, profile.propagation_delay);
+    // Ctrl-C abandons the running stage: the private servers are released below, and
+    // the pods die with this process (PR_SET_PDEATHSIG on every pod).
+    let result = tokio::select! {
+        r = run_stages(&a, &run_id, &out_dir, platform, profile, stages, command) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; pods stopped, private servers released, partial logs kept in {}", out_dir.display())),
+    };
     if let Err(e) = backends.release().await {
         eprintln!("warning: stopping the private servers: {e:#}");
     }
@@ -61,29 +69,16 @@ pub async fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_stages(
+async fn run_stages<P: Platform>(
     a: &Args,
     run_id: &str,
     out_dir: &std::path::Path,
-    backends: &Backends,
-    bin_dir: PathBuf,
-    isolation: Isolation,
+    platform: P,
     profile: ExperimentProfile,
     stages: Vec<Stage>,
     command: String,
 ) -> Result<Report> {
-    let ctx = RunCtx::new(
-        run_id.to_string(),
-        out_dir.to_path_buf(),
-        backends.amqp_url.clone(),
-        backends.database_url.clone(),
-        bin_dir,
-        isolation,
-        profile.clone(),
-        a.keep_data,
-    )
-    .await?;
+    let mut ctx = RunCtx::new(run_id.to_string(), out_dir.to_path_buf(), profile.clone(), a.keep_data, platform).await?;
     let started_at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let mut runs = Vec::new();
     for (i, stage) in stages.into_iter().enumerate() {
@@ -97,19 +92,20 @@ async fn run_stages(
         runs.push(run);
     }
     ctx.progress.phase("guardian exercise");
-    let guardian = match crate::guardian::run(&ctx).await {
+    let guardian = match ctx.platform.guardian_exercise(&out_dir.join("logs/guardian")).await {
         Ok(g) => Some(g),
         Err(e) => {
             eprintln!("warning: the guardian exercise failed: {e:#}");
             None
         }
     };
+    let ctx_platform = ctx.platform.describe();
     ctx.close().await;
     let p = &profile;
     Ok(Report {
         run_id: run_id.to_string(),
         started_at,
-        platform: format!("local ({})", isolation.describe()),
+        platform: ctx_platform,
         command: format!("cargo xtask {command}"),
         machine: machine(),
         profile: model::ExperimentProfile {

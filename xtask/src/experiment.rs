@@ -1,17 +1,16 @@
-//! One run of the experiment: for each stage, a fresh fleet, load across a rolling
-//! deploy, reconciliation of jobs against the ledger, and the raw material for the
-//! report.
+//! One run of the experiment, on any [`Platform`]: for each stage a fresh fleet, load
+//! across a rolling deploy, reconciliation of jobs against the ledger, and the raw
+//! material for the report.
 
 use crate::evidence;
-use crate::local::pod::{App, Isolation};
-use crate::local::recorder::{now_ms, Recorder};
-use crate::local::{Fleet, FleetConfig};
+use crate::platform::{now_ms, Platform, StageEnv};
 use crate::profile::ExperimentProfile;
 use crate::progress::Progress;
 use crate::report::model::{self, EndpointSample, Jobs, PodEvent, StageRun, Window};
 use anyhow::{Context, Result};
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -20,39 +19,28 @@ use zerodrop_load::Live;
 use zerodrop_stages::Stage;
 
 /// What every stage of a run shares.
-pub struct RunCtx {
+pub struct RunCtx<P: Platform> {
     pub run_id: String,
     pub out_dir: PathBuf,
-    pub amqp_url: String,
-    pub database_url: String,
-    pub bin_dir: PathBuf,
-    pub isolation: Isolation,
     pub profile: ExperimentProfile,
     pub keep_data: bool,
     pub progress: Arc<Progress>,
+    pub platform: P,
     amqp: Connection,
     channel: Channel,
     db: tokio_postgres::Client,
 }
 
-impl RunCtx {
-    #[allow(clippy::too_many_arguments)]
-    pub async fn new(
-        run_id: String,
-        out_dir: PathBuf,
-        amqp_url: String,
-        database_url: String,
-        bin_dir: PathBuf,
-        isolation: Isolation,
-        profile: ExperimentProfile,
-        keep_data: bool,
-    ) -> Result<RunCtx> {
+
+impl<P: Platform> RunCtx<P> {
+    pub async fn new(run_id: String, out_dir: PathBuf, profile: ExperimentProfile, keep_data: bool, platform: P) -> Result<Self> {
+        let amqp_url = platform.amqp_url().to_string();
         let amqp = Connection::connect(&amqp_url, ConnectionProperties::default())
             .await
             .with_context(|| format!("connecting to RabbitMQ at {amqp_url}"))?;
         let channel = amqp.create_channel().await.context("opening an AMQP channel")?;
-        let db = zerodrop_ledger::connect(&database_url).await.with_context(|| format!("connecting to PostgreSQL at {database_url}"))?;
-        Ok(RunCtx { run_id, out_dir, amqp_url, database_url, bin_dir, isolation, profile, keep_data, progress: Progress::new(), amqp, channel, db })
+        let db = zerodrop_ledger::connect(platform.database_url()).await.context("connecting to PostgreSQL")?;
+        Ok(RunCtx { run_id, out_dir, profile, keep_data, progress: Progress::new(), platform, amqp, channel, db })
     }
 
     pub async fn close(self) {
@@ -60,106 +48,91 @@ impl RunCtx {
         let _ = self.amqp.close(200, "done").await;
     }
 
-    /// Runs one stage end to end. `index` keeps queue and schema names unique.
-    pub async fn run_stage(&self, stage: Stage, index: usize) -> Result<StageRun> {
-        let p = &self.profile;
+    /// Runs one stage end to end. `index` keeps queue, schema and addresses unique.
+    /// On failure the fleet is still stopped before the error is returned.
+    pub async fn run_stage(&mut self, stage: Stage, index: usize) -> Result<StageRun> {
+        let result = self.run_stage_inner(stage, index).await;
+        if result.is_err() {
+            let _ = self.platform.finish_stage().await;
+        }
+        result
+    }
+
+    async fn run_stage_inner(&mut self, stage: Stage, index: usize) -> Result<StageRun> {
+        let p = self.profile.clone();
         let name = stage.name.as_str();
-        let short = self.run_id.replace('-', "");
         let topology = Topology::new(format!("zerodrop.{}.{}", self.run_id, name));
-        let schema = format!("zd_{}_{}", short.to_lowercase(), index);
+        let schema = format!("zd_{}_{}", self.run_id.replace('-', "").to_lowercase(), index);
         topology.declare(&self.channel).await.context("declaring the stage's queues")?;
         zerodrop_ledger::create_schema(&self.db, &schema).await.context("creating the stage's ledger schema")?;
-
         let pod_logs_dir = format!("logs/{name}");
         let log_dir = self.out_dir.join(&pod_logs_dir);
         std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
-        let base_env = vec![
-            ("AMQP_URL".to_string(), self.amqp_url.clone()),
-            ("DATABASE_URL".to_string(), self.database_url.clone()),
-            ("ZD_QUEUE".to_string(), topology.queue.clone()),
-            ("ZD_DB_SCHEMA".to_string(), schema.clone()),
-            ("ZD_CAPACITY".to_string(), p.api_capacity.to_string()),
-        ];
-        let worker_env = vec![("ZD_JOB_WORK_MS".to_string(), p.job_work.as_millis().to_string())];
-        let cfg = FleetConfig {
+        let env = StageEnv {
+            queue: topology.queue.clone(),
+            schema: schema.clone(),
             api_replicas: p.api_replicas,
             worker_replicas: p.worker_replicas,
-            propagation_delay: p.propagation_delay,
-            bin_dir: self.bin_dir.clone(),
-            log_dir: log_dir.clone(),
-            base_env,
-            worker_env,
-            isolation: self.isolation,
-            subnet: (index % 200) as u8 + 1,
+            api_capacity: p.api_capacity,
+            job_work: p.job_work,
+            index,
         };
-        self.progress.phase(format!("{name}: starting the fleet"));
-        let rec = Arc::new(Recorder::default());
-        let mut fleet = Fleet::up(cfg, stage.clone(), rec.clone()).await?;
 
+        self.progress.phase(format!("{name}: starting the fleet"));
+        self.platform.deploy(&stage, &env, &log_dir).await?;
         let live = Arc::new(Live::default());
+        let endpoints = Arc::new(AtomicU32::new(self.platform.ready_endpoints()));
         let stop_watch = CancellationToken::new();
-        let svc = fleet.service();
         {
-            let svc = svc.clone();
+            let endpoints = endpoints.clone();
             let replicas = p.api_replicas;
-            self.progress.watch(name.to_string(), live.clone(), move || format!("endpoints={}/{replicas}", svc.ready_endpoints()), stop_watch.clone());
+            let label = move || format!("endpoints={}/{replicas}", endpoints.load(Ordering::Relaxed));
+            self.progress.watch(name.to_string(), live.clone(), label, stop_watch.clone());
         }
-        rec.endpoints_now(svc.ready_endpoints());
-        let load_profile = p.load.clone();
-        let prefix = format!("{}-{}", self.run_id, name);
-        let resolver: Arc<dyn zerodrop_load::Resolver> = svc.clone();
-        let load_live = live.clone();
-        let load = tokio::spawn(async move { zerodrop_load::run(&load_profile, resolver, &prefix, load_live).await });
-        let load_started = now_ms();
+        let load = self.platform.start_load(&p.load, &format!("{}-{}", self.run_id, name), live.clone()).await?;
 
         self.progress.phase("warm-up + steady");
-        tokio::time::sleep(p.warmup + p.steady).await;
+        self.sleep_tracking(p.warmup + p.steady, &endpoints).await;
         self.progress.phase("rolling deploy");
         let trigger = now_ms();
-        let rollout = fleet.rollout().await;
-        let rollout_seconds = match &rollout {
-            Ok(d) => d.as_secs_f64(),
-            Err(_) => f64::NAN,
-        };
+        let rollout = self.platform.rollout().await;
+        endpoints.store(self.platform.ready_endpoints(), Ordering::Relaxed);
         self.progress.phase("old pods terminating");
-        fleet.wait_terminations().await;
+        self.platform.wait_terminations().await?;
+        endpoints.store(self.platform.ready_endpoints(), Ordering::Relaxed);
         let roll_end = now_ms() + 1000;
         self.progress.phase("cool-down");
-        let result = load.await.context("the load generator task failed")?;
+        let result = load.await.context("the load generator task failed")??;
         stop_watch.cancel();
-        rollout.context("the rolling deploy failed")?;
+        let rollout_seconds = rollout.context("the rolling deploy failed")?.as_secs_f64();
 
         self.progress.phase("waiting for the queue to drain");
         let settled = self.wait_settled(&topology, &schema).await;
         let rec_jobs = zerodrop_ledger::reconcile(&self.db, &schema, &result.accepted_jobs).await.context("reconciling jobs against the ledger")?;
         let dead_lettered = topology.depths(&self.channel).await.map(|(_, d)| d as u64).unwrap_or(0);
-        fleet.down().await;
+        let observed = self.platform.finish_stage().await?;
 
         // One clock for everything: the load run's start.
         let origin = result.started_unix_ms as i64;
-        let _ = load_started;
         let rel = |unix: i64| unix - origin;
         let us = |unix: i64| (rel(unix).max(0) as u64) * 1000;
         let steady_from = p.warmup.as_micros() as u64;
         let steady = Window { from_us: steady_from, to_us: steady_from + p.steady.as_micros() as u64 };
-        let roll = Window { from_us: us(trigger), to_us: us(roll_end).min(p.load.duration.as_micros() as u64) };
-
-        let events: Vec<PodEvent> = rec
-            .events()
+        let load_end = p.load.duration.as_micros() as u64;
+        if us(roll_end) > load_end {
+            eprintln!(
+                "warning: {name}: the deploy outlasted the load by {:.1} s; the roll window is cut at the end of the load",
+                (us(roll_end) - load_end) as f64 / 1e6
+            );
+        }
+        let roll = Window { from_us: us(trigger), to_us: us(roll_end).min(load_end) };
+        let events = observed
+            .events
             .into_iter()
             .map(|e| PodEvent { t_ms: rel(e.unix_ms), pod: e.pod, app: e.app.to_string(), kind: e.kind, detail: e.detail })
             .collect();
-        let endpoints = rec.endpoint_samples().into_iter().map(|(t, n)| EndpointSample { t_ms: rel(t), ready: n }).collect();
-        let mut logs = Vec::new();
-        let mut pods: Vec<(String, &'static str)> = Vec::new();
-        for e in rec.events() {
-            if e.kind == model::PodEventKind::Created && !pods.iter().any(|(n, _)| *n == e.pod) {
-                pods.push((e.pod.clone(), e.app));
-            }
-        }
-        for (pod, app) in &pods {
-            logs.extend(evidence::read_pod_log(&log_dir.join(format!("{pod}.log")), pod, app, origin));
-        }
+        let endpoints = observed.endpoints.into_iter().map(|(t, n)| EndpointSample { t_ms: rel(t), ready: n }).collect();
+        let mut logs: Vec<_> = observed.pod_logs.iter().flat_map(|l| evidence::read_pod_log(&l.path, &l.pod, l.app, origin)).collect();
         logs.sort_by_key(|l| l.t_ms);
 
         let jobs = Jobs {
@@ -192,6 +165,14 @@ impl RunCtx {
         })
     }
 
+    async fn sleep_tracking(&self, d: Duration, endpoints: &AtomicU32) {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            endpoints.store(self.platform.ready_endpoints(), Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(250).min(end.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+
     /// Waits until the work queue is empty and the ledger stopped growing, bounded.
     async fn wait_settled(&self, topology: &Topology, schema: &str) -> bool {
         let deadline = Instant::now() + Duration::from_secs(45);
@@ -204,7 +185,9 @@ impl RunCtx {
                 last = rows;
                 stable_since = Instant::now();
             }
-            if ready == 0 && stable_since.elapsed() > Duration::from_millis(1500) {
+            // Unacked deliveries are not in `ready`: a ledger that has not moved for
+            // 3 s while the queue is empty means no worker holds a job any more.
+            if ready == 0 && stable_since.elapsed() > Duration::from_secs(3) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -220,20 +203,14 @@ pub fn machine() -> model::Machine {
         .lines()
         .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
         .unwrap_or_else(|| std::env::consts::OS.to_string());
-    let hostname = {
-        let h = read("/proc/sys/kernel/hostname");
-        if h.is_empty() { read("/etc/hostname") } else { h }
+    let hostname = match read("/proc/sys/kernel/hostname") {
+        h if h.is_empty() => read("/etc/hostname"),
+        h => h,
     };
     model::Machine {
         hostname,
         cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         os,
         kernel: read("/proc/sys/kernel/osrelease"),
-    }
-}
-
-impl App {
-    pub fn all() -> [App; 2] {
-        [App::Api, App::Worker]
     }
 }

@@ -62,6 +62,9 @@ impl ExperimentProfile {
         p.cooldown = cooldown;
         p.propagation_delay = Duration::from_secs(2);
         p.load.rate_per_sec = 300;
+        // Keep the workers' utilisation where the quick profile has it (~80 %): an
+        // overloaded queue would be scored as shutdown loss.
+        p.load.mix = Mix { fast: 82, slow: 15, job: 3 };
         p.api_capacity = 20;
         p.load.duration = warmup + steady + roll + cooldown;
         p

@@ -122,7 +122,6 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        stats.open.fetch_add(1, Ordering::SeqCst);
         let conn = Connection { router: router.clone(), drain: drain.subscribe(), stats: stats.clone() };
         tokio::spawn(conn.serve(stream));
     }
@@ -136,8 +135,34 @@ struct Connection {
     stats: Arc<ConnStats>,
 }
 
+/// Counts something for as long as it lives, so a panicking handler or a future
+/// dropped by hyper (client gone mid-request) cannot leave a counter stuck.
+struct Counted<'a> {
+    counter: &'a AtomicUsize,
+    on_zero: Option<&'a Notify>,
+}
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicUsize, on_zero: Option<&'a Notify>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Counted { counter, on_zero }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        if self.counter.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Some(n) = self.on_zero {
+                n.notify_waiters();
+            }
+        }
+    }
+}
+
 impl Connection {
     async fn serve(mut self, stream: tokio::net::TcpStream) {
+        let stats = self.stats.clone();
+        let _open = Counted::new(&stats.open, Some(&stats.all_closed));
         let close_next = Arc::new(AtomicBool::new(false));
         let svc = {
             let close_next = close_next.clone();
@@ -148,12 +173,12 @@ impl Connection {
                 let close_next = close_next.clone();
                 let stats = stats.clone();
                 async move {
-                    stats.in_flight.fetch_add(1, Ordering::SeqCst);
+                    let in_flight = Counted::new(&stats.in_flight, None);
                     let mut res = match router.oneshot(req).await {
                         Ok(r) => r,
                         Err(never) => match never {},
                     };
-                    stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    drop(in_flight);
                     if close_next.load(Ordering::SeqCst) {
                         // The client learns from this response not to reuse the
                         // connection: no race with its next request.
@@ -178,8 +203,9 @@ impl Connection {
             tokio::select! {
                 _ = conn.as_mut() => break,
                 changed = self.drain.changed(), if !draining => {
-                    if changed.is_err() { continue; }
+                    // The server is gone (the process is exiting): stop watching.
                     draining = true;
+                    if changed.is_err() { continue; }
                     self.schedule(&mut mark_at, &mut force_at, &mut conn);
                 }
                 _ = tokio::time::sleep_until(mark_at) => {
@@ -191,9 +217,6 @@ impl Connection {
                     force_at = far();
                 }
             }
-        }
-        if self.stats.open.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.stats.all_closed.notify_waiters();
         }
     }
 
@@ -216,7 +239,8 @@ impl Connection {
                 let spread_ms = order.spread.as_millis().max(1) as u64;
                 let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..spread_ms));
                 *mark_at = Instant::now() + jitter;
-                *force_at = Instant::now() + order.force_after;
+                // Connections that stay idle are closed later, still one at a time.
+                *force_at = (*mark_at + order.spread / 2).min(Instant::now() + order.force_after);
             }
         }
     }

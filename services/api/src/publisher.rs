@@ -12,10 +12,15 @@ pub struct Publisher {
     confirms: bool,
 }
 
+/// How long a publish may wait for the broker's confirm before giving up.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("broker refused the job (nack)")]
     Nacked,
+    #[error("no confirm from the broker within {CONFIRM_TIMEOUT:?}")]
+    ConfirmTimeout,
     #[error("publish failed: {0}")]
     Broker(#[from] lapin::Error),
 }
@@ -59,10 +64,17 @@ impl Publisher {
         if !self.confirms {
             return Ok(());
         }
-        match pending.await? {
-            Confirmation::Nack(_) => Err(PublishError::Nacked),
-            _ => Ok(()),
+        match tokio::time::timeout(CONFIRM_TIMEOUT, pending).await {
+            Err(_) => Err(PublishError::ConfirmTimeout),
+            Ok(confirm) => match confirm? {
+                Confirmation::Nack(_) => Err(PublishError::Nacked),
+                _ => Ok(()),
+            },
         }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.channel.status().connected()
     }
 
     /// Waits for outstanding confirms: the publisher's disposal step.

@@ -1,7 +1,7 @@
 use crate::capacity::{Capacity, WarmCache};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::publisher::{PublishError, Publisher};
+use crate::publisher::Publisher;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
@@ -54,7 +54,8 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     let phase = s.lc.phase().as_str();
-    if s.lc.is_ready() {
+    // An instance whose broker channel died cannot accept jobs: take it out.
+    if s.lc.is_ready() && s.publisher.is_connected() {
         Json(json!({ "ready": true, "phase": phase })).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "phase": phase }))).into_response()
@@ -108,7 +109,7 @@ fn refuse_if_it_cannot_finish(s: &AppState, ms: u64) -> Result<(), ApiError> {
     }
     let Some(since) = s.lc.since_sigterm_ms() else { return Ok(()) };
     let deadline = (b.deregistration_wait + b.drain_budget).as_millis() as u64;
-    if since + ms > deadline {
+    if since.saturating_add(ms) > deadline {
         s.metrics.rejected();
         return Err(ApiError::unavailable("instance is shutting down and this request would not finish in time", 1));
     }
@@ -152,9 +153,11 @@ async fn submit_job(
             s.metrics.published();
             Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": job.id }))).into_response())
         }
-        Err(e @ PublishError::Nacked) | Err(e @ PublishError::Broker(_)) => {
+        Err(e) => {
+            // The job was not accepted, and the client may retry it safely: the id
+            // is its idempotency key.
             tracing::warn!(job = %job.id, error = %e, "publish failed");
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("job not accepted: {e}")))
+            Err(ApiError::unavailable(format!("job not accepted: {e}"), 1))
         }
     }
 }

@@ -3,13 +3,12 @@
 //! old one down while at least `replicas - maxUnavailable` pods stay available.
 //! Terminating pods count for neither side, as in Kubernetes.
 
-use super::pod::{App, Pod};
+use super::pod::Pod;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use zerodrop_stages::Strategy;
 
 pub struct Deployment {
-    pub app: App,
     pub replicas: u32,
     pub revision: u32,
     pub pods: Vec<Arc<Pod>>,
@@ -75,5 +74,61 @@ impl Deployment {
         }
         // maxSurge 0 and maxUnavailable 0 would deadlock; Kubernetes rejects it too.
         Plan { create, terminate, complete: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dep(old_ready: u32) -> Deployment {
+        let pods = (0..old_ready).map(|i| Pod::fake(&format!("old-{i}"), 1, true)).collect();
+        Deployment { replicas: 3, revision: 2, pods }
+    }
+
+    /// Drives a rollout to completion, making new pods ready one step after they are
+    /// created; returns the fewest available and the most live pods seen.
+    fn simulate(strategy: Strategy) -> (u32, u32) {
+        let mut d = dep(3);
+        let (mut min_available, mut max_live) = (u32::MAX, 0);
+        for step in 0..50 {
+            for p in d.pods.iter().filter(|p| p.revision == 2) {
+                p.ready.store(true, Ordering::SeqCst);
+            }
+            let plan = d.plan(strategy);
+            if plan.complete {
+                return (min_available, max_live);
+            }
+            for i in plan.terminate {
+                d.pods[i].terminating.store(true, Ordering::SeqCst);
+            }
+            for n in 0..plan.create {
+                d.pods.push(Pod::fake(&format!("new-{step}-{n}"), 2, false));
+            }
+            let live: Vec<_> = d.live_pods().collect();
+            max_live = max_live.max(live.len() as u32);
+            min_available = min_available.min(d.ready_count());
+        }
+        panic!("rollout did not complete");
+    }
+
+    #[test]
+    fn max_unavailable_one_dips_to_two_and_never_surges() {
+        assert_eq!(simulate(Strategy { max_surge: 0, max_unavailable: 1 }), (2, 3));
+    }
+
+    #[test]
+    fn surge_one_keeps_every_replica_available() {
+        let (min_available, max_live) = simulate(Strategy { max_surge: 1, max_unavailable: 0 });
+        assert_eq!(min_available, 3);
+        assert_eq!(max_live, 4);
+    }
+
+    #[test]
+    fn unready_old_pods_go_first() {
+        let mut d = dep(2);
+        d.pods.push(Pod::fake("old-sick", 1, false));
+        let plan = d.plan(Strategy { max_surge: 0, max_unavailable: 1 });
+        assert_eq!(plan.terminate.first(), Some(&2));
     }
 }

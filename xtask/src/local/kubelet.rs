@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use zerodrop_stages::PodSpec;
 
+/// The caller has already set `pod.terminating` (synchronously, so the controller's
+/// next plan no longer counts the pod).
 pub async fn terminate(pod: Arc<Pod>, spec: PodSpec, rec: Arc<Recorder>) {
-    if pod.terminating.swap(true, Ordering::SeqCst) {
-        return;
-    }
     let app = pod.app.name();
     let started = Instant::now();
     rec.event(&pod.name, app, PodEventKind::Terminating, format!("preStop {} ms, grace {} ms", spec.pre_stop.as_millis(), spec.grace.as_millis()));

@@ -2,7 +2,9 @@
 //! playing the Deployment controller, the kubelet and the Service.
 
 pub mod deployment;
+mod guardian;
 pub mod kubelet;
+pub mod platform;
 pub mod pod;
 pub mod probe;
 pub mod recorder;
@@ -54,8 +56,8 @@ impl Fleet {
     pub async fn up(cfg: FleetConfig, stage: Stage, rec: Arc<Recorder>) -> Result<Fleet> {
         let stop = CancellationToken::new();
         let service = Service::new(cfg.propagation_delay, rec.clone(), stop.clone());
-        let api = Deployment { app: App::Api, replicas: cfg.api_replicas, revision: 1, pods: Vec::new() };
-        let worker = Deployment { app: App::Worker, replicas: cfg.worker_replicas, revision: 1, pods: Vec::new() };
+        let api = Deployment { replicas: cfg.api_replicas, revision: 1, pods: Vec::new() };
+        let worker = Deployment { replicas: cfg.worker_replicas, revision: 1, pods: Vec::new() };
         let mut fleet = Fleet { cfg, stage, rec, service, stop, api, worker, seq: 0, terminations: Vec::new() };
         for app in [App::Api, App::Worker] {
             let n = fleet.deployment(app).replicas;
@@ -98,12 +100,6 @@ impl Fleet {
         self.service.clone()
     }
 
-    pub fn ready(&self, app: App) -> (u32, u32) {
-        match app {
-            App::Api => (self.api.ready_count(), self.api.replicas),
-            App::Worker => (self.worker.ready_count(), self.worker.replicas),
-        }
-    }
 
     async fn create_pod(&mut self, app: App) -> Result<()> {
         self.seq += 1;
@@ -139,6 +135,9 @@ impl Fleet {
     }
 
     fn terminate(&mut self, pod: Arc<Pod>) {
+        if pod.terminating.swap(true, Ordering::SeqCst) {
+            return;
+        }
         let h = tokio::spawn(kubelet::terminate(pod, self.stage.pod, self.rec.clone()));
         self.terminations.push(h);
     }

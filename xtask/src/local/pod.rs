@@ -102,6 +102,8 @@ pub struct Pod {
     pub log_path: PathBuf,
     /// Host PID of the process that is PID 1 inside the pod.
     pid1: i32,
+    /// Process-group isolation: SIGKILL the group, not just the leader.
+    group_kill: bool,
     pub ready: AtomicBool,
     pub terminating: AtomicBool,
     pub exited: AtomicBool,
@@ -151,10 +153,26 @@ impl Pod {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
+        // If the runner dies (Ctrl-C, a CI timeout, SIGKILL), its pods die with it.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().with_context(|| format!("starting pod {name} ({})", bin.display()))?;
         let outer = child.id().map(|p| p as i32).context("pod exited at once")?;
         let pid1 = match t.isolation {
-            Isolation::PidNamespace { .. } => find_child(outer).await.unwrap_or(outer),
+            Isolation::PidNamespace { .. } => match find_ns_init(outer).await {
+                Some(pid) => pid,
+                None => {
+                    let _ = child.start_kill();
+                    anyhow::bail!("pod {name}: could not find PID 1 of its namespace under unshare (pid {outer})");
+                }
+            },
             Isolation::ProcessGroup => outer,
         };
         let pod = Arc::new(Pod {
@@ -164,6 +182,7 @@ impl Pod {
             addr,
             log_path,
             pid1,
+            group_kill: t.isolation == Isolation::ProcessGroup,
             ready: AtomicBool::new(false),
             terminating: AtomicBool::new(false),
             exited: AtomicBool::new(false),
@@ -198,10 +217,36 @@ impl Pod {
         Ok(pod)
     }
 
+    /// A pod with no process behind it, for testing controller logic.
+    #[cfg(test)]
+    pub fn fake(name: &str, revision: u32, ready: bool) -> Arc<Pod> {
+        Arc::new(Pod {
+            name: name.into(),
+            app: App::Api,
+            revision,
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            log_path: PathBuf::new(),
+            pid1: 0,
+            group_kill: false,
+            ready: AtomicBool::new(ready),
+            terminating: AtomicBool::new(false),
+            exited: AtomicBool::new(false),
+            exit_code: AtomicI32::new(i32::MIN),
+            exit_notify: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Signals the pod's PID 1 (in process-group mode, SIGKILL goes to the whole
+    /// group so no orphan survives). An exited pod is never signalled: its PID may
+    /// already belong to someone else.
     pub fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on a pid we spawned; at worst ESRCH.
+        if self.pid1 <= 0 || self.exited.load(Ordering::SeqCst) {
+            return;
+        }
+        let target = if self.group_kill && sig == libc::SIGKILL { -self.pid1 } else { self.pid1 };
+        // SAFETY: kill(2) on a process we spawned and have not seen exit.
         unsafe {
-            libc::kill(self.pid1, sig);
+            libc::kill(target, sig);
         }
     }
 
@@ -235,13 +280,22 @@ impl Pod {
     }
 }
 
-/// The first child of `pid`: the namespace's PID 1 forked by `unshare --fork`.
-async fn find_child(pid: i32) -> Option<i32> {
+/// The child of `unshare` that is PID 1 of the new namespace (its `NSpid` line ends
+/// in 1): the process the kubelet's signals must reach.
+async fn find_ns_init(pid: i32) -> Option<i32> {
     let path = format!("/proc/{pid}/task/{pid}/children");
-    for _ in 0..200 {
+    for _ in 0..400 {
         if let Ok(s) = std::fs::read_to_string(&path) {
-            if let Some(c) = s.split_whitespace().next().and_then(|c| c.parse().ok()) {
-                return Some(c);
+            for c in s.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+                let status = std::fs::read_to_string(format!("/proc/{c}/status")).unwrap_or_default();
+                let ns_init = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("NSpid:"))
+                    .and_then(|ids| ids.split_whitespace().last())
+                    == Some("1");
+                if ns_init {
+                    return Some(c);
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -296,7 +350,7 @@ mod tests {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let pid1 = find_child(child.id().unwrap() as i32).await.expect("namespace init");
+        let pid1 = find_ns_init(child.id().unwrap() as i32).await.expect("namespace init");
         unsafe { libc::kill(pid1, libc::SIGTERM) };
         let still_running = tokio::time::timeout(Duration::from_millis(700), child.wait()).await.is_err();
         assert!(still_running, "SIGTERM killed a handler-less PID 1");

@@ -1,18 +1,12 @@
 //! What the platform saw, timestamped on the wall clock (unix ms) so it can be lined
 //! up with the load generator's records and the pods' own log lines.
 
+pub use crate::platform::now_ms;
+use crate::platform::RawEvent;
 use crate::report::model::PodEventKind;
 use std::sync::Mutex;
 use tokio::sync::Notify;
 
-#[derive(Debug, Clone)]
-pub struct RawEvent {
-    pub unix_ms: i64,
-    pub pod: String,
-    pub app: &'static str,
-    pub kind: PodEventKind,
-    pub detail: String,
-}
 
 #[derive(Default)]
 pub struct Recorder {
@@ -22,12 +16,6 @@ pub struct Recorder {
     pub changed: Notify,
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 impl Recorder {
     pub fn event(&self, pod: &str, app: &'static str, kind: PodEventKind, detail: impl Into<String>) {
@@ -50,15 +38,5 @@ impl Recorder {
 
     pub fn endpoint_samples(&self) -> Vec<(i64, u32)> {
         self.endpoints.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-
-    /// Forgets everything (a new stage starts a new recording).
-    pub fn clear(&self) {
-        if let Ok(mut v) = self.events.lock() {
-            v.clear();
-        }
-        if let Ok(mut v) = self.endpoints.lock() {
-            v.clear();
-        }
     }
 }

@@ -2,13 +2,13 @@
 //! stage's settings gets a request longer than its whole shutdown budget, then
 //! SIGTERM. The guardian thread must force the exit with its own code.
 
+use super::pod::{App, Isolation, Pod, PodTemplate};
+use super::recorder::{now_ms, Recorder};
 use crate::evidence;
-use crate::experiment::RunCtx;
-use crate::local::pod::{App, Pod, PodTemplate};
-use crate::local::recorder::{now_ms, Recorder};
 use crate::report::model::GuardianCheck;
 use anyhow::{bail, Context, Result};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,14 +17,13 @@ use tokio::net::TcpStream;
 use zerodrop_jobs::Topology;
 use zerodrop_stages::{Entrypoint, Stage, StageName};
 
-pub async fn run(ctx: &RunCtx) -> Result<GuardianCheck> {
+pub async fn run(amqp_url: &str, bin_dir: &Path, isolation: Isolation, log_dir: &Path) -> Result<GuardianCheck> {
     let stage = Stage::get(StageName::SurgeJitter);
     let b = stage.api;
-    let topology = Topology::new(format!("zerodrop.{}.guardian", ctx.run_id));
-    let log_dir = ctx.out_dir.join("logs/guardian");
-    std::fs::create_dir_all(&log_dir)?;
+    let topology = Topology::new(format!("zerodrop.guardian.{}", std::process::id()));
+    std::fs::create_dir_all(log_dir)?;
     let mut env = vec![
-        ("AMQP_URL".to_string(), ctx.amqp_url.clone()),
+        ("AMQP_URL".to_string(), amqp_url.to_string()),
         ("ZD_QUEUE".to_string(), topology.queue.clone()),
     ];
     env.extend(b.to_env().into_iter().map(|(k, v)| (k.to_string(), v)));
@@ -33,12 +32,12 @@ pub async fn run(ctx: &RunCtx) -> Result<GuardianCheck> {
         revision: 1,
         entrypoint: Entrypoint::Exec,
         readiness: stage.pod.readiness,
-        bin_dir: ctx.bin_dir.clone(),
+        bin_dir: bin_dir.to_path_buf(),
         env,
-        isolation: ctx.isolation,
+        isolation,
     };
     let rec = Arc::new(Recorder::default());
-    let pod = Pod::start(&t, "api-guardian".into(), Ipv4Addr::new(127, 77, 250, 1), &log_dir, rec).await?;
+    let pod = Pod::start(&t, "api-guardian".into(), Ipv4Addr::new(127, 77, 250, 1), log_dir, rec).await?;
     let ready_by = Instant::now() + Duration::from_secs(30);
     while !pod.ready.load(Ordering::SeqCst) {
         if Instant::now() > ready_by || pod.exited.load(Ordering::SeqCst) {
@@ -60,6 +59,7 @@ pub async fn run(ctx: &RunCtx) -> Result<GuardianCheck> {
         pod.kill_now().await;
     }
     let client_outcome = client.await.context("guardian client task")?;
+    delete_queues(amqp_url, &topology).await;
     let logs = evidence::read_pod_log(&pod.log_path, &pod.name, "api", sigterm_at);
     Ok(GuardianCheck {
         drain_budget_ms: b.drain_budget.as_millis() as u64,
@@ -93,5 +93,15 @@ async fn long_request(addr: SocketAddr, ms: u64) -> String {
         Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 2") => "ok".into(),
         Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 ") => format!("http_{}", String::from_utf8_lossy(&buf[9..12])),
         Ok(Ok(_)) => "reset".into(),
+    }
+}
+
+/// The exercise's api declared its queues; they are ours to remove.
+async fn delete_queues(amqp_url: &str, topology: &Topology) {
+    if let Ok(conn) = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await {
+        if let Ok(ch) = conn.create_channel().await {
+            let _ = topology.delete(&ch).await;
+        }
+        let _ = conn.close(200, "done").await;
     }
 }
