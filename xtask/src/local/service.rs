@@ -69,7 +69,7 @@ impl Service {
             pending = later;
             // A replacement seen in the same tick as its predecessor's removal is
             // programmed first, so the table never shows a gap that is our artefact.
-            due.sort_by_key(|(at, _, _, eligible)| (*at, !*eligible));
+            due.sort_by_key(|(_, _, _, eligible)| !*eligible);
             for (_, name, addr, eligible) in due {
                 let changed = {
                     let Ok(mut r) = self.routable.lock() else { continue };
@@ -138,5 +138,41 @@ pub async fn stable_address(listener: TcpListener, svc: Arc<Service>, stop: Canc
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routed(svc: &Service) -> Vec<String> {
+        let mut v: Vec<_> = svc.endpoints().into_iter().map(|(n, _)| n).collect();
+        v.sort();
+        v
+    }
+
+    /// kube-proxy learns every change late, in both directions, and a replacement is
+    /// never programmed after its predecessor's removal.
+    #[tokio::test(start_paused = true)]
+    async fn endpoints_follow_pods_one_propagation_delay_late() {
+        let rec = Arc::new(Recorder::default());
+        let stop = CancellationToken::new();
+        let svc = Service::new(Duration::from_millis(1000), rec.clone(), stop.clone());
+        let old = Pod::fake("old", 1, true);
+        svc.watch(old.clone());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(routed(&svc).is_empty(), "added before the delay");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(routed(&svc), ["old"]);
+
+        let new = Pod::fake("new", 2, true);
+        svc.watch(new.clone());
+        old.terminating.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(routed(&svc), ["old"], "a terminating pod stays routed until the change propagates");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(routed(&svc), ["new"]);
+        assert!(rec.endpoint_samples().iter().all(|(_, n)| *n >= 1), "{:?}", rec.endpoint_samples());
+        stop.cancel();
     }
 }

@@ -1,0 +1,63 @@
+//! Kubernetes objects for the kind platform, rendered from the typed stage definitions.
+//!
+//! Everything is built as k8s-openapi values, never as text, so a misspelt field is a
+//! compile error here and a strict-parse error in [`parse_strict`] for anything read
+//! back. The checked-in renders under `k8s/` come from [`files`]; a drift test keeps
+//! them equal to what this crate renders now (`ZERODROP_BLESS=1` rewrites them).
+
+mod base;
+mod files;
+mod job;
+mod kind;
+mod objects;
+mod pod;
+mod stage;
+mod strict;
+
+pub use base::{base, AMQP_PORT, POSTGRES_IMAGE, POSTGRES_PORT, RABBITMQ_IMAGE};
+pub use files::{files, RenderedFile, HEADER};
+pub use job::{load_image, load_job, LoadJobSpec};
+pub use kind::{kind_cluster_config, KindCluster, KindNode};
+pub use objects::{to_yaml, Object};
+pub use stage::{stage, App, APP_LABEL, STAGE_LABEL};
+pub use strict::{parse_strict, ManifestError};
+
+/// Everything about a render that is not part of a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderOptions {
+    pub namespace: String,
+    /// Suffix of every image tag: `zerodrop-api:exec-<tag>`, `zerodrop-load:<tag>`.
+    pub image_tag: String,
+    pub api_replicas: u32,
+    pub worker_replicas: u32,
+    /// `ZD_CAPACITY`: requests one api pod serves at once.
+    pub api_capacity: u32,
+    /// `ZD_JOB_WORK_MS`: simulated work per job inside the worker's transaction.
+    pub job_work_ms: u64,
+    /// `ZD_QUEUE`
+    pub queue: String,
+    /// `ZD_DB_SCHEMA`
+    pub schema: String,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            namespace: "zerodrop".into(),
+            image_tag: "dev".into(),
+            api_replicas: 3,
+            worker_replicas: 3,
+            api_capacity: 16,
+            job_work_ms: 250,
+            queue: "zerodrop.jobs".into(),
+            schema: "zerodrop".into(),
+        }
+    }
+}
+
+impl RenderOptions {
+    /// The in-cluster DNS name of a Service in this namespace.
+    pub fn service_host(&self, service: &str) -> String {
+        format!("{service}.{}.svc.cluster.local", self.namespace)
+    }
+}
