@@ -3,12 +3,15 @@
 mod common;
 use common::{unique, Api};
 
+/// method, path, headers, body, expected status
+type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [u8], u16);
+
 #[test]
 fn bad_input_gets_a_4xx_with_a_reason_on_every_endpoint() {
     let api = Api::start(&unique("badinput"), &[("ZD_MAX_WORK_MS", "1000".into())]);
     let json = [("content-type", "application/json")];
     let big = vec![b'a'; 20 * 1024];
-    let cases: Vec<(&str, &str, &[(&str, &str)], &[u8], u16)> = vec![
+    let cases: Vec<Case> = vec![
         ("GET", "/work", &[], b"", 400),
         ("GET", "/work?ms=", &[], b"", 400),
         ("GET", "/work?ms=abc", &[], b"", 400),
