@@ -40,7 +40,7 @@ impl Progress {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 n += 1;
-                if !tty && n % 5 != 0 {
+                if !tty && !n.is_multiple_of(5) {
                     continue;
                 }
                 let s = live.snapshot();

@@ -93,7 +93,7 @@ impl Service {
             }
             // Forget pods that are gone for good.
             if let Ok(mut p) = self.pods.lock() {
-                p.retain(|pod| !(pod.exited.load(Ordering::SeqCst) && !seen.get(&pod.name).copied().unwrap_or(false)));
+                p.retain(|pod| !pod.exited.load(Ordering::SeqCst) || seen.get(&pod.name).copied().unwrap_or(false));
             }
         }
     }
