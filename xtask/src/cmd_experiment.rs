@@ -30,9 +30,121 @@ pub struct Args {
     /// stage run lost nothing (used by CI).
     #[arg(long)]
     assert_fixed: bool,
+    /// Where the fleet runs: `kind` (a real Kubernetes cluster in Docker), `local`
+    /// (processes on this machine), `auto` (kind when `docker info` answers and `kind`
+    /// is on PATH, else local). The report names the platform that ran.
+    #[arg(long, value_enum, default_value_t = PlatformKind::Auto)]
+    platform: PlatformKind,
+    /// kind: use this existing kind cluster's kube context (kind-<name>) instead of
+    /// creating a cluster; at the end only the namespace is removed.
+    #[arg(long)]
+    context: Option<String>,
+    /// kind: leave the cluster (with --context: the namespace) up at the end.
+    #[arg(long)]
+    keep: bool,
+    /// kind: print the plan (every command and every manifest it would apply) and
+    /// exit, without touching Docker or a cluster.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlatformKind {
+    Auto,
+    Local,
+    Kind,
 }
 
 pub async fn run(a: Args) -> Result<()> {
+    let kind_only = a.context.is_some() || a.keep;
+    let platform = match a.platform {
+        // The plan is the kind platform's; probing Docker would already touch it.
+        PlatformKind::Auto if a.dry_run => PlatformKind::Kind,
+        PlatformKind::Auto => {
+            let (p, why) = crate::kind::prereq::choose_auto(&crate::kind::prereq::System::default());
+            eprintln!("[platform] {why}");
+            p
+        }
+        p => p,
+    };
+    match platform {
+        PlatformKind::Kind => run_kind(a).await,
+        _ if a.dry_run => bail!("--dry-run prints the kind platform's plan; use it with --platform kind (or auto)"),
+        _ if kind_only => bail!("--context and --keep apply to the kind platform, and the local one was chosen"),
+        _ => run_local(a).await,
+    }
+}
+
+fn stages_of(a: &Args) -> Vec<Stage> {
+    a.stages.clone().unwrap_or_else(|| StageName::ALL.to_vec()).into_iter().map(Stage::get).collect()
+}
+
+fn profile_of(a: &Args) -> ExperimentProfile {
+    if a.quick {
+        ExperimentProfile::quick()
+    } else {
+        ExperimentProfile::default_profile()
+    }
+}
+
+fn out_dir_of(a: &Args, run_id: &str) -> PathBuf {
+    if a.out.is_absolute() {
+        a.out.join(run_id)
+    } else {
+        workspace::root().join(&a.out).join(run_id)
+    }
+}
+
+fn kind_options(a: &Args, run_id: &str) -> crate::kind::KindOptions {
+    crate::kind::KindOptions::new(a.context.clone(), a.keep, run_id.to_string(), run_id.to_lowercase(), out_dir_of(a, run_id))
+}
+
+/// `--dry-run`'s output: the plan, built as data (no process is started).
+pub fn dry_run_plan(a: &Args, run_id: &str) -> Result<crate::kind::plan::Plan> {
+    crate::kind::plan::build(&kind_options(a, run_id), &profile_of(a), &stages_of(a))
+}
+
+async fn run_kind(a: Args) -> Result<()> {
+    let profile = profile_of(&a);
+    let stages = stages_of(&a);
+    let run_id = workspace::run_id();
+    if a.dry_run {
+        let plan = dry_run_plan(&a, &run_id)?;
+        println!("# cargo xtask experiment --platform kind: the plan (dry run; nothing below was executed)");
+        print!("{}", plan.render());
+        return Ok(());
+    }
+    let opts = kind_options(&a, &run_id);
+    crate::kind::prereq::check(&crate::kind::prereq::System::default(), &opts)?;
+    let out_dir = out_dir_of(&a, &run_id);
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    eprintln!("zerodrop experiment {run_id}: profile {}, stages {}", profile.name, stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "));
+
+    // Ctrl-C, a failure, or success: the teardown below runs in every case.
+    let mut session = crate::kind::Session::new(opts);
+    let roll_timeout = profile.roll * 3 + std::time::Duration::from_secs(60);
+    let work = async {
+        session.setup().await?;
+        let platform = crate::kind::KindPlatform::connect(session.opts.clone(), roll_timeout).await?;
+        eprintln!("[platform] {}", platform.describe());
+        run_stages(&a, &run_id, &out_dir, platform, profile, stages, command).await
+    };
+    let result = tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; partial logs kept in {}", out_dir.display())),
+    };
+    session.teardown().await;
+    let report = result?;
+    crate::report::write(&report, &out_dir).context("writing the report")?;
+    print_summary(&report, &out_dir);
+    if a.assert_fixed {
+        assert_fixed(&report)?;
+    }
+    Ok(())
+}
+
+async fn run_local(a: Args) -> Result<()> {
     if !cfg!(target_os = "linux") {
         bail!("the local platform needs Linux (PID namespaces, 127.0.0.0/8 addresses); use --platform kind elsewhere");
     }
@@ -168,4 +280,101 @@ fn assert_fixed(r: &Report) -> Result<()> {
     }
     eprintln!("assert-fixed: {} lost {ff} requests and {fl} jobs; {} lost nothing", first.stage.name, last.stage.name);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kind::plan::Step;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(line: &str) -> Args {
+        Cli::try_parse_from(std::iter::once("experiment").chain(line.split_whitespace())).unwrap().args
+    }
+
+    /// `--dry-run` for `--platform kind --quick --stages naive`: the real plan
+    /// builder, which returns data and runs nothing.
+    #[test]
+    fn the_dry_run_lists_every_command_and_every_object() {
+        let out = std::env::temp_dir().join(format!("zerodrop-dry-run-{}", std::process::id()));
+        let a = args(&format!("--platform kind --quick --stages naive --dry-run --out {}", out.display()));
+        let run_id = "20261123-130150";
+        let plan = dry_run_plan(&a, run_id).unwrap();
+        let text = plan.render();
+        let cmds: Vec<String> = plan.commands().iter().map(|c| c.display()).collect();
+
+        let config = out.join(run_id).join("kind-cluster.yaml");
+        assert_eq!(cmds[0], format!("kind create cluster --name zerodrop --config {} --wait 120s", config.display()));
+        let images = [
+            ("api-shell", "zerodrop-api:shell-20261123-130150"),
+            ("api-exec", "zerodrop-api:exec-20261123-130150"),
+            ("worker-shell", "zerodrop-worker:shell-20261123-130150"),
+            ("worker-exec", "zerodrop-worker:exec-20261123-130150"),
+            ("load", "zerodrop-load:20261123-130150"),
+        ];
+        let root = crate::workspace::root();
+        for (target, tag) in images {
+            let build = format!("(cd {} && docker build -f services/Dockerfile --target {target} -t {tag} .)", root.display());
+            assert!(cmds.contains(&build), "missing `{build}` in {cmds:#?}");
+            let load = format!("kind load docker-image --name zerodrop {tag}");
+            assert!(cmds.contains(&load), "missing `{load}`");
+        }
+        assert_eq!(cmds.last().unwrap(), "kind delete cluster --name zerodrop", "teardown without --keep");
+        assert_eq!(cmds.len(), 1 + 5 + 5 + 1);
+        assert!(text.contains(&format!("write {}:\n    kind: Cluster", config.display())), "the kind config is shown");
+
+        // Every object it would apply, as YAML that parses strictly back into objects.
+        let mut applied: Vec<(String, String)> = Vec::new();
+        for s in &plan.steps {
+            if let Step::Apply { yaml, .. } = s {
+                if let Ok(objs) = zerodrop_manifests::parse_strict(yaml) {
+                    applied.extend(objs.iter().map(|o| (o.kind().to_string(), o.name().to_string())));
+                } else {
+                    // The guardian Deployment is a modified render, serialised from JSON.
+                    let d: k8s_openapi::api::apps::v1::Deployment = serde_yaml::from_str(yaml).unwrap();
+                    applied.push(("Deployment".into(), d.metadata.name.unwrap()));
+                }
+            }
+        }
+        let want = [
+            ("Namespace", "zerodrop"),
+            ("Deployment", "rabbitmq"),
+            ("Service", "rabbitmq"),
+            ("Deployment", "postgres"),
+            ("Service", "postgres"),
+            ("Deployment", "api"),
+            ("Service", "api"),
+            ("Deployment", "worker"),
+            ("Job", "load-0-20261123-130150"),
+            ("Deployment", "api-guardian"),
+        ];
+        assert_eq!(applied, want.map(|(k, n)| (k.to_string(), n.to_string())).to_vec());
+        assert!(text.contains("image: zerodrop-api:shell-20261123-130150"), "naive runs the shell-form image");
+        assert!(text.contains("- --out\n") && text.contains("- '-'"), "the load Job prints its result to its log");
+        assert!(text.contains("zerodrop.dev/restartedAt"), "the rollout trigger is shown");
+        assert!(!out.exists(), "a dry run writes nothing");
+    }
+
+    #[test]
+    fn the_dry_run_with_an_existing_context_keeps_the_cluster() {
+        let a = args("--platform kind --quick --stages naive --dry-run --context kind-lab --keep");
+        let plan = dry_run_plan(&a, "r1").unwrap();
+        let cmds: Vec<String> = plan.commands().iter().map(|c| c.display()).collect();
+        assert!(cmds.iter().all(|c| !c.starts_with("kind create") && !c.starts_with("kind delete")), "{cmds:#?}");
+        assert!(cmds.contains(&"kind load docker-image --name lab zerodrop-load:r1".to_string()));
+        assert!(plan.render().contains("--keep: nothing is deleted"));
+    }
+
+    #[test]
+    fn platform_flags_parse() {
+        assert_eq!(args("").platform, PlatformKind::Auto);
+        assert_eq!(args("--platform local").platform, PlatformKind::Local);
+        assert!(Cli::try_parse_from(["experiment", "--platform", "docker"]).is_err());
+    }
 }

@@ -7,6 +7,7 @@ mod cmd_up;
 mod evidence;
 mod experiment;
 mod infra;
+mod kind;
 mod local;
 mod platform;
 mod profile;

@@ -33,12 +33,26 @@ pub struct Args {
     connect_timeout: Duration,
     #[arg(long, default_value = "load")]
     job_prefix: String,
-    /// Write the full RunResult here as JSON.
+    /// Write the full RunResult here as JSON. `-` prints it to stdout instead, on
+    /// one line between `--- zerodrop-load result ---` and `--- end ---` (how a run
+    /// inside a cluster hands its result back through the pod's log).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Permit a target outside loopback (e.g. a ClusterIP from inside a cluster).
     #[arg(long)]
     allow_non_loopback: bool,
+}
+
+/// The lines around the result JSON printed by `--out -`.
+pub const RESULT_BEGIN: &str = "--- zerodrop-load result ---";
+pub const RESULT_END: &str = "--- end ---";
+
+/// `--out -`: the result as one JSON line between the marker lines.
+fn write_result(out: &mut impl std::io::Write, result: &RunResult) -> anyhow::Result<()> {
+    let json = serde_json::to_string(result)?;
+    writeln!(out, "{RESULT_BEGIN}\n{json}\n{RESULT_END}")?;
+    out.flush()?;
+    Ok(())
 }
 
 fn parse_mix(s: &str) -> Result<Mix, String> {
@@ -69,7 +83,9 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
     let result = zerodrop_load::run(&profile, Arc::new(FixedResolver(addr)), &args.job_prefix, live).await;
     progress.abort();
     print_summary(&result);
-    if let Some(path) = &args.out {
+    if args.out.as_deref() == Some(std::path::Path::new("-")) {
+        write_result(&mut std::io::stdout().lock(), &result)?;
+    } else if let Some(path) = &args.out {
         let json = serde_json::to_vec_pretty(&result)?;
         std::fs::write(path, json).with_context(|| format!("write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
@@ -116,4 +132,30 @@ pub fn print_summary(r: &RunResult) {
     println!("latency ms  p50 {:.2}  p99 {:.2}  max {:.2}", l.p50, l.p99, l.max);
     println!("ok/s {:.1}  late sends {} ({:.2}%)", w.ok_per_sec, r.late_sends, pct(r.late_sends));
     println!("connections opened {}  jobs accepted {}", r.connections_opened, r.accepted_jobs.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_dash_prints_the_result_between_the_markers() {
+        let r = RunResult {
+            started_unix_ms: 1,
+            profile: Profile::default(),
+            records: vec![],
+            accepted_jobs: vec!["load-1".into()],
+            late_sends: 0,
+            connections_opened: 2,
+        };
+        let mut buf = Vec::new();
+        write_result(&mut buf, &r).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0], "--- zerodrop-load result ---");
+        assert_eq!(lines[2], "--- end ---");
+        let back: RunResult = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(back.accepted_jobs, r.accepted_jobs);
+    }
 }

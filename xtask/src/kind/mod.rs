@@ -1,0 +1,464 @@
+//! The kind platform: the same experiment on a real Kubernetes cluster (kind, in
+//! Docker). The runner builds the images, loads them into the nodes, and drives the
+//! cluster through its API with kube-rs: server-side apply, its own rollout
+//! condition, watches on pods and EndpointSlices, log streams, port-forwards. The load
+//! generator runs inside the cluster as a Job against the api Service's ClusterIP.
+//!
+//! Everything the report needs comes out through the [`Platform`] interface; nothing
+//! downstream knows which platform produced it.
+
+pub mod apply;
+pub mod cluster;
+pub mod endpoints;
+pub mod forward;
+pub mod guardian;
+pub mod load_job;
+pub mod objects;
+pub mod plan;
+pub mod pods;
+pub mod prereq;
+pub mod rollout;
+pub mod state;
+
+use crate::platform::{now_ms, LoadRun, Observed, Platform, StageEnv};
+use crate::report::model::GuardianCheck;
+use anyhow::{bail, Context, Result};
+use forward::Forward;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, LogParams};
+use kube::config::KubeConfigOptions;
+use kube::Client;
+use objects::{container_env, find, forward_target, rewrite_host_port, url_host_port, Rendered};
+use state::Shared;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use zerodrop_load::{Live, Profile};
+use zerodrop_stages::{Stage, StageName};
+
+/// The field manager of every apply and patch.
+pub const FIELD_MANAGER: &str = "zerodrop";
+/// The cluster `kind create cluster` makes when no --context is given.
+pub const CLUSTER: &str = "zerodrop";
+
+/// How one kind run is set up.
+#[derive(Debug, Clone)]
+pub struct KindOptions {
+    /// The kind cluster's name (`zerodrop`, or taken from `--context kind-<name>`).
+    pub cluster: String,
+    /// `--context`: an existing cluster; `None` creates (and later deletes) one.
+    pub context: Option<String>,
+    /// `--keep`: leave the cluster (or the namespace) up at the end.
+    pub keep: bool,
+    pub namespace: String,
+    pub image_tag: String,
+    pub run_id: String,
+    /// The run's report directory (the kind config file is written there).
+    pub out_dir: PathBuf,
+    /// The workspace root: the images' build context.
+    pub root: PathBuf,
+}
+
+impl KindOptions {
+    pub fn new(context: Option<String>, keep: bool, run_id: String, image_tag: String, out_dir: PathBuf) -> KindOptions {
+        let cluster = context.as_deref().and_then(|c| c.strip_prefix("kind-")).unwrap_or(CLUSTER).to_string();
+        KindOptions {
+            cluster,
+            context,
+            keep,
+            namespace: zerodrop_manifests::RenderOptions::default().namespace,
+            image_tag,
+            run_id,
+            out_dir,
+            root: crate::workspace::root(),
+        }
+    }
+
+    pub fn creates_cluster(&self) -> bool {
+        self.context.is_none()
+    }
+
+    /// The kubeconfig context used for every API call (never the current context).
+    pub fn context_name(&self) -> String {
+        self.context.clone().unwrap_or_else(|| format!("kind-{}", self.cluster))
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.out_dir.join("kind-cluster.yaml")
+    }
+
+    pub fn render_options(&self, queue: &str, schema: &str) -> zerodrop_manifests::RenderOptions {
+        zerodrop_manifests::RenderOptions {
+            namespace: self.namespace.clone(),
+            image_tag: self.image_tag.clone(),
+            queue: queue.into(),
+            schema: schema.into(),
+            ..zerodrop_manifests::RenderOptions::default()
+        }
+    }
+
+    pub fn stage_render(&self, env: &StageEnv) -> zerodrop_manifests::RenderOptions {
+        zerodrop_manifests::RenderOptions {
+            api_replicas: env.api_replicas,
+            worker_replicas: env.worker_replicas,
+            api_capacity: env.api_capacity,
+            job_work_ms: env.job_work.as_millis() as u64,
+            ..self.render_options(&env.queue, &env.schema)
+        }
+    }
+}
+
+/// The cluster's life around the experiment: what setup created is what teardown
+/// removes, whatever way the run ends.
+pub struct Session {
+    pub opts: KindOptions,
+    /// `kind create cluster` was started, so `kind delete cluster` is ours to run.
+    cluster_started: bool,
+}
+
+impl Session {
+    pub fn new(opts: KindOptions) -> Session {
+        Session { opts, cluster_started: false }
+    }
+
+    /// Creates the cluster (unless --context), builds the images and loads them.
+    pub async fn setup(&mut self) -> Result<()> {
+        let cmds = cluster::setup_commands(&self.opts)?;
+        if self.opts.creates_cluster() {
+            let path = self.opts.config_path();
+            std::fs::write(&path, zerodrop_manifests::kind_cluster_config()).with_context(|| format!("writing {}", path.display()))?;
+        }
+        for c in cmds {
+            if c == cluster::create_cluster(&self.opts) {
+                self.cluster_started = true;
+            }
+            tokio::task::spawn_blocking(move || c.run()).await.context("a setup command's thread failed")??;
+        }
+        Ok(())
+    }
+
+    /// Deletes what this run created, unless --keep.
+    pub async fn teardown(&self) {
+        let ctx = self.opts.context_name();
+        if self.opts.keep {
+            eprintln!("[kind] --keep: left up. Inspect with `kubectl --context {ctx} -n {} get pods`", self.opts.namespace);
+            if self.cluster_started {
+                eprintln!("[kind] delete it with `{}`", cluster::delete_cluster(&self.opts).display());
+            }
+            return;
+        }
+        if self.cluster_started {
+            let c = cluster::delete_cluster(&self.opts);
+            match tokio::task::spawn_blocking(move || c.run()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("warning: deleting the cluster: {e:#}"),
+                Err(e) => eprintln!("warning: deleting the cluster: {e}"),
+            }
+        } else if self.opts.context.is_some() {
+            let ns = self.opts.namespace.clone();
+            let deleted = async {
+                let client = connect(&ctx).await?;
+                match Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                    Err(e) => Err(e).with_context(|| format!("deleting namespace {ns}")),
+                }
+            };
+            match deleted.await {
+                Ok(()) => eprintln!("[kind] deleted namespace {ns} (context {ctx}; the cluster stays)"),
+                Err(e) => eprintln!("warning: {e:#}"),
+            }
+        }
+    }
+}
+
+/// A kube-rs client for `context` of the kubeconfig (KUBECONFIG or ~/.kube/config).
+pub async fn connect(context: &str) -> Result<Client> {
+    let opts = KubeConfigOptions { context: Some(context.to_string()), ..KubeConfigOptions::default() };
+    let config = kube::Config::from_kubeconfig(&opts).await.with_context(|| format!("loading kubeconfig context {context}"))?;
+    Client::try_from(config).with_context(|| format!("creating a Kubernetes client for context {context}"))
+}
+
+/// One stage's fleet as the platform keeps track of it.
+struct Fleet {
+    stage: Stage,
+    env: StageEnv,
+    render: zerodrop_manifests::RenderOptions,
+    objects: Vec<Rendered>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    watchers: Vec<JoinHandle<()>>,
+    load_job: Option<String>,
+}
+
+pub struct KindPlatform {
+    opts: KindOptions,
+    client: Client,
+    server_version: String,
+    amqp_url: String,
+    database_url: String,
+    /// Kept open for the platform's lifetime; closed when it is dropped.
+    #[allow(dead_code)]
+    forwards: Vec<Forward>,
+    /// Bound on one rolling deploy and on the old pods' exits.
+    roll_timeout: Duration,
+    fleet: Option<Fleet>,
+}
+
+const DEPLOYMENTS: [&str; 2] = ["api", "worker"];
+
+impl KindPlatform {
+    /// Connects, applies the base objects (namespace, RabbitMQ, PostgreSQL), waits for
+    /// them, and opens the port-forwards the runner reconciles through.
+    pub async fn connect(opts: KindOptions, roll_timeout: Duration) -> Result<KindPlatform> {
+        let ctx = opts.context_name();
+        let client = connect(&ctx).await?;
+        let v = client.apiserver_version().await.with_context(|| format!("the API server of context {ctx} does not answer"))?;
+        let ns = opts.namespace.clone();
+        let base = Rendered::all(&zerodrop_manifests::base(&opts.render_options("-", "-")));
+        eprintln!("[kind] context {ctx}: Kubernetes {}; applying namespace {ns}, rabbitmq, postgres", v.git_version);
+        let applied = apply::apply_all(&client, &ns, &base).await?;
+        let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+        for (o, a) in base.iter().zip(&applied) {
+            if o.kind == "Deployment" {
+                // First start pulls the images from Docker Hub: minutes, not seconds.
+                rollout::wait_complete(&deployments, &o.name, a.generation, Duration::from_secs(600)).await?;
+            }
+        }
+        // The apps' own in-cluster URLs, with the host swapped for a port-forward.
+        let probe = Rendered::all(&zerodrop_manifests::stage(&Stage::get(StageName::Naive), &opts.render_options("-", "-")));
+        let amqp_in = find(&probe, "Deployment", "api").and_then(|d| container_env(&d.json, "AMQP_URL")).context("the api Deployment sets no AMQP_URL")?;
+        let db_in =
+            find(&probe, "Deployment", "worker").and_then(|d| container_env(&d.json, "DATABASE_URL")).context("the worker Deployment sets no DATABASE_URL")?;
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+        let mut forwards = Vec::new();
+        let mut local = Vec::new();
+        for url in [&amqp_in, &db_in] {
+            let (host, port) = url_host_port(url)?;
+            let t = forward_target(&base, &host, port)?;
+            let f = Forward::start(pods.clone(), t.pod_selector.clone(), t.container_port).await?;
+            eprintln!("[kind] port-forward {} -> {}:{}", f.local, t.service, t.container_port);
+            local.push(rewrite_host_port(url, &f.local.to_string())?);
+            forwards.push(f);
+        }
+        let database_url = local.pop().context("no database URL")?;
+        let amqp_url = local.pop().context("no broker URL")?;
+        Ok(KindPlatform {
+            opts,
+            client,
+            server_version: v.git_version,
+            amqp_url,
+            database_url,
+            forwards,
+            roll_timeout,
+            fleet: None,
+        })
+    }
+
+    fn fleet(&self) -> Result<&Fleet> {
+        self.fleet.as_ref().context("no fleet deployed")
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.opts.namespace)
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.opts.namespace)
+    }
+
+    async fn wait_or<F: FnMut(&mut state::StageState) -> bool>(shared: &Shared, limit: Duration, done: F) -> bool {
+        tokio::time::timeout(limit, shared.wait_for(done)).await.is_ok()
+    }
+}
+
+impl Platform for KindPlatform {
+    fn describe(&self) -> String {
+        format!(
+            "kind (cluster {}, context {}, Kubernetes {}, images tagged {})",
+            self.opts.cluster,
+            self.opts.context_name(),
+            self.server_version,
+            self.opts.image_tag
+        )
+    }
+
+    fn amqp_url(&self) -> &str {
+        &self.amqp_url
+    }
+
+    fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    async fn deploy(&mut self, stage: &Stage, env: &StageEnv, log_dir: &Path) -> Result<()> {
+        let ns = self.opts.namespace.clone();
+        apply::delete_fleet(&self.client, &ns, &DEPLOYMENTS, &[], Duration::from_secs(120)).await.context("removing a leftover fleet")?;
+        let shared = Arc::new(Shared::default());
+        shared.with(|s| s.pre_stop_ms = stage.pod.pre_stop.as_millis() as u64);
+        let stop = CancellationToken::new();
+        let watchers = vec![
+            pods::spawn_watch(self.pods(), shared.clone(), log_dir.to_path_buf(), stop.clone()),
+            endpoints::spawn_watch(Api::<EndpointSlice>::namespaced(self.client.clone(), &ns), "api", shared.clone(), stop.clone()),
+        ];
+        let render = self.opts.stage_render(env);
+        let objects = Rendered::all(&zerodrop_manifests::stage(stage, &render));
+        self.fleet = Some(Fleet {
+            stage: stage.clone(),
+            env: env.clone(),
+            render,
+            objects: objects.clone(),
+            shared: shared.clone(),
+            stop,
+            watchers,
+            load_job: None,
+        });
+        // Both watches must be listing before the first pod exists, or its creation
+        // would be timestamped late.
+        if !Self::wait_or(&shared, Duration::from_secs(30), |s| s.synced >= 2).await {
+            bail!("the pod and EndpointSlice watches did not start within 30 s");
+        }
+        let applied = apply::apply_all(&self.client, &ns, &objects).await?;
+        let api = self.deployments();
+        let limit = Duration::from_secs(180);
+        for (o, a) in objects.iter().zip(&applied) {
+            if o.kind == "Deployment" {
+                if let Err(e) = rollout::wait_complete(&api, &o.name, a.generation, limit).await {
+                    let pods = shared.with(|s| s.pods.not_ready());
+                    return Err(e).with_context(|| format!("stage {}: pods not ready: {}", stage.name, if pods.is_empty() { "none".into() } else { pods.join("; ") }));
+                }
+            }
+        }
+        let want = env.api_replicas;
+        if !Self::wait_or(&shared, Duration::from_secs(60), |s| s.samples.last().map(|(_, n)| *n) == Some(want)).await {
+            bail!("the api Service did not reach {want} ready endpoints within 60 s of the rollout");
+        }
+        Ok(())
+    }
+
+    async fn start_load(&mut self, profile: &Profile, job_prefix: &str, live: Arc<Live>) -> Result<LoadRun> {
+        // The generator runs in the cluster: its live counters stay here at zero, and
+        // its own per-second progress is in its pod's log.
+        drop(live);
+        let (shared, job) = {
+            let f = self.fleet()?;
+            let job = load_job::job_object(&self.opts, &f.render, &f.objects, profile, job_prefix, f.env.index)?;
+            (f.shared.clone(), Rendered::from_object(&job))
+        };
+        shared.with(|s| s.load.job = Some(job.name.clone()));
+        if let Some(f) = self.fleet.as_mut() {
+            f.load_job = Some(job.name.clone());
+        }
+        apply::apply(&self.client, &self.opts.namespace, &job).await?;
+        if !Self::wait_or(&shared, Duration::from_secs(120), |s| s.load.started || s.load.exit.is_some()).await {
+            let why = shared.with(|s| s.load.waiting.clone()).unwrap_or_else(|| "no pod yet".into());
+            bail!("the load Job {} did not start within 120 s: {why}", job.name);
+        }
+        let (started, exit) = shared.with(|s| (s.load.started, s.load.exit.clone()));
+        if !started {
+            bail!("the load Job {} ended before printing anything: {}", job.name, exit.map(|e| e.describe()).unwrap_or_default());
+        }
+        let n = shared.ready_endpoints.load(Ordering::Relaxed);
+        shared.with(|s| s.samples.push((now_ms(), n)));
+        let pods = self.pods();
+        let limit = profile.duration + profile.request_timeout + Duration::from_secs(120);
+        Ok(tokio::spawn(async move {
+            if !Self::wait_or(&shared, limit, |s| s.load.exit.is_some()).await {
+                bail!("the load generator did not finish within {limit:?}");
+            }
+            let (task, path, pod, exit) = shared.with(|s| (s.load.log_task.take(), s.load.log_path.clone(), s.load.pod.clone(), s.load.exit.clone()));
+            if let Some(t) = task {
+                let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+            }
+            let streamed = path.as_deref().map(std::fs::read_to_string).transpose().ok().flatten().unwrap_or_default();
+            match load_job::extract_result(&streamed) {
+                Ok(r) => Ok(r),
+                Err(first) => {
+                    // The stream may have broken off; the pod keeps its whole log.
+                    let pod = pod.context("the load pod has no name")?;
+                    let full = pods.logs(&pod, &LogParams::default()).await.with_context(|| format!("reading the log of {pod}"))?;
+                    load_job::extract_result(&full).map_err(|_| first).with_context(|| {
+                        format!("the load generator ({pod}, {}) returned no result", exit.map(|e| e.describe()).unwrap_or_default())
+                    })
+                }
+            }
+        }))
+    }
+
+    fn ready_endpoints(&self) -> u32 {
+        self.fleet.as_ref().map(|f| f.shared.ready_endpoints.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    async fn rollout(&mut self) -> Result<Duration> {
+        self.fleet()?;
+        let api = self.deployments();
+        let at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let t0 = Instant::now();
+        let mut generations = Vec::new();
+        for d in DEPLOYMENTS {
+            generations.push((d, rollout::restart(&api, d, &at).await?));
+        }
+        let waits = generations.iter().map(|(d, g)| rollout::wait_complete(&api, d, *g, self.roll_timeout));
+        futures::future::try_join_all(waits).await?;
+        Ok(t0.elapsed())
+    }
+
+    async fn wait_terminations(&mut self) -> Result<()> {
+        let f = self.fleet()?;
+        let limit = f.stage.pod.grace + Duration::from_secs(60);
+        if !Self::wait_or(&f.shared, limit, |s| s.pods.awaiting_exit().is_empty()).await {
+            let left = f.shared.with(|s| s.pods.awaiting_exit());
+            bail!("pods still terminating after {limit:?}: {}", left.join(", "));
+        }
+        Ok(())
+    }
+
+    async fn finish_stage(&mut self) -> Result<Observed> {
+        let Some(f) = self.fleet.take() else { return Ok(Observed::default()) };
+        // What the stage showed, before the teardown adds its own kills.
+        let (mut events, endpoints, pod_logs) = f.shared.with(|s| (s.events.clone(), s.samples.clone(), s.pod_logs.clone()));
+        endpoints::annotate_removals(&mut events);
+        events.sort_by_key(|e| e.unix_ms);
+        let jobs: Vec<String> = f.load_job.iter().cloned().collect();
+        let down = apply::delete_fleet(&self.client, &self.opts.namespace, &DEPLOYMENTS, &jobs, Duration::from_secs(120)).await;
+        f.stop.cancel();
+        let tasks = f.shared.with(|s| {
+            let mut t = std::mem::take(&mut s.log_tasks);
+            t.extend(s.load.log_task.take());
+            t
+        });
+        for t in tasks.into_iter().chain(f.watchers) {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(15), t).await.is_err() {
+                abort.abort();
+            }
+        }
+        let delays = endpoints::removal_delays(&events);
+        if !delays.is_empty() {
+            let mut ms: Vec<i64> = delays.iter().map(|(_, d)| *d).collect();
+            ms.sort_unstable();
+            eprintln!(
+                "[kind] {}: terminating -> endpoint removed: {} pods, {}..{} ms (median {} ms)",
+                f.stage.name,
+                ms.len(),
+                ms[0],
+                ms[ms.len() - 1],
+                ms[ms.len() / 2]
+            );
+        }
+        if let Err(e) = down {
+            // The next deploy removes leftovers before it starts; the data stands.
+            eprintln!("warning: stopping the {} fleet: {e:#}", f.stage.name);
+        }
+        Ok(Observed { events, endpoints, pod_logs })
+    }
+
+    async fn guardian_exercise(&mut self, log_dir: &Path) -> Result<GuardianCheck> {
+        guardian::run(&self.client, &self.opts, &self.amqp_url, log_dir).await
+    }
+}

@@ -1,0 +1,68 @@
+//! What the watchers of one stage share with the platform.
+
+use super::pods::{PodTracker, Terminated};
+use crate::platform::{PodLog, RawEvent};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
+use std::sync::Mutex;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+#[derive(Default)]
+pub struct Shared {
+    state: Mutex<StageState>,
+    /// Woken on every recorded change.
+    pub changed: Notify,
+    pub ready_endpoints: AtomicU32,
+}
+
+#[derive(Default)]
+pub struct StageState {
+    pub pods: PodTracker,
+    pub events: Vec<RawEvent>,
+    /// (unix ms, ready api endpoints), one per change.
+    pub samples: Vec<(i64, u32)>,
+    pub pod_logs: Vec<PodLog>,
+    pub log_tasks: Vec<JoinHandle<()>>,
+    pub load: LoadState,
+    /// The stage's preStop, for the terminating events' detail.
+    pub pre_stop_ms: u64,
+    /// Watches that completed their first list.
+    pub synced: u32,
+}
+
+/// The load generator's pod, once its Job exists.
+#[derive(Default)]
+pub struct LoadState {
+    pub job: Option<String>,
+    pub pod: Option<String>,
+    pub log_path: Option<PathBuf>,
+    /// The generator wrote its first line: requests are flowing.
+    pub started: bool,
+    pub exit: Option<Terminated>,
+    /// Why the pod is not running yet (image pull, scheduling ...), for errors.
+    pub waiting: Option<String>,
+    pub log_task: Option<JoinHandle<()>>,
+}
+
+impl Shared {
+    pub fn with<R>(&self, f: impl FnOnce(&mut StageState) -> R) -> R {
+        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut g)
+    }
+
+    /// Waits until `done` holds (checked after every change, and every 500 ms as a
+    /// safety net against a change that landed between check and wait).
+    pub async fn wait_for(&self, mut done: impl FnMut(&mut StageState) -> bool) {
+        loop {
+            let notified = self.changed.notified();
+            if self.with(&mut done) {
+                return;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+        }
+    }
+}
