@@ -14,6 +14,9 @@ pub const WORKER_TEARDOWN: [&str; 5] = ["http_server", "consumer", "amqp_channel
 pub struct Checks {
     pub sigterm_handler_fired: bool,
     pub readiness_before_listener_close: Option<bool>,
+    /// Every api pod that stopped listening did so only after the Service stopped
+    /// routing new connections to it (its `endpoint_removed` event came first).
+    pub deregistered_before_listener_close: Option<bool>,
     pub teardown_reverse_order: Option<bool>,
     pub guardian_fired: bool,
     pub killed_by_sigkill: u64,
@@ -64,11 +67,31 @@ pub fn compute(run: &StageRun) -> (Checks, Vec<String>) {
     let checks = Checks {
         sigterm_handler_fired: any("sigterm_received"),
         readiness_before_listener_close: readiness,
+        deregistered_before_listener_close: deregistered_first(run, &pods, &mut notes),
         teardown_reverse_order: teardown,
         guardian_fired: any("guardian_fired"),
         killed_by_sigkill: run.events.iter().filter(|e| e.kind == PodEventKind::Sigkill).count() as u64,
     };
     (checks, notes)
+}
+
+/// `None` when no api pod logged that it stopped listening (`listener_closed`, or
+/// `exit_now`, which closes the listener with the process).
+fn deregistered_first(run: &StageRun, pods: &BTreeMap<&str, Vec<&LogLine>>, notes: &mut Vec<String>) -> Option<bool> {
+    let mut verdict = None;
+    for (pod, lines) in pods {
+        let Some(closed) = lines.iter().find(|l| l.app == "api" && (l.step == "listener_closed" || l.step == "exit_now")) else {
+            continue;
+        };
+        let removed = run.events.iter().find(|e| e.pod == *pod && e.kind == PodEventKind::EndpointRemoved).map(|e| e.t_ms);
+        let ok = matches!(removed, Some(t) if t <= closed.t_ms);
+        if !ok {
+            let when = removed.map(|t| format!("{} ms later", t - closed.t_ms)).unwrap_or_else(|| "never".into());
+            notes.push(format!("{pod}: stopped listening ({}) while still routed; endpoint removed {when}", closed.step));
+        }
+        verdict = Some(verdict.unwrap_or(true) && ok);
+    }
+    verdict
 }
 
 /// `None` when the pod disposed nothing.

@@ -206,6 +206,11 @@ fn checks(md: &mut String, run: &StageRun, s: &StageSummary) {
             format!("readiness_before_listener_close = {}", opt(c.readiness_before_listener_close)),
         ),
         (
+            "The Service stopped routing to a pod before it stopped listening",
+            icon(c.deregistered_before_listener_close),
+            format!("deregistered_before_listener_close = {}", opt(c.deregistered_before_listener_close)),
+        ),
+        (
             "Resources disposed in reverse order, telemetry flushed last",
             icon(c.teardown_reverse_order),
             format!("teardown_reverse_order = {}", opt(c.teardown_reverse_order)),

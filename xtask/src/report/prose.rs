@@ -241,6 +241,7 @@ pub fn per_stage(runs: &[StageRun], sums: &[StageSummary]) -> Vec<String> {
         }
         for (name, c) in [
             ("readiness before listener close", cs.checks.readiness_before_listener_close),
+            ("deregistered before listener close", cs.checks.deregistered_before_listener_close),
             ("reverse-order teardown", cs.checks.teardown_reverse_order),
         ] {
             if c == Some(false) {
