@@ -35,10 +35,17 @@ pub struct Args {
     /// is on PATH, else local). The report names the platform that ran.
     #[arg(long, value_enum, default_value_t = PlatformKind::Auto)]
     platform: PlatformKind,
-    /// kind: use this existing kind cluster's kube context (kind-<name>) instead of
-    /// creating a cluster; at the end only the namespace is removed.
+    /// kind: use this existing cluster's kube context instead of creating a kind
+    /// cluster; at the end only the namespace is removed. A kind context (kind-<name>)
+    /// gets the images with `kind load`; any other cluster needs --registry.
     #[arg(long)]
     context: Option<String>,
+    /// kind: push the images to this registry prefix (`ghcr.io/you`,
+    /// `registry.local:5000`) with `docker push`, and have the pods pull them from
+    /// there, instead of `kind load docker-image`. Required for a --context that is
+    /// not kind; `kind` itself is then not needed.
+    #[arg(long, value_name = "PREFIX")]
+    registry: Option<String>,
     /// kind: leave the cluster (with --context: the namespace) up at the end.
     #[arg(long)]
     keep: bool,
@@ -56,10 +63,12 @@ pub enum PlatformKind {
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    let kind_only = a.context.is_some() || a.keep;
+    let kind_only = a.context.is_some() || a.keep || a.registry.is_some();
+    // A context that is not kind's can only mean a cluster, whether `kind` is on PATH or not.
+    let other_cluster = a.context.as_deref().is_some_and(|c| !c.starts_with("kind-"));
     let platform = match a.platform {
         // The plan is the kind platform's; probing Docker would already touch it.
-        PlatformKind::Auto if a.dry_run => PlatformKind::Kind,
+        PlatformKind::Auto if a.dry_run || other_cluster => PlatformKind::Kind,
         PlatformKind::Auto => {
             let (p, why) = crate::kind::prereq::choose_auto(&crate::kind::prereq::System::default());
             eprintln!("[platform] {why}");
@@ -70,7 +79,7 @@ pub async fn run(a: Args) -> Result<()> {
     match platform {
         PlatformKind::Kind => run_kind(a).await,
         _ if a.dry_run => bail!("--dry-run prints the kind platform's plan; use it with --platform kind (or auto)"),
-        _ if kind_only => bail!("--context and --keep apply to the kind platform, and the local one was chosen"),
+        _ if kind_only => bail!("--context, --registry and --keep apply to the kind platform, and the local one was chosen"),
         _ => run_local(a).await,
     }
 }
@@ -97,6 +106,7 @@ fn out_dir_of(a: &Args, run_id: &str) -> PathBuf {
 
 fn kind_options(a: &Args, run_id: &str) -> crate::kind::KindOptions {
     crate::kind::KindOptions::new(a.context.clone(), a.keep, run_id.to_string(), run_id.to_lowercase(), out_dir_of(a, run_id))
+        .with_registry(a.registry.clone())
 }
 
 /// `--dry-run`'s output: the plan, built as data (no process is started).
@@ -369,6 +379,64 @@ mod tests {
         assert!(cmds.iter().all(|c| !c.starts_with("kind create") && !c.starts_with("kind delete")), "{cmds:#?}");
         assert!(cmds.contains(&"kind load docker-image --name lab zerodrop-load:r1".to_string()));
         assert!(plan.render().contains("--keep: nothing is deleted"));
+    }
+
+    /// Any cluster: --context that is not kind, with --registry. Builds, one `docker
+    /// push` per image, the prefixed images in every applied object, no kind command;
+    /// at the end only the namespace goes.
+    #[test]
+    fn the_dry_run_against_another_cluster_pushes_to_the_registry() {
+        let a = args("--quick --stages naive,surge-jitter --dry-run --context prod --registry registry.local:5000/lab");
+        assert_eq!(a.platform, PlatformKind::Auto, "auto plans the kind platform for a dry run");
+        let plan = dry_run_plan(&a, "r2").unwrap();
+        let text = plan.render();
+        let cmds: Vec<String> = plan.commands().iter().map(|c| c.display()).collect();
+        assert!(cmds.iter().all(|c| !c.starts_with("kind ")), "no kind command: {cmds:#?}");
+        assert!(!text.contains("kind-cluster.yaml"), "no kind config is written");
+        let root = crate::workspace::root();
+        let tags = ["zerodrop-api:shell-r2", "zerodrop-api:exec-r2", "zerodrop-worker:shell-r2", "zerodrop-worker:exec-r2", "zerodrop-load:r2"];
+        let mut want = Vec::new();
+        for tag in tags {
+            let target = tag.strip_prefix("zerodrop-").unwrap().replace(':', "-").replace("-r2", "");
+            want.push(format!("(cd {} && docker build -f services/Dockerfile --target {target} -t registry.local:5000/lab/{tag} .)", root.display()));
+        }
+        want.extend(tags.iter().map(|t| format!("docker push registry.local:5000/lab/{t}")));
+        assert_eq!(cmds, want, "builds, then pushes, and nothing else");
+
+        // Every pod image of every applied object comes from the registry, except the
+        // public rabbitmq and postgres images.
+        let mut images = Vec::new();
+        for s in &plan.steps {
+            if let Step::Apply { yaml, .. } = s {
+                for line in yaml.lines().filter_map(|l| l.trim().trim_start_matches("- ").strip_prefix("image: ")) {
+                    images.push(line.to_string());
+                }
+            }
+        }
+        let ours: Vec<&String> = images.iter().filter(|i| i.contains("zerodrop-")).collect();
+        assert_eq!(ours.len(), 2 * 2 + 2 + 1, "{images:#?}");
+        assert!(ours.iter().all(|i| i.starts_with("registry.local:5000/lab/zerodrop-")), "{images:#?}");
+        assert_eq!(images.len() - ours.len(), 2, "rabbitmq and postgres: {images:#?}");
+        assert!(text.contains("image: registry.local:5000/lab/zerodrop-api:shell-r2"), "naive runs the shell-form image");
+        assert!(text.contains("image: registry.local:5000/lab/zerodrop-load:r2"), "the load Job pulls too");
+        assert!(text.contains("`kind` is not needed"), "{text}");
+        assert!(text.contains("context prod is in the kubeconfig"));
+        assert!(text.contains("delete namespace zerodrop (the cluster of context prod stays)"));
+    }
+
+    #[test]
+    fn another_cluster_without_a_registry_is_one_clear_error() {
+        for line in ["--platform kind --dry-run --context prod", "--dry-run --context gke_me_europe-west1_lab"] {
+            let err = dry_run_plan(&args(line), "r3").unwrap_err().to_string();
+            assert!(err.contains("is not a kind cluster's context"), "{err}");
+            assert!(err.contains("a non-kind cluster cannot see local images; pass --registry <prefix> that the cluster can pull from"), "{err}");
+        }
+        // A registry with kind: still a kind cluster (created here), the images pushed.
+        let plan = dry_run_plan(&args("--platform kind --dry-run --stages naive --registry ghcr.io/me"), "r4").unwrap();
+        let cmds: Vec<String> = plan.commands().iter().map(|c| c.display()).collect();
+        assert!(cmds[0].starts_with("kind create cluster --name zerodrop"));
+        assert!(cmds.contains(&"docker push ghcr.io/me/zerodrop-load:r4".to_string()));
+        assert!(cmds.iter().all(|c| !c.starts_with("kind load")), "{cmds:#?}");
     }
 
     #[test]

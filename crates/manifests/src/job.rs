@@ -58,7 +58,7 @@ pub fn load_job(spec: &LoadJobSpec, o: &RenderOptions) -> Object {
     let l = labels([(APP_LABEL, "load")]);
     let container = Container {
         name: "load".into(),
-        image: Some(load_image(&o.image_tag)),
+        image: Some(o.load_image()),
         image_pull_policy: Some("IfNotPresent".into()),
         // The image's ENTRYPOINT is the binary; these are its arguments.
         args: Some(spec.args.clone()),

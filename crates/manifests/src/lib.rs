@@ -38,6 +38,10 @@ pub struct RenderOptions {
     pub queue: String,
     /// `ZD_DB_SCHEMA`
     pub schema: String,
+    /// A registry prefix (`ghcr.io/me`, `registry.local:5000`) the cluster pulls the
+    /// runner's images from: `<prefix>/zerodrop-api:exec-<tag>`. `None` (kind, where
+    /// the images are loaded onto the nodes) names them without one.
+    pub image_registry: Option<String>,
 }
 
 impl Default for RenderOptions {
@@ -51,6 +55,7 @@ impl Default for RenderOptions {
             job_work_ms: 250,
             queue: "zerodrop.jobs".into(),
             schema: "zerodrop".into(),
+            image_registry: None,
         }
     }
 }
@@ -59,5 +64,26 @@ impl RenderOptions {
     /// The in-cluster DNS name of a Service in this namespace.
     pub fn service_host(&self, service: &str) -> String {
         format!("{service}.{}.svc.cluster.local", self.namespace)
+    }
+
+    /// `image` (one of the runner's own, e.g. `zerodrop-load:<tag>`) as the pods
+    /// reference it: behind [`RenderOptions::image_registry`] when there is one.
+    pub fn registry_image(&self, image: String) -> String {
+        match self.image_registry.as_deref().map(|r| r.trim_end_matches('/')) {
+            Some(r) if !r.is_empty() => format!("{r}/{image}"),
+            _ => image,
+        }
+    }
+
+    /// The image an app's pods run for `entrypoint`: [`App::image`] with this
+    /// render's tag, behind the registry prefix if any.
+    pub fn app_image(&self, app: App, entrypoint: zerodrop_stages::Entrypoint) -> String {
+        self.registry_image(app.image(entrypoint, &self.image_tag))
+    }
+
+    /// The load generator's image: [`load_image`] with this render's tag, behind the
+    /// registry prefix if any.
+    pub fn load_image(&self) -> String {
+        self.registry_image(load_image(&self.image_tag))
     }
 }

@@ -111,9 +111,10 @@ fn container(app: App, stage: &Stage, o: &RenderOptions) -> Container {
     let p = &stage.pod.readiness;
     Container {
         name: app.name().into(),
-        image: Some(app.image(stage.pod.entrypoint, &o.image_tag)),
-        // Images reach the nodes with `kind load docker-image`; there is no registry
-        // to pull from.
+        image: Some(o.app_image(app, stage.pod.entrypoint)),
+        // On kind the images reach the nodes with `kind load docker-image` (no
+        // registry to pull from); with `image_registry` every run's tag is new, so
+        // the first use pulls it either way.
         image_pull_policy: Some("IfNotPresent".into()),
         env: Some(app_env(app, stage, o)),
         ports: Some(vec![ContainerPort {

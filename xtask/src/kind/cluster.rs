@@ -1,5 +1,6 @@
 //! The commands the kind platform runs outside Kubernetes' API: creating and deleting
-//! the cluster, building the images, loading them into the nodes. Each is built as
+//! the cluster, building the images, loading them into the nodes (or pushing them to
+//! the `--registry` the cluster pulls from). Each is built as
 //! data first ([`Cmd`]), so `--dry-run` prints exactly what a real run executes.
 
 use super::objects::{images, Rendered};
@@ -61,13 +62,13 @@ pub struct Image {
 /// generator, read off the rendered manifests so the tags cannot drift from them.
 pub fn images_for(opts: &KindOptions) -> Result<Vec<Image>> {
     let mut out = Vec::new();
+    let render = opts.render_options("q", "s");
     for app in zerodrop_manifests::App::ALL {
         for form in [Entrypoint::Shell, Entrypoint::Exec] {
-            out.push(Image { target: app.dockerfile_target(form), tag: app.image(form, &opts.image_tag) });
+            out.push(Image { target: app.dockerfile_target(form), tag: render.app_image(app, form) });
         }
     }
     // The rendered objects must use exactly these images.
-    let render = opts.render_options("q", "s");
     let mut used: Vec<String> = Vec::new();
     for name in [StageName::Naive, StageName::SurgeJitter] {
         for o in Rendered::all(&zerodrop_manifests::stage(&Stage::get(name), &render)) {
@@ -96,6 +97,11 @@ pub fn kind_load(opts: &KindOptions, image: &Image) -> Cmd {
     Cmd::new("kind", &["load", "docker-image", "--name", &opts.cluster, &image.tag])
 }
 
+/// With --registry: the image goes to the registry the cluster pulls from.
+pub fn docker_push(image: &Image) -> Cmd {
+    Cmd::new("docker", &["push", &image.tag])
+}
+
 pub fn create_cluster(opts: &KindOptions) -> Cmd {
     let config = opts.config_path().display().to_string();
     Cmd::new("kind", &["create", "cluster", "--name", &opts.cluster, "--config", &config, "--wait", "120s"])
@@ -113,6 +119,10 @@ pub fn setup_commands(opts: &KindOptions) -> Result<Vec<Cmd>> {
         cmds.push(create_cluster(opts));
     }
     cmds.extend(images.iter().map(|i| docker_build(opts, i)));
-    cmds.extend(images.iter().map(|i| kind_load(opts, i)));
+    if opts.registry.is_some() {
+        cmds.extend(images.iter().map(docker_push));
+    } else {
+        cmds.extend(images.iter().map(|i| kind_load(opts, i)));
+    }
     Ok(cmds)
 }

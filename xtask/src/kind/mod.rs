@@ -1,6 +1,7 @@
 //! The kind platform: the same experiment on a real Kubernetes cluster (kind, in
-//! Docker). The runner builds the images, loads them into the nodes, and drives the
-//! cluster through its API with kube-rs: server-side apply, its own rollout
+//! Docker, or with `--registry` any cluster a kube context reaches). The runner builds
+//! the images, loads them into the nodes (kind) or pushes them to the registry the
+//! cluster pulls from, and drives the cluster through its API with kube-rs: server-side apply, its own rollout
 //! condition, watches on pods and EndpointSlices, log streams, port-forwards. The load
 //! generator runs inside the cluster as a Job against the api Service's ClusterIP.
 //!
@@ -49,10 +50,14 @@ pub const CLUSTER: &str = "zerodrop";
 /// How one kind run is set up.
 #[derive(Debug, Clone)]
 pub struct KindOptions {
-    /// The kind cluster's name (`zerodrop`, or taken from `--context kind-<name>`).
+    /// The kind cluster's name (`zerodrop`, or taken from `--context kind-<name>`;
+    /// unused for a context that is not kind).
     pub cluster: String,
     /// `--context`: an existing cluster; `None` creates (and later deletes) one.
     pub context: Option<String>,
+    /// `--registry`: a prefix (`ghcr.io/me`, `registry.local:5000`) the images are
+    /// pushed under and pulled from; `None` loads them onto kind's nodes instead.
+    pub registry: Option<String>,
     /// `--keep`: leave the cluster (or the namespace) up at the end.
     pub keep: bool,
     pub namespace: String,
@@ -70,6 +75,7 @@ impl KindOptions {
         KindOptions {
             cluster,
             context,
+            registry: None,
             keep,
             namespace: zerodrop_manifests::RenderOptions::default().namespace,
             image_tag,
@@ -79,8 +85,44 @@ impl KindOptions {
         }
     }
 
+    /// `--registry <prefix>`: images are pushed there and the manifests name them so.
+    pub fn with_registry(mut self, registry: Option<String>) -> KindOptions {
+        self.registry = registry.map(|r| r.trim().trim_end_matches('/').to_string());
+        self
+    }
+
     pub fn creates_cluster(&self) -> bool {
         self.context.is_none()
+    }
+
+    /// The cluster is a kind cluster: created here, or named by a `kind-<name>` context.
+    pub fn is_kind(&self) -> bool {
+        self.context.as_deref().is_none_or(|c| c.starts_with("kind-"))
+    }
+
+    /// The `kind` CLI is needed: to create the cluster, or to load the images (no
+    /// --registry). With --registry and an existing context it is not.
+    pub fn uses_kind_cli(&self) -> bool {
+        self.creates_cluster() || self.registry.is_none()
+    }
+
+    /// The flag combinations a run can work with, checked before anything else.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(r) = &self.registry {
+            if r.is_empty() || r.contains("://") || r.chars().any(char::is_whitespace) || r.contains('@') {
+                bail!("--registry {r:?} is not an image prefix: give a registry host and path such as `ghcr.io/you` or `registry.local:5000`");
+            }
+        }
+        if let (Some(ctx), None) = (&self.context, &self.registry) {
+            if !self.is_kind() {
+                bail!(
+                    "--context {ctx} is not a kind cluster's context (kind-<name>), and a non-kind cluster cannot see \
+                     local images; pass --registry <prefix> that the cluster can pull from (e.g. ghcr.io/you or \
+                     registry.local:5000): the images are then pushed there with `docker push`"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The kubeconfig context used for every API call (never the current context).
@@ -98,6 +140,7 @@ impl KindOptions {
             image_tag: self.image_tag.clone(),
             queue: queue.into(),
             schema: schema.into(),
+            image_registry: self.registry.clone(),
             ..zerodrop_manifests::RenderOptions::default()
         }
     }
@@ -126,7 +169,8 @@ impl Session {
         Session { opts, cluster_started: false }
     }
 
-    /// Creates the cluster (unless --context), builds the images and loads them.
+    /// Creates the cluster (unless --context), builds the images and loads them (or,
+    /// with --registry, pushes them).
     pub async fn setup(&mut self) -> Result<()> {
         let cmds = cluster::setup_commands(&self.opts)?;
         if self.opts.creates_cluster() {
@@ -279,13 +323,18 @@ impl KindPlatform {
 
 impl Platform for KindPlatform {
     fn describe(&self) -> String {
-        format!(
-            "kind (cluster {}, context {}, Kubernetes {}, images tagged {})",
-            self.opts.cluster,
-            self.opts.context_name(),
-            self.server_version,
-            self.opts.image_tag
-        )
+        let pulled = self.opts.registry.as_deref().map(|r| format!(", pulled from {r}")).unwrap_or_default();
+        if self.opts.is_kind() {
+            format!(
+                "kind (cluster {}, context {}, Kubernetes {}, images tagged {}{pulled})",
+                self.opts.cluster,
+                self.opts.context_name(),
+                self.server_version,
+                self.opts.image_tag
+            )
+        } else {
+            format!("Kubernetes (context {}, {}, images tagged {}{pulled})", self.opts.context_name(), self.server_version, self.opts.image_tag)
+        }
     }
 
     fn amqp_url(&self) -> &str {

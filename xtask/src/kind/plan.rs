@@ -80,12 +80,21 @@ pub fn stage_env(run_id: &str, profile: &ExperimentProfile, stage: &Stage, index
 }
 
 pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) -> Result<Plan> {
+    opts.validate()?;
     let mut p = Plan::default();
     p.section("Prerequisites (checked first; each missing one stops the run with its own message)");
-    p.api("`docker` and `kind` on PATH; `docker info` answers; services/Dockerfile exists");
+    if opts.uses_kind_cli() {
+        p.api("`docker` and `kind` on PATH; `docker info` answers; services/Dockerfile exists");
+    } else {
+        p.api("`docker` on PATH (`kind` is not needed); `docker info` answers; services/Dockerfile exists");
+    }
     match &opts.context {
         None => p.api(format!("no kind cluster named `{}` exists yet (`kind get clusters`)", opts.cluster)),
-        Some(ctx) => p.api(format!("context {ctx} names the existing kind cluster `{}` and is in the kubeconfig", opts.cluster)),
+        Some(ctx) if opts.uses_kind_cli() => p.api(format!("context {ctx} names the existing kind cluster `{}` and is in the kubeconfig", opts.cluster)),
+        Some(ctx) => p.api(format!("context {ctx} is in the kubeconfig (the cluster exists and is not created or deleted here)")),
+    }
+    if let Some(r) = &opts.registry {
+        p.api(format!("you are logged in to {r} (`docker login`) and the cluster can pull from it; not checked before the first push"));
     }
 
     p.section("Cluster and images");

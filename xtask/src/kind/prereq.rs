@@ -98,10 +98,11 @@ pub fn choose_auto(p: &dyn Probe) -> (crate::cmd_experiment::PlatformKind, Strin
 
 /// Everything a kind run needs, checked before anything is created.
 pub fn check(p: &dyn Probe, opts: &super::KindOptions) -> Result<()> {
+    opts.validate()?;
     if p.which("docker").is_none() {
         bail!("the kind platform needs Docker, and `docker` is not on PATH: {INSTALL_DOCKER}");
     }
-    if p.which("kind").is_none() {
+    if opts.uses_kind_cli() && p.which("kind").is_none() {
         bail!("the kind platform needs `kind`, which is not on PATH: {INSTALL_KIND}");
     }
     if let Err(e) = p.docker_info() {
@@ -109,6 +110,18 @@ pub fn check(p: &dyn Probe, opts: &super::KindOptions) -> Result<()> {
     }
     if !opts.root.join("services/Dockerfile").is_file() {
         bail!("{} is missing: the images are built from it", opts.root.join("services/Dockerfile").display());
+    }
+    if !opts.uses_kind_cli() {
+        // --registry and an existing context: any cluster, reached through the kubeconfig.
+        let ctx = opts.context_name();
+        let contexts = p.kube_contexts().map_err(|e| anyhow::anyhow!("reading the kubeconfig: {e}"))?;
+        if !contexts.iter().any(|c| c == &ctx) {
+            bail!(
+                "--context {ctx} is not in your kubeconfig (KUBECONFIG or ~/.kube/config; contexts: {})",
+                if contexts.is_empty() { "none".to_string() } else { contexts.join(", ") }
+            );
+        }
+        return Ok(());
     }
     let clusters = p.kind_clusters().map_err(|e| anyhow::anyhow!("`kind get clusters` failed: {e}"))?;
     match &opts.context {
@@ -123,12 +136,8 @@ pub fn check(p: &dyn Probe, opts: &super::KindOptions) -> Result<()> {
             }
         }
         Some(ctx) => {
-            let Some(name) = ctx.strip_prefix("kind-") else {
-                bail!(
-                    "--context {ctx} is not a kind cluster's context (kind-<name>): the images reach the nodes with \
-                     `kind load docker-image`, which only works for kind clusters"
-                );
-            };
+            // `validate` refused a non-kind context without --registry.
+            let Some(name) = ctx.strip_prefix("kind-") else { bail!("--context {ctx} is not a kind cluster's context") };
             if !clusters.iter().any(|c| c == name) {
                 let have = if clusters.is_empty() { "none".to_string() } else { clusters.join(", ") };
                 bail!("--context {ctx}: there is no kind cluster `{name}` (`kind get clusters`: {have})");
@@ -245,6 +254,7 @@ mod tests {
         let o = with_root(crate::kind::KindOptions::new(Some("prod".into()), false, "t".into(), "t".into(), std::env::temp_dir()));
         let err = check(&fake, &o).unwrap_err().to_string();
         assert!(err.starts_with("--context prod is not a kind cluster's context"), "{err}");
+        assert!(err.contains("a non-kind cluster cannot see local images; pass --registry <prefix> that the cluster can pull from"), "{err}");
 
         let o = with_root(crate::kind::KindOptions::new(Some("kind-other".into()), false, "t".into(), "t".into(), std::env::temp_dir()));
         let err = check(&fake, &o).unwrap_err().to_string();
@@ -255,5 +265,38 @@ mod tests {
         let fake = Fake { clusters: vec!["zerodrop".into()], contexts: vec![] };
         let err = check(&fake, &o).unwrap_err().to_string();
         assert!(err.contains("is not in your kubeconfig"), "{err}");
+    }
+
+    #[test]
+    fn another_cluster_with_a_registry_needs_docker_and_the_context_but_not_kind() {
+        let o = |ctx: &str| {
+            with_root(crate::kind::KindOptions::new(Some(ctx.into()), false, "t".into(), "t".into(), std::env::temp_dir()))
+                .with_registry(Some("registry.local:5000/".into()))
+        };
+        assert_eq!(o("prod").registry.as_deref(), Some("registry.local:5000"));
+        // Docker answers, no `kind` anywhere on PATH.
+        let (dir, sys) = fake_path(&[("docker", "exit 0")]);
+        let mut no_kind = o("prod");
+        no_kind.context = Some("no-such-context-zerodrop".into());
+        let err = check(&sys, &no_kind).unwrap_err().to_string();
+        // Past Docker and without asking for `kind`: on to the kubeconfig (which may
+        // not exist on this machine at all).
+        assert!(err.contains("kubeconfig") && !err.contains("`kind`"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+
+        let fake = Fake { clusters: vec![], contexts: vec!["prod".into()] };
+        assert!(check(&fake, &o("prod")).is_ok());
+        let err = check(&fake, &o("staging")).unwrap_err().to_string();
+        assert!(err.contains("--context staging is not in your kubeconfig") && err.contains("contexts: prod"), "{err}");
+        // A kind context with a registry: pushed, not loaded, so `kind` is not asked.
+        assert!(check(&Fake { clusters: vec![], contexts: vec!["kind-lab".into()] }, &o("kind-lab")).is_ok());
+
+        let (dir, sys) = fake_path(&[("docker", "echo 'Cannot connect to the Docker daemon' >&2; exit 1")]);
+        let err = check(&sys, &o("prod")).unwrap_err().to_string();
+        assert!(err.starts_with("no Docker daemon answers"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+
+        let bad = o("prod").with_registry(Some("https://ghcr.io/me".into()));
+        assert!(check(&fake, &bad).unwrap_err().to_string().contains("is not an image prefix"));
     }
 }
