@@ -51,6 +51,7 @@ impl Service {
         // pod -> (eligible as last seen, pending changes: (apply at, eligible)).
         let mut seen: HashMap<String, bool> = HashMap::new();
         let mut pending: Vec<(Instant, String, SocketAddr, bool)> = Vec::new();
+        let epoch = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         while !stop.is_cancelled() {
             tick.tick().await;
@@ -61,7 +62,7 @@ impl Service {
                     && !pod.exited.load(Ordering::SeqCst);
                 let prev = seen.insert(pod.name.clone(), eligible).unwrap_or(false);
                 if prev != eligible {
-                    pending.push((Instant::now() + self.propagation_delay, pod.name.clone(), pod.addr, eligible));
+                    pending.push((sync_at(epoch, Instant::now() + self.propagation_delay), pod.name.clone(), pod.addr, eligible));
                 }
             }
             let now = Instant::now();
@@ -97,6 +98,16 @@ impl Service {
             }
         }
     }
+}
+
+/// kube-proxy programs its rules in periodic syncs, not per event: changes seen close
+/// together land in the same sync. Rounding up to a 100 ms grid does the same here,
+/// so a replacement and its predecessor's removal are applied together (additions
+/// first) even when this loop noticed them one tick apart.
+fn sync_at(epoch: Instant, at: Instant) -> Instant {
+    const SYNC: u128 = 100;
+    let ms = at.duration_since(epoch).as_millis();
+    epoch + Duration::from_millis((ms.div_ceil(SYNC) * SYNC) as u64)
 }
 
 impl zerodrop_load::Resolver for Service {
@@ -162,7 +173,7 @@ mod tests {
         svc.watch(old.clone());
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(routed(&svc).is_empty(), "added before the delay");
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(routed(&svc), ["old"]);
 
         let new = Pod::fake("new", 2, true);
@@ -170,7 +181,7 @@ mod tests {
         old.terminating.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(routed(&svc), ["old"], "a terminating pod stays routed until the change propagates");
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(routed(&svc), ["new"]);
         assert!(rec.endpoint_samples().iter().all(|(_, n)| *n >= 1), "{:?}", rec.endpoint_samples());
         stop.cancel();
