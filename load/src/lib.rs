@@ -10,11 +10,11 @@
 //! [`Resolver`], the way kube-proxy's rules pick an endpoint when a connection is
 //! opened. Keep-alive connections stay on the endpoint they were opened to.
 
+mod engine;
 pub mod profile;
 pub mod record;
 pub mod stats;
 pub mod target;
-mod engine;
 
 pub use engine::{run, Live, LiveSnapshot};
 pub use profile::{Mix, Profile};

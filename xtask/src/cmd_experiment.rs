@@ -79,7 +79,9 @@ pub async fn run(a: Args) -> Result<()> {
     match platform {
         PlatformKind::Kind => run_kind(a).await,
         _ if a.dry_run => bail!("--dry-run prints the kind platform's plan; use it with --platform kind (or auto)"),
-        _ if kind_only => bail!("--context, --registry and --keep apply to the kind platform, and the local one was chosen"),
+        _ if kind_only => {
+            bail!("--context, --registry and --keep apply to the kind platform, and the local one was chosen")
+        }
         _ => run_local(a).await,
     }
 }
@@ -105,8 +107,14 @@ fn out_dir_of(a: &Args, run_id: &str) -> PathBuf {
 }
 
 fn kind_options(a: &Args, run_id: &str) -> crate::kind::KindOptions {
-    crate::kind::KindOptions::new(a.context.clone(), a.keep, run_id.to_string(), run_id.to_lowercase(), out_dir_of(a, run_id))
-        .with_registry(a.registry.clone())
+    crate::kind::KindOptions::new(
+        a.context.clone(),
+        a.keep,
+        run_id.to_string(),
+        run_id.to_lowercase(),
+        out_dir_of(a, run_id),
+    )
+    .with_registry(a.registry.clone())
 }
 
 /// `--dry-run`'s output: the plan, built as data (no process is started).
@@ -129,7 +137,11 @@ async fn run_kind(a: Args) -> Result<()> {
     let out_dir = out_dir_of(&a, &run_id);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    eprintln!("zerodrop experiment {run_id}: profile {}, stages {}", profile.name, stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "));
+    eprintln!(
+        "zerodrop experiment {run_id}: profile {}, stages {}",
+        profile.name,
+        stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
 
     // Ctrl-C, a failure, or success: the teardown below runs in every case.
     let mut session = crate::kind::Session::new(opts);
@@ -145,13 +157,7 @@ async fn run_kind(a: Args) -> Result<()> {
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; partial logs kept in {}", out_dir.display())),
     };
     session.teardown().await;
-    let report = result?;
-    crate::report::write(&report, &out_dir).context("writing the report")?;
-    print_summary(&report, &out_dir);
-    if a.assert_fixed {
-        assert_fixed(&report)?;
-    }
-    Ok(())
+    finish(result?, &out_dir, a.assert_fixed)
 }
 
 async fn run_local(a: Args) -> Result<()> {
@@ -159,12 +165,17 @@ async fn run_local(a: Args) -> Result<()> {
         bail!("the local platform needs Linux (PID namespaces, 127.0.0.0/8 addresses); use --platform kind elsewhere");
     }
     let profile = if a.quick { ExperimentProfile::quick() } else { ExperimentProfile::default_profile() };
-    let stages: Vec<Stage> = a.stages.clone().unwrap_or_else(|| StageName::ALL.to_vec()).into_iter().map(Stage::get).collect();
+    let stages: Vec<Stage> =
+        a.stages.clone().unwrap_or_else(|| StageName::ALL.to_vec()).into_iter().map(Stage::get).collect();
     let run_id = workspace::run_id();
     let out_dir = if a.out.is_absolute() { a.out.join(&run_id) } else { workspace::root().join(&a.out).join(&run_id) };
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    eprintln!("zerodrop experiment {run_id}: profile {}, stages {}", profile.name, stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "));
+    eprintln!(
+        "zerodrop experiment {run_id}: profile {}, stages {}",
+        profile.name,
+        stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
 
     let bin_dir = workspace::build_services()?;
     let isolation = Isolation::detect();
@@ -172,7 +183,13 @@ async fn run_local(a: Args) -> Result<()> {
     let backends = Backends::acquire(&out_dir).await?;
     eprintln!("[infra] {}", backends.describe());
 
-    let platform = LocalPlatform::new(backends.amqp_url.clone(), backends.database_url.clone(), bin_dir, isolation, profile.propagation_delay);
+    let platform = LocalPlatform::new(
+        backends.amqp_url.clone(),
+        backends.database_url.clone(),
+        bin_dir,
+        isolation,
+        profile.propagation_delay,
+    );
     // Ctrl-C abandons the running stage: the private servers are released below, and
     // the pods die with this process (PR_SET_PDEATHSIG on every pod).
     let result = tokio::select! {
@@ -182,10 +199,14 @@ async fn run_local(a: Args) -> Result<()> {
     if let Err(e) = backends.release().await {
         eprintln!("warning: stopping the private servers: {e:#}");
     }
-    let report = result?;
-    crate::report::write(&report, &out_dir).context("writing the report")?;
-    print_summary(&report, &out_dir);
-    if a.assert_fixed {
+    finish(result?, &out_dir, a.assert_fixed)
+}
+
+/// Writes the report, prints the summary and, for CI, checks the contract.
+fn finish(report: Report, out_dir: &std::path::Path, assert: bool) -> Result<()> {
+    crate::report::write(&report, out_dir).context("writing the report")?;
+    print_summary(&report, out_dir);
+    if assert {
         assert_fixed(&report)?;
     }
     Ok(())
@@ -200,8 +221,10 @@ async fn run_stages<P: Platform>(
     stages: Vec<Stage>,
     command: String,
 ) -> Result<Report> {
-    let mut ctx = RunCtx::new(run_id.to_string(), out_dir.to_path_buf(), profile.clone(), a.keep_data, platform).await?;
-    let started_at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let mut ctx =
+        RunCtx::new(run_id.to_string(), out_dir.to_path_buf(), profile.clone(), a.keep_data, platform).await?;
+    let started_at =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let mut runs = Vec::new();
     for (i, stage) in stages.into_iter().enumerate() {
         let name = stage.name;
@@ -247,7 +270,10 @@ async fn run_stages<P: Platform>(
 
 fn print_summary(r: &Report, dir: &std::path::Path) {
     println!();
-    println!("{:<20} {:>8} {:>7} {:>8} {:>6} {:>7} {:>6} {:>9} {:>5} {:>5}", "stage", "requests", "failed", "refused", "reset", "timeout", "503", "roll p99", "lost", "dup");
+    println!(
+        "{:<20} {:>8} {:>7} {:>8} {:>6} {:>7} {:>6} {:>9} {:>5} {:>5}",
+        "stage", "requests", "failed", "refused", "reset", "timeout", "503", "roll p99", "lost", "dup"
+    );
     for s in &r.stages {
         let w = zerodrop_load::window_stats(&s.load.records, s.roll.from_us, s.roll.to_us);
         let c = |k: &str| w.by_class.get(k).copied().unwrap_or(0);
@@ -266,7 +292,10 @@ fn print_summary(r: &Report, dir: &std::path::Path) {
         );
     }
     if let Some(g) = &r.guardian {
-        println!("guardian: exit code {:?} (expected {}) {} ms after SIGTERM", g.exit_code, g.expected_exit_code, g.exit_after_ms);
+        println!(
+            "guardian: exit code {:?} (expected {}) {} ms after SIGTERM",
+            g.exit_code, g.expected_exit_code, g.exit_after_ms
+        );
     }
     println!("\nreport: {}", dir.join("report.md").display());
 }
@@ -282,11 +311,18 @@ fn assert_fixed(r: &Report) -> Result<()> {
     };
     let (ff, fl, _) = loss(first);
     if ff == 0 && fl == 0 {
-        bail!("{} lost nothing (0 failed requests, 0 lost jobs): the baseline no longer demonstrates the problem", first.stage.name);
+        bail!(
+            "{} lost nothing (0 failed requests, 0 lost jobs): the baseline no longer demonstrates the problem",
+            first.stage.name
+        );
     }
     let (lf, ll, ld) = loss(last);
     if lf != 0 || ll != 0 || ld != 0 || !last.jobs.settled {
-        bail!("{} lost something: {lf} failed requests, {ll} lost jobs, {ld} duplicated jobs (settled: {})", last.stage.name, last.jobs.settled);
+        bail!(
+            "{} lost something: {lf} failed requests, {ll} lost jobs, {ld} duplicated jobs (settled: {})",
+            last.stage.name,
+            last.jobs.settled
+        );
     }
     eprintln!("assert-fixed: {} lost {ff} requests and {fl} jobs; {} lost nothing", first.stage.name, last.stage.name);
     Ok(())
@@ -330,7 +366,8 @@ mod tests {
         ];
         let root = crate::workspace::root();
         for (target, tag) in images {
-            let build = format!("(cd {} && docker build -f services/Dockerfile --target {target} -t {tag} .)", root.display());
+            let build =
+                format!("(cd {} && docker build -f services/Dockerfile --target {target} -t {tag} .)", root.display());
             assert!(cmds.contains(&build), "missing `{build}` in {cmds:#?}");
             let load = format!("kind load docker-image --name zerodrop {tag}");
             assert!(cmds.contains(&load), "missing `{load}`");
@@ -394,11 +431,20 @@ mod tests {
         assert!(cmds.iter().all(|c| !c.starts_with("kind ")), "no kind command: {cmds:#?}");
         assert!(!text.contains("kind-cluster.yaml"), "no kind config is written");
         let root = crate::workspace::root();
-        let tags = ["zerodrop-api:shell-r2", "zerodrop-api:exec-r2", "zerodrop-worker:shell-r2", "zerodrop-worker:exec-r2", "zerodrop-load:r2"];
+        let tags = [
+            "zerodrop-api:shell-r2",
+            "zerodrop-api:exec-r2",
+            "zerodrop-worker:shell-r2",
+            "zerodrop-worker:exec-r2",
+            "zerodrop-load:r2",
+        ];
         let mut want = Vec::new();
         for tag in tags {
             let target = tag.strip_prefix("zerodrop-").unwrap().replace(':', "-").replace("-r2", "");
-            want.push(format!("(cd {} && docker build -f services/Dockerfile --target {target} -t registry.local:5000/lab/{tag} .)", root.display()));
+            want.push(format!(
+                "(cd {} && docker build -f services/Dockerfile --target {target} -t registry.local:5000/lab/{tag} .)",
+                root.display()
+            ));
         }
         want.extend(tags.iter().map(|t| format!("docker push registry.local:5000/lab/{t}")));
         assert_eq!(cmds, want, "builds, then pushes, and nothing else");
@@ -417,7 +463,10 @@ mod tests {
         assert_eq!(ours.len(), 2 * 2 + 2 + 1, "{images:#?}");
         assert!(ours.iter().all(|i| i.starts_with("registry.local:5000/lab/zerodrop-")), "{images:#?}");
         assert_eq!(images.len() - ours.len(), 2, "rabbitmq and postgres: {images:#?}");
-        assert!(text.contains("image: registry.local:5000/lab/zerodrop-api:shell-r2"), "naive runs the shell-form image");
+        assert!(
+            text.contains("image: registry.local:5000/lab/zerodrop-api:shell-r2"),
+            "naive runs the shell-form image"
+        );
         assert!(text.contains("image: registry.local:5000/lab/zerodrop-load:r2"), "the load Job pulls too");
         assert!(text.contains("`kind` is not needed"), "{text}");
         assert!(text.contains("context prod is in the kubeconfig"));

@@ -63,19 +63,33 @@ pub async fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-async fn once(b: &Backends, bin_dir: &std::path::Path, dir: &std::path::Path, run_id: &str, i: usize, idempotent: bool) -> Result<Outcome> {
+async fn once(
+    b: &Backends,
+    bin_dir: &std::path::Path,
+    dir: &std::path::Path,
+    run_id: &str,
+    i: usize,
+    idempotent: bool,
+) -> Result<Outcome> {
     let tag = if idempotent { "idempotent" } else { "plain" };
     let topology = Topology::new(format!("zerodrop.kmj.{run_id}.{tag}"));
     let schema = format!("zd_kmj_{}_{}", run_id.replace('-', ""), i);
     let db = zerodrop_ledger::connect(&b.database_url).await?;
     zerodrop_ledger::create_schema(&db, &schema).await?;
-    let conn = Connection::connect(&b.amqp_url, ConnectionProperties::default()).await.context("connecting to RabbitMQ")?;
+    let conn =
+        Connection::connect(&b.amqp_url, ConnectionProperties::default()).await.context("connecting to RabbitMQ")?;
     let ch = conn.create_channel().await?;
     topology.declare(&ch).await?;
     let job = Job { id: format!("kmj-{tag}-1"), amount: 42 };
-    ch.basic_publish("", &topology.queue, BasicPublishOptions::default(), &job.to_payload(), BasicProperties::default().with_delivery_mode(2))
-        .await?
-        .await?;
+    ch.basic_publish(
+        "",
+        &topology.queue,
+        BasicPublishOptions::default(),
+        &job.to_payload(),
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await?
+    .await?;
 
     let mut behaviour = Stage::get(StageName::RequeueIdempotency).worker;
     behaviour.idempotent = idempotent;
@@ -104,7 +118,14 @@ async fn once(b: &Backends, bin_dir: &std::path::Path, dir: &std::path::Path, ru
     let rec = Arc::new(Recorder::default());
     // Post-commit work (a receipt, a notification) keeps the job un-acked after the
     // side effect committed: the window a crash turns into a redelivery.
-    let first = Pod::start(&template(5_000), format!("worker-{tag}-1"), Ipv4Addr::new(127, 77, 251, 1 + i as u8 * 2), &logs, rec.clone()).await?;
+    let first = Pod::start(
+        &template(5_000),
+        format!("worker-{tag}-1"),
+        Ipv4Addr::new(127, 77, 251, 1 + i as u8 * 2),
+        &logs,
+        rec.clone(),
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while zerodrop_ledger::count_rows(&db, &schema, &job.id).await? < 1 {
         if Instant::now() > deadline || first.exited.load(Ordering::SeqCst) {
@@ -117,7 +138,9 @@ async fn once(b: &Backends, bin_dir: &std::path::Path, dir: &std::path::Path, ru
     let rows_when_killed = zerodrop_ledger::count_rows(&db, &schema, &job.id).await?;
     eprintln!("[{tag}] SIGKILLed {} after its commit, before its ack: {rows_when_killed} ledger row(s)", first.name);
 
-    let second = Pod::start(&template(0), format!("worker-{tag}-2"), Ipv4Addr::new(127, 77, 251, 2 + i as u8 * 2), &logs, rec).await?;
+    let second =
+        Pod::start(&template(0), format!("worker-{tag}-2"), Ipv4Addr::new(127, 77, 251, 2 + i as u8 * 2), &logs, rec)
+            .await?;
     let mut settled = false;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut stable = Instant::now();

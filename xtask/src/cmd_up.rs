@@ -53,7 +53,8 @@ fn state_path() -> PathBuf {
 
 fn read_state() -> Result<State> {
     let p = state_path();
-    let text = std::fs::read_to_string(&p).with_context(|| format!("no fleet is up ({} missing): start one with `cargo xtask up`", p.display()))?;
+    let text = std::fs::read_to_string(&p)
+        .with_context(|| format!("no fleet is up ({} missing): start one with `cargo xtask up`", p.display()))?;
     serde_json::from_str(&text).context("reading the fleet state file")
 }
 
@@ -72,7 +73,14 @@ pub async fn up(a: UpArgs) -> Result<()> {
     result
 }
 
-async fn serve(a: &UpArgs, stage: Stage, p: ExperimentProfile, backends: &Backends, bin_dir: PathBuf, logs: PathBuf) -> Result<()> {
+async fn serve(
+    a: &UpArgs,
+    stage: Stage,
+    p: ExperimentProfile,
+    backends: &Backends,
+    bin_dir: PathBuf,
+    logs: PathBuf,
+) -> Result<()> {
     let queue = Topology::new("zerodrop.up.jobs");
     let cfg = FleetConfig {
         api_replicas: p.api_replicas,
@@ -94,10 +102,18 @@ async fn serve(a: &UpArgs, stage: Stage, p: ExperimentProfile, backends: &Backen
     let fleet = Fleet::up(cfg, stage.clone(), Arc::new(Recorder::default())).await?;
     let stop = CancellationToken::new();
     let service_addr = SocketAddr::from(([127, 0, 0, 1], a.port));
-    let listener = TcpListener::bind(service_addr).await.with_context(|| format!("binding the Service address {service_addr}; pick another with --port"))?;
+    let listener = TcpListener::bind(service_addr)
+        .await
+        .with_context(|| format!("binding the Service address {service_addr}; pick another with --port"))?;
     tokio::spawn(service::stable_address(listener, fleet.service(), stop.clone()));
     let control = TcpListener::bind("127.0.0.1:0").await?;
-    let state = State { control: control.local_addr()?, service: service_addr, stage: stage.name.to_string(), logs, pid: std::process::id() };
+    let state = State {
+        control: control.local_addr()?,
+        service: service_addr,
+        stage: stage.name.to_string(),
+        logs,
+        pid: std::process::id(),
+    };
     std::fs::write(state_path(), serde_json::to_string_pretty(&state)?)?;
     println!("fleet up: stage {} ({} api, {} worker pods)", stage.name, p.api_replicas, p.worker_replicas);
     println!("Service:  http://{service_addr}   e.g. curl 'http://{service_addr}/work?ms=100'");
@@ -133,7 +149,10 @@ async fn handle(conn: TcpStream, fleet: Arc<Mutex<Option<Fleet>>>, stop: Cancell
         "status" => {
             let guard = fleet.lock().await;
             let Some(f) = guard.as_ref() else { bail!("fleet is going down") };
-            let mut out = format!("stage {}\n{:<16} {:<7} {:>3} {:<6} {:<12} {}\n", f.stage.name, "POD", "APP", "REV", "READY", "STATE", "ADDRESS");
+            let mut out = format!(
+                "stage {}\n{:<16} {:<7} {:>3} {:<6} {:<12} {}\n",
+                f.stage.name, "POD", "APP", "REV", "READY", "STATE", "ADDRESS"
+            );
             for pod in f.all_pods() {
                 let state = if pod.exited.load(Ordering::SeqCst) {
                     format!("exited({})", pod.exit_code().unwrap_or(-1))
@@ -142,9 +161,20 @@ async fn handle(conn: TcpStream, fleet: Arc<Mutex<Option<Fleet>>>, stop: Cancell
                 } else {
                     "running".into()
                 };
-                out += &format!("{:<16} {:<7} {:>3} {:<6} {:<12} {}\n", pod.name, pod.app.name(), pod.revision, pod.ready.load(Ordering::SeqCst), state, pod.addr);
+                out += &format!(
+                    "{:<16} {:<7} {:>3} {:<6} {:<12} {}\n",
+                    pod.name,
+                    pod.app.name(),
+                    pod.revision,
+                    pod.ready.load(Ordering::SeqCst),
+                    state,
+                    pod.addr
+                );
             }
-            out += &format!("service endpoints: {:?}\n", f.service().endpoints().iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
+            out += &format!(
+                "service endpoints: {:?}\n",
+                f.service().endpoints().iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+            );
             out
         }
         "rollout" => {
@@ -166,7 +196,9 @@ async fn handle(conn: TcpStream, fleet: Arc<Mutex<Option<Fleet>>>, stop: Cancell
 /// Sends one control command to the running `up` and prints the answer.
 pub async fn control(command: &str) -> Result<()> {
     let st = read_state()?;
-    let mut s = TcpStream::connect(st.control).await.with_context(|| format!("the fleet's control socket {} does not answer; is `cargo xtask up` still running?", st.control))?;
+    let mut s = TcpStream::connect(st.control).await.with_context(|| {
+        format!("the fleet's control socket {} does not answer; is `cargo xtask up` still running?", st.control)
+    })?;
     s.write_all(format!("{command}\n").as_bytes()).await?;
     let mut out = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out).await?;
@@ -184,7 +216,10 @@ pub fn logs(a: LogsArgs) -> Result<()> {
         }
         Some(pod) => {
             let p = st.logs.join(format!("{pod}.log"));
-            print!("{}", std::fs::read_to_string(&p).with_context(|| format!("no log for pod {pod} at {}", p.display()))?);
+            print!(
+                "{}",
+                std::fs::read_to_string(&p).with_context(|| format!("no log for pod {pod} at {}", p.display()))?
+            );
         }
     }
     Ok(())

@@ -13,7 +13,14 @@ pub fn parse_line(line: &str, pod: &str, app: &str, origin_unix_ms: i64) -> Opti
     let timestamp = v.get("timestamp")?.as_str()?.to_string();
     let at = OffsetDateTime::parse(&timestamp, &Rfc3339).ok()?;
     let unix_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
-    Some(LogLine { t_ms: unix_ms - origin_unix_ms, timestamp, pod: pod.to_string(), app: app.to_string(), step, fields: fields.clone() })
+    Some(LogLine {
+        t_ms: unix_ms - origin_unix_ms,
+        timestamp,
+        pod: pod.to_string(),
+        app: app.to_string(),
+        step,
+        fields: fields.clone(),
+    })
 }
 
 /// Every lifecycle line of one pod's log file.

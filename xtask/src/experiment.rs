@@ -31,9 +31,14 @@ pub struct RunCtx<P: Platform> {
     db: tokio_postgres::Client,
 }
 
-
 impl<P: Platform> RunCtx<P> {
-    pub async fn new(run_id: String, out_dir: PathBuf, profile: ExperimentProfile, keep_data: bool, platform: P) -> Result<Self> {
+    pub async fn new(
+        run_id: String,
+        out_dir: PathBuf,
+        profile: ExperimentProfile,
+        keep_data: bool,
+        platform: P,
+    ) -> Result<Self> {
         let amqp_url = platform.amqp_url().to_string();
         let amqp = Connection::connect(&amqp_url, ConnectionProperties::default())
             .await
@@ -108,7 +113,9 @@ impl<P: Platform> RunCtx<P> {
 
         self.progress.phase("waiting for the queue to drain");
         let settled = self.wait_settled(&topology, &schema).await;
-        let rec_jobs = zerodrop_ledger::reconcile(&self.db, &schema, &result.accepted_jobs).await.context("reconciling jobs against the ledger")?;
+        let rec_jobs = zerodrop_ledger::reconcile(&self.db, &schema, &result.accepted_jobs)
+            .await
+            .context("reconciling jobs against the ledger")?;
         let dead_lettered = topology.depths(&self.channel).await.map(|(_, d)| d as u64).unwrap_or(0);
         let observed = self.platform.finish_stage().await?;
 
@@ -129,10 +136,18 @@ impl<P: Platform> RunCtx<P> {
         let events = observed
             .events
             .into_iter()
-            .map(|e| PodEvent { t_ms: rel(e.unix_ms), pod: e.pod, app: e.app.to_string(), kind: e.kind, detail: e.detail })
+            .map(|e| PodEvent {
+                t_ms: rel(e.unix_ms),
+                pod: e.pod,
+                app: e.app.to_string(),
+                kind: e.kind,
+                detail: e.detail,
+            })
             .collect();
-        let endpoints = observed.endpoints.into_iter().map(|(t, n)| EndpointSample { t_ms: rel(t), ready: n }).collect();
-        let mut logs: Vec<_> = observed.pod_logs.iter().flat_map(|l| evidence::read_pod_log(&l.path, &l.pod, l.app, origin)).collect();
+        let endpoints =
+            observed.endpoints.into_iter().map(|(t, n)| EndpointSample { t_ms: rel(t), ready: n }).collect();
+        let mut logs: Vec<_> =
+            observed.pod_logs.iter().flat_map(|l| evidence::read_pod_log(&l.path, &l.pod, l.app, origin)).collect();
         logs.sort_by_key(|l| l.t_ms);
 
         let jobs = Jobs {

@@ -6,6 +6,7 @@ mod cmd_test;
 mod cmd_up;
 mod evidence;
 mod experiment;
+mod guardian;
 mod infra;
 mod kind;
 mod local;

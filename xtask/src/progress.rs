@@ -29,7 +29,13 @@ impl Progress {
 
     /// Prints a status line every second until `stop`; on a terminal it rewrites one
     /// line, elsewhere (CI logs) it prints every 5 s.
-    pub fn watch(self: &Arc<Self>, stage: String, live: Arc<Live>, ready: impl Fn() -> String + Send + 'static, stop: CancellationToken) {
+    pub fn watch(
+        self: &Arc<Self>,
+        stage: String,
+        live: Arc<Live>,
+        ready: impl Fn() -> String + Send + 'static,
+        stop: CancellationToken,
+    ) {
         let me = self.clone();
         tokio::spawn(async move {
             let tty = std::io::stderr().is_terminal();
@@ -44,7 +50,8 @@ impl Progress {
                     continue;
                 }
                 let s = live.snapshot();
-                let errors: Vec<String> = s.errors.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k}={v}")).collect();
+                let errors: Vec<String> =
+                    s.errors.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k}={v}")).collect();
                 let phase = me.phase.lock().map(|p| p.clone()).unwrap_or_default();
                 let line = format!(
                     "[{stage}] {phase:<28} sent={} ok={} errors: {}  {}",

@@ -79,7 +79,10 @@ impl Topology {
         ch.queue_declare(&self.dead_letter_queue(), durable, FieldTable::default()).await?;
         let mut args = FieldTable::default();
         args.insert(ShortString::from("x-dead-letter-exchange"), AMQPValue::LongString("".into()));
-        args.insert(ShortString::from("x-dead-letter-routing-key"), AMQPValue::LongString(self.dead_letter_queue().into()));
+        args.insert(
+            ShortString::from("x-dead-letter-routing-key"),
+            AMQPValue::LongString(self.dead_letter_queue().into()),
+        );
         ch.queue_declare(&self.queue, durable, args).await?;
         Ok(())
     }

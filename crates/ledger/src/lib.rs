@@ -257,7 +257,8 @@ pub async fn reconcile(client: &Client, schema: &str, accepted_ids: &[String]) -
 /// Ledger rows for `job_id`.
 pub async fn count_rows(client: &Client, schema: &str, job_id: &str) -> Result<i64, LedgerError> {
     let s = ident(schema)?;
-    let row = client.query_one(&format!("SELECT count(*)::bigint FROM {s}.ledger WHERE job_id = $1"), &[&job_id]).await?;
+    let row =
+        client.query_one(&format!("SELECT count(*)::bigint FROM {s}.ledger WHERE job_id = $1"), &[&job_id]).await?;
     Ok(row.try_get(0)?)
 }
 
@@ -325,7 +326,13 @@ impl Ledger {
     }
 
     /// [`apply`] on a pooled connection.
-    pub async fn apply(&self, job: &Job, applied_by: &str, idempotent: bool, work: Duration) -> Result<Applied, LedgerError> {
+    pub async fn apply(
+        &self,
+        job: &Job,
+        applied_by: &str,
+        idempotent: bool,
+        work: Duration,
+    ) -> Result<Applied, LedgerError> {
         let mut client = self.pool.get().await?;
         apply(&mut client, &self.schema, job, applied_by, idempotent, work).await
     }

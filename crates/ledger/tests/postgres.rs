@@ -76,7 +76,9 @@ async fn idempotent_apply_writes_once_and_work_rolls_back_on_drop() {
 
     // A job abandoned during its in-transaction work leaves nothing behind: neither
     // the ledger row nor the idempotency claim.
-    let abandoned = tokio::time::timeout(Duration::from_millis(300), l.apply(&job("j2"), "p1", true, Duration::from_secs(30))).await;
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(300), l.apply(&job("j2"), "p1", true, Duration::from_secs(30)))
+            .await;
     assert!(abandoned.is_err(), "the work should still be running");
     // The connection went back to the pool mid-transaction; the pool may recycle or
     // drop it, either way the transaction never commits.

@@ -53,24 +53,48 @@ impl Lifecycle {
     /// Waits for the shutdown signal, runs the stage's sequence and returns the exit
     /// code. Only returns under [`zerodrop_stages::SigtermResponse::Graceful`]; in the
     /// other modes the process ends from the signal handler or the kernel.
-    pub async fn run_shutdown(&self, mut server: Server, drains: Vec<Drain>, teardown: Teardown, telemetry: Telemetry) -> i32 {
+    pub async fn run_shutdown(
+        &self,
+        mut server: Server,
+        drains: Vec<Drain>,
+        teardown: Teardown,
+        telemetry: Telemetry,
+    ) -> i32 {
         self.shutdown_token().cancelled().await;
         let b = *self.behaviour();
         let stats = server.stats().clone();
 
         if b.readiness_gate {
             self.set_phase(Phase::Deregistering);
-            tracing::info!(step = "readiness_failing", "readiness now fails; still serving while the endpoint is removed");
+            tracing::info!(
+                step = "readiness_failing",
+                "readiness now fails; still serving while the endpoint is removed"
+            );
         }
         if !b.deregistration_wait.is_zero() {
             tokio::time::sleep(b.deregistration_wait).await;
-            tracing::info!(step = "deregistration_wait_over", waited_ms = b.deregistration_wait.as_millis() as u64, "deregistration wait over");
+            tracing::info!(
+                step = "deregistration_wait_over",
+                waited_ms = b.deregistration_wait.as_millis() as u64,
+                "deregistration wait over"
+            );
         }
         server.stop_accepting().await;
-        tracing::info!(step = "listener_closed", connections = stats.open(), in_flight = stats.in_flight(), "listener closed");
+        tracing::info!(
+            step = "listener_closed",
+            connections = stats.open(),
+            in_flight = stats.in_flight(),
+            "listener closed"
+        );
 
         if !b.drain {
-            tracing::info!(step = "exit_without_drain", connections = stats.open(), in_flight = stats.in_flight(), code = 0, "exiting without draining");
+            tracing::info!(
+                step = "exit_without_drain",
+                connections = stats.open(),
+                in_flight = stats.in_flight(),
+                code = 0,
+                "exiting without draining"
+            );
             telemetry.flush();
             return 0;
         }

@@ -24,7 +24,12 @@ impl Lifecycle {
                 _ = int.recv() => "SIGINT",
             };
             lc.record_sigterm();
-            tracing::info!(step = "sigterm_received", signal = first, phase = lc.phase().as_str(), "shutdown signal received");
+            tracing::info!(
+                step = "sigterm_received",
+                signal = first,
+                phase = lc.phase().as_str(),
+                "shutdown signal received"
+            );
             if response == SigtermResponse::ExitNow {
                 tracing::info!(step = "exit_now", code = 0, "exiting at once, as a default framework would");
                 std::process::exit(0);
@@ -38,7 +43,11 @@ impl Lifecycle {
                 _ = term.recv() => {},
                 _ = int.recv() => {},
             }
-            tracing::warn!(step = "second_sigterm", code = EXIT_SECOND_SIGNAL, "second signal during shutdown; exiting now");
+            tracing::warn!(
+                step = "second_sigterm",
+                code = EXIT_SECOND_SIGNAL,
+                "second signal during shutdown; exiting now"
+            );
             std::process::exit(EXIT_SECOND_SIGNAL);
         });
         Ok(())

@@ -19,7 +19,12 @@ pub fn init(service: &'static str) -> Telemetry {
     let json = std::env::var("ZD_LOG_FORMAT").map(|v| v == "json").unwrap_or(false);
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = if json {
-        tracing_subscriber::fmt::layer().json().flatten_event(false).with_current_span(false).with_span_list(false).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(false)
+            .with_current_span(false)
+            .with_span_list(false)
+            .boxed()
     } else {
         tracing_subscriber::fmt::layer().boxed()
     };
@@ -33,7 +38,8 @@ pub fn init(service: &'static str) -> Telemetry {
     };
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
 
-    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter())).with(otel.map(|l| l.with_filter(filter())));
+    let registry =
+        tracing_subscriber::registry().with(fmt.with_filter(filter())).with(otel.map(|l| l.with_filter(filter())));
     if registry.try_init().is_err() {
         eprintln!("a tracing subscriber was already installed; keeping it");
     }

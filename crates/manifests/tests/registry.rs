@@ -1,7 +1,9 @@
 //! `image_registry`: the runner's images behind a registry prefix, for clusters that
 //! pull (any cluster that is not kind); without it the render is unchanged.
 
-use zerodrop_manifests::{base, files, load_job, stage, LoadJobSpec, Object, RenderOptions, POSTGRES_IMAGE, RABBITMQ_IMAGE};
+use zerodrop_manifests::{
+    base, files, load_job, stage, LoadJobSpec, Object, RenderOptions, POSTGRES_IMAGE, RABBITMQ_IMAGE,
+};
 use zerodrop_stages::Stage;
 
 fn pod_images(objects: &[Object]) -> Vec<String> {
@@ -13,7 +15,13 @@ fn pod_images(objects: &[Object]) -> Vec<String> {
                 Object::Job(j) => j.spec.as_ref()?.template.spec.as_ref()?,
                 _ => return None,
             };
-            Some(pod.containers.iter().chain(pod.init_containers.iter().flatten()).map(|c| c.image.clone().unwrap()).collect::<Vec<_>>())
+            Some(
+                pod.containers
+                    .iter()
+                    .chain(pod.init_containers.iter().flatten())
+                    .map(|c| c.image.clone().unwrap())
+                    .collect::<Vec<_>>(),
+            )
         })
         .flatten()
         .collect()
@@ -39,7 +47,8 @@ fn the_registry_prefix_reaches_every_pod_image() {
     assert!(images.contains(&"registry.local:5000/lab/zerodrop-worker:exec-dev".to_string()));
     assert!(images.contains(&"registry.local:5000/lab/zerodrop-load:dev".to_string()));
     // The same images, only prefixed.
-    let unprefixed: Vec<String> = images.iter().map(|i| i.strip_prefix("registry.local:5000/lab/").unwrap().to_string()).collect();
+    let unprefixed: Vec<String> =
+        images.iter().map(|i| i.strip_prefix("registry.local:5000/lab/").unwrap().to_string()).collect();
     assert_eq!(unprefixed, pod_images(&runner_objects(&plain)));
     // A trailing slash does not double up.
     let slash = RenderOptions { image_registry: Some("ghcr.io/me/".into()), ..RenderOptions::default() };

@@ -3,9 +3,9 @@
 //! instance therefore shows up as queueing behind the cache fill and then as 503s.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
-use std::sync::Arc;
 
 pub struct Capacity {
     slots: Arc<Semaphore>,
@@ -38,7 +38,12 @@ pub struct WarmCache {
 
 impl WarmCache {
     pub fn new(fill_cost: Duration) -> Self {
-        WarmCache { filled: Mutex::new([false; CACHE_SLOTS]), fill_cost, next: AtomicU64::new(0), fills: AtomicU64::new(0) }
+        WarmCache {
+            filled: Mutex::new([false; CACHE_SLOTS]),
+            fill_cost,
+            next: AtomicU64::new(0),
+            fills: AtomicU64::new(0),
+        }
     }
 
     /// Touches the next slot, filling it first if it is cold.

@@ -25,7 +25,9 @@ impl Config {
             amqp_url: var("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")?,
             queue: var("ZD_QUEUE", "zerodrop.jobs")?,
             capacity: var("ZD_CAPACITY", "16")?.parse().context("ZD_CAPACITY must be a positive integer")?,
-            warm_fill: Duration::from_millis(var("ZD_WARM_FILL_MS", "15")?.parse().context("ZD_WARM_FILL_MS must be milliseconds")?),
+            warm_fill: Duration::from_millis(
+                var("ZD_WARM_FILL_MS", "15")?.parse().context("ZD_WARM_FILL_MS must be milliseconds")?,
+            ),
             max_work_ms: var("ZD_MAX_WORK_MS", "60000")?.parse().context("ZD_MAX_WORK_MS must be milliseconds")?,
             behaviour: AppBehaviour::from_env()?,
         })

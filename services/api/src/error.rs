@@ -25,7 +25,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res = (self.status, Json(json!({ "error": self.reason, "status": self.status.as_u16() }))).into_response();
+        let mut res =
+            (self.status, Json(json!({ "error": self.reason, "status": self.status.as_u16() }))).into_response();
         if let Some(s) = self.retry_after_s {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }

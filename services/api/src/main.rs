@@ -39,7 +39,8 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
     teardown.acquired("amqp_connection", move || async move {
         let _ = conn_close.close(200, "api shutting down").await;
     });
-    let publisher = Arc::new(publisher::Publisher::open(&conn, Topology::new(&cfg.queue), cfg.behaviour.publisher_confirms).await?);
+    let publisher =
+        Arc::new(publisher::Publisher::open(&conn, Topology::new(&cfg.queue), cfg.behaviour.publisher_confirms).await?);
     let channel = publisher.channel();
     teardown.acquired("amqp_channel", move || async move {
         let _ = channel.close(200, "api shutting down").await;
@@ -55,7 +56,8 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
         metrics: Default::default(),
         max_work_ms: cfg.max_work_ms,
     });
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
     tracing::info!(step = "listening", addr = %cfg.listen, capacity = cfg.capacity, "listening");
     let server = Server::start(listener, routes::router(state.clone()), &lc);
 

@@ -75,11 +75,15 @@ fn parse_ms(query: Option<&str>, max: u64) -> Result<u64, ApiError> {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "ms" => ms = Some(v),
-            other => return Err(ApiError::bad_request(format!("unknown query parameter `{other}`; only `ms` is accepted"))),
+            other => {
+                return Err(ApiError::bad_request(format!("unknown query parameter `{other}`; only `ms` is accepted")))
+            }
         }
     }
-    let v = ms.ok_or_else(|| ApiError::bad_request("missing query parameter `ms` (milliseconds to hold the request)"))?;
-    let n: u64 = v.parse().map_err(|_| ApiError::bad_request(format!("`ms` must be a non-negative integer, got `{v}`")))?;
+    let v =
+        ms.ok_or_else(|| ApiError::bad_request("missing query parameter `ms` (milliseconds to hold the request)"))?;
+    let n: u64 =
+        v.parse().map_err(|_| ApiError::bad_request(format!("`ms` must be a non-negative integer, got `{v}`")))?;
     if n > max {
         return Err(ApiError::bad_request(format!("`ms` must be at most {max}, got {n}")));
     }
@@ -136,7 +140,10 @@ async fn submit_job(
         .map(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/json"))
         .unwrap_or(false);
     if !is_json {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the job as `content-type: application/json`"));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the job as `content-type: application/json`",
+        ));
     }
     let job: Job = serde_json::from_slice(&body).map_err(|e| {
         let status = if e.is_data() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::BAD_REQUEST };

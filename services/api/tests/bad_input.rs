@@ -40,8 +40,14 @@ fn bad_input_gets_a_4xx_with_a_reason_on_every_endpoint() {
     ];
     for (method, path, headers, body, want) in cases {
         let (status, text) = api.request(method, path, headers, body);
-        assert_eq!(status, want, "{method} {path} {:?} -> {status} {text}", String::from_utf8_lossy(&body[..body.len().min(40)]));
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: body is not JSON: {text}"));
+        assert_eq!(
+            status,
+            want,
+            "{method} {path} {:?} -> {status} {text}",
+            String::from_utf8_lossy(&body[..body.len().min(40)])
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: body is not JSON: {text}"));
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{method} {path}: no reason in {text}");
     }
     // And the good paths still work afterwards.

@@ -63,7 +63,8 @@ impl Config {
     /// Unset or blank variables take their default.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let invalid = |name: &'static str, value: &str, reason: String| ConfigError { name, value: value.to_string(), reason };
+        let invalid =
+            |name: &'static str, value: &str, reason: String| ConfigError { name, value: value.to_string(), reason };
 
         let amqp_url = var("AMQP_URL").unwrap_or_else(|| defaults::AMQP_URL.to_string());
         if let Err(e) = lapin::uri::AMQPUri::from_str(&amqp_url) {
@@ -77,7 +78,11 @@ impl Config {
 
         let queue = var("ZD_QUEUE").unwrap_or_else(|| defaults::QUEUE.to_string());
         if queue.len() > MAX_QUEUE_LEN || queue.starts_with("amq.") {
-            return Err(invalid("ZD_QUEUE", &queue, format!("expected at most {MAX_QUEUE_LEN} bytes, not starting with `amq.`")));
+            return Err(invalid(
+                "ZD_QUEUE",
+                &queue,
+                format!("expected at most {MAX_QUEUE_LEN} bytes, not starting with `amq.`"),
+            ));
         }
 
         let db_schema = var("ZD_DB_SCHEMA").unwrap_or_else(|| defaults::DB_SCHEMA.to_string());

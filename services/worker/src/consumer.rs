@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use zerodrop_jobs::{Job, JobError};
 use zerodrop_ledger::{Applied, Ledger, LedgerError};
@@ -76,7 +76,13 @@ impl Worker {
             // Already acked by the broker: the only copy is ours, so publish it there.
             match self
                 .channel
-                .basic_publish("", &self.dead_letter_queue, BasicPublishOptions::default(), &d.data, d.properties.clone())
+                .basic_publish(
+                    "",
+                    &self.dead_letter_queue,
+                    BasicPublishOptions::default(),
+                    &d.data,
+                    d.properties.clone(),
+                )
                 .await
             {
                 Ok(confirm) => confirm.await.map(|_| ()),
@@ -122,7 +128,12 @@ impl Worker {
 /// Pulls deliveries one at a time until told to stop (after the job in progress) or
 /// until the stream ends. Returns the consumer so the drain can empty its buffer.
 /// `lost` is told when the stream ended without being asked to.
-pub async fn consume(worker: Arc<Worker>, mut consumer: Consumer, stop: CancellationToken, lost: oneshot::Sender<String>) -> Consumer {
+pub async fn consume(
+    worker: Arc<Worker>,
+    mut consumer: Consumer,
+    stop: CancellationToken,
+    lost: oneshot::Sender<String>,
+) -> Consumer {
     let lost_because = loop {
         let next = tokio::select! {
             biased;
@@ -234,7 +245,11 @@ pub async fn drain(worker: Arc<Worker>, control: ConsumerControl, mut running: J
         }
         settled += 1;
     }
-    tracing::info!(step = "inflight_finished", processed_after_cancel = settled, "in-flight work finished (auto-ack: buffered jobs processed)");
+    tracing::info!(
+        step = "inflight_finished",
+        processed_after_cancel = settled,
+        "in-flight work finished (auto-ack: buffered jobs processed)"
+    );
 }
 
 /// Deliveries left in an already-cancelled consumer's buffer.

@@ -121,13 +121,18 @@ async fn start(
     let manual_ack = b.ack == AckMode::AfterCommit;
 
     // db_pool
-    let ledger = Ledger::connect(&cfg.database_url, &cfg.db_schema, cfg.db_pool_size).context("DATABASE_URL / ZD_DB_SCHEMA")?;
+    let ledger =
+        Ledger::connect(&cfg.database_url, &cfg.db_schema, cfg.db_pool_size).context("DATABASE_URL / ZD_DB_SCHEMA")?;
     {
         let ledger = ledger.clone();
         teardown.acquired("db_pool", move || async move { ledger.close() });
     }
     ledger.create_schema().await.with_context(|| {
-        format!("creating the ledger schema {:?} at {} (DATABASE_URL, ZD_DB_SCHEMA)", cfg.db_schema, cfg.database_url_redacted())
+        format!(
+            "creating the ledger schema {:?} at {} (DATABASE_URL, ZD_DB_SCHEMA)",
+            cfg.db_schema,
+            cfg.database_url_redacted()
+        )
     })?;
     if b.warm_before_ready {
         let open = ledger.warm().await.context("warming the database pool")?;
@@ -163,9 +168,14 @@ async fn start(
         });
     }
     let topology = Topology::new(cfg.queue.clone());
-    topology.declare(&channel).await.with_context(|| format!("declaring the queues {} and {} (ZD_QUEUE)", topology.queue, topology.dead_letter_queue()))?;
+    topology.declare(&channel).await.with_context(|| {
+        format!("declaring the queues {} and {} (ZD_QUEUE)", topology.queue, topology.dead_letter_queue())
+    })?;
     if b.prefetch > 0 {
-        channel.basic_qos(b.prefetch, BasicQosOptions::default()).await.context("setting the prefetch (ZD_PREFETCH)")?;
+        channel
+            .basic_qos(b.prefetch, BasicQosOptions::default())
+            .await
+            .context("setting the prefetch (ZD_PREFETCH)")?;
     }
 
     // consumer

@@ -117,7 +117,12 @@ async fn poison_is_dead_lettered(stage: StageName) {
         fx.count_rows(&good_id).await == 1 && fx.depths().await == (0, 2) && w.metric(IN_FLIGHT).await == Some(0)
     })
     .await;
-    assert!(done, "expected the valid job applied and 2 messages dead-lettered; depths {:?}:\n{}", fx.depths().await, w.dump());
+    assert!(
+        done,
+        "expected the valid job applied and 2 messages dead-lettered; depths {:?}:\n{}",
+        fx.depths().await,
+        w.dump()
+    );
     assert_eq!(w.metric(DEAD_LETTERED).await, Some(2));
     assert_eq!(w.metric(APPLIED).await, Some(1));
     let poison_lines = w.lines().iter().filter(|l| l.contains("poison message dead-lettered")).count();
@@ -194,7 +199,10 @@ async fn shutdown_order() {
             Some(i) => from += i + 1,
             None => panic!(
                 "step {step} {resource:?} missing or out of order; steps: {:?}\n{}",
-                steps.iter().map(|(s, f)| format!("{s}{}", f.get("resource").map(|r| format!("({r})")).unwrap_or_default())).collect::<Vec<_>>(),
+                steps
+                    .iter()
+                    .map(|(s, f)| format!("{s}{}", f.get("resource").map(|r| format!("({r})")).unwrap_or_default()))
+                    .collect::<Vec<_>>(),
                 w.dump()
             ),
         }
@@ -359,10 +367,17 @@ async fn manual_ack_drain_cut_by_the_budget_loses_nothing() {
             fx.publish_job(id, 1).await;
         }
         // Each job takes longer than the whole drain budget.
-        let env = with(stage_env(StageName::RequeueIdempotency), &[("ZD_JOB_WORK_MS", "3000"), ("ZD_DRAIN_BUDGET_MS", "500")]);
+        let env = with(
+            stage_env(StageName::RequeueIdempotency),
+            &[("ZD_JOB_WORK_MS", "3000"), ("ZD_DRAIN_BUDGET_MS", "500")],
+        );
         let mut w = fx.spawn_worker(&env);
         w.wait_ready(READY_TIMEOUT).await;
-        assert!(wait_until(Duration::from_secs(10), || async { w.metric(IN_FLIGHT).await == Some(1) }).await, "{}", w.dump());
+        assert!(
+            wait_until(Duration::from_secs(10), || async { w.metric(IN_FLIGHT).await == Some(1) }).await,
+            "{}",
+            w.dump()
+        );
         w.sigterm();
         let status = w.wait_exit(EXIT_TIMEOUT).await.expect("the worker exits after SIGTERM");
         assert_eq!(status.code(), Some(0), "{}", w.dump());

@@ -82,29 +82,21 @@ impl Backends {
         // 1. Environment-provided servers: check them before starting anything.
         let mut amqp_desc = String::new();
         if let Some(url) = &amqp_env {
-            let ep = net::check_amqp_url(url)
-                .await
-                .with_context(|| format!("{AMQP_VAR} is set but unusable"))?;
+            let ep = net::check_amqp_url(url).await.with_context(|| format!("{AMQP_VAR} is set but unusable"))?;
             amqp_desc = format!("${AMQP_VAR} ({ep})");
             eprintln!("[infra] RabbitMQ: using {amqp_desc}");
         }
         let mut db_desc = String::new();
         if let Some(url) = &db_env {
-            let ep = net::check_postgres_url(url)
-                .await
-                .with_context(|| format!("{DB_VAR} is set but unusable"))?;
+            let ep = net::check_postgres_url(url).await.with_context(|| format!("{DB_VAR} is set but unusable"))?;
             db_desc = format!("${DB_VAR} ({ep})");
             eprintln!("[infra] PostgreSQL: using {db_desc}");
         }
 
         // 2. Locate what must be started privately; report everything missing at once.
         let path = std::env::var_os("PATH").unwrap_or_default();
-        let rabbit_bins = amqp_env
-            .is_none()
-            .then(|| rabbitmq::locate(&path, Path::new(rabbitmq::DEBIAN_SCRIPT_DIR)));
-        let pg_bins = db_env
-            .is_none()
-            .then(|| postgres::locate(&path, Path::new(postgres::DEBIAN_VERSIONED_ROOT)));
+        let rabbit_bins = amqp_env.is_none().then(|| rabbitmq::locate(&path, Path::new(rabbitmq::DEBIAN_SCRIPT_DIR)));
+        let pg_bins = db_env.is_none().then(|| postgres::locate(&path, Path::new(postgres::DEBIAN_VERSIONED_ROOT)));
         let missing: Vec<String> = [
             rabbit_bins.as_ref().and_then(|r| r.as_ref().err().cloned()),
             pg_bins.as_ref().and_then(|r| r.as_ref().err().cloned()),
@@ -121,16 +113,8 @@ impl Backends {
         let mut backends = Backends {
             amqp_url: amqp_env.clone().unwrap_or_default(),
             database_url: db_env.clone().unwrap_or_default(),
-            amqp_origin: if amqp_env.is_some() {
-                Origin::Env
-            } else {
-                Origin::Private
-            },
-            db_origin: if db_env.is_some() {
-                Origin::Env
-            } else {
-                Origin::Private
-            },
+            amqp_origin: if amqp_env.is_some() { Origin::Env } else { Origin::Private },
+            db_origin: if db_env.is_some() { Origin::Env } else { Origin::Private },
             amqp_desc,
             db_desc,
             rabbit: None,
@@ -187,9 +171,7 @@ impl Backends {
         if !errors.is_empty() {
             let msg = errors.join("\n\n");
             // Stop what did start, off the async threads.
-            tokio::task::spawn_blocking(move || backends.shutdown_blocking(DROP_GRACE, DROP_GRACE))
-                .await
-                .ok();
+            tokio::task::spawn_blocking(move || backends.shutdown_blocking(DROP_GRACE, DROP_GRACE)).await.ok();
             bail!("{msg}");
         }
         Ok(backends)
@@ -203,15 +185,11 @@ impl Backends {
         }
         let started = Instant::now();
         eprintln!("[infra] stopping private servers ...");
-        let result =
-            tokio::task::spawn_blocking(move || self.shutdown_blocking(RABBIT_GRACE, PG_GRACE))
-                .await
-                .context("the infra shutdown task panicked")?;
+        let result = tokio::task::spawn_blocking(move || self.shutdown_blocking(RABBIT_GRACE, PG_GRACE))
+            .await
+            .context("the infra shutdown task panicked")?;
         if result.is_ok() {
-            eprintln!(
-                "[infra] private servers stopped in {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
+            eprintln!("[infra] private servers stopped in {:.1} s", started.elapsed().as_secs_f64());
         }
         result
     }
@@ -256,10 +234,7 @@ impl Backends {
     }
 
     fn nothing_private(&self) -> bool {
-        self.rabbit.is_none()
-            && self.postgres.is_none()
-            && self.dirs.is_empty()
-            && self.watchdog.is_none()
+        self.rabbit.is_none() && self.postgres.is_none() && self.dirs.is_empty() && self.watchdog.is_none()
     }
 
     #[cfg(test)]
@@ -269,11 +244,7 @@ impl Backends {
 
     #[cfg(test)]
     fn private_pgids(&self) -> Vec<i32> {
-        self.rabbit
-            .iter()
-            .chain(self.postgres.iter())
-            .map(|p| p.pgid())
-            .collect()
+        self.rabbit.iter().chain(self.postgres.iter()).map(|p| p.pgid()).collect()
     }
 }
 
@@ -330,11 +301,7 @@ fn tail(path: &Path, n: usize) -> String {
             if lines.is_empty() {
                 format!("--- {} (empty)", path.display())
             } else {
-                let mut out = format!(
-                    "--- last {} lines of {}:",
-                    lines.len() - start,
-                    path.display()
-                );
+                let mut out = format!("--- last {} lines of {}:", lines.len() - start, path.display());
                 for l in &lines[start..] {
                     out.push_str("\n    ");
                     out.push_str(l);

@@ -19,10 +19,7 @@ pub(super) fn free_ports(n: usize) -> Result<Vec<u16>> {
         .map(|_| TcpListener::bind(("127.0.0.1", 0)))
         .collect::<std::io::Result<Vec<_>>>()
         .context("binding 127.0.0.1:0 to find a free port")?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr().context("reading a bound port")?.port()))
-        .collect()
+    listeners.iter().map(|l| Ok(l.local_addr().context("reading a bound port")?.port())).collect()
 }
 
 /// Where a URL points, without its credentials.
@@ -59,9 +56,7 @@ struct UrlParts {
 /// A minimal `scheme://[userinfo@]host[:port][/path][?query]` splitter.
 fn split_url(url: &str) -> Result<UrlParts> {
     let url = url.trim();
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| anyhow!("not a URL (no scheme://)"))?;
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| anyhow!("not a URL (no scheme://)"))?;
     let (before_query, query) = match rest.split_once('?') {
         Some((a, q)) => (a, q),
         None => (rest, ""),
@@ -75,9 +70,7 @@ fn split_url(url: &str) -> Result<UrlParts> {
     // Several hosts (libpq "h1:p1,h2:p2"): the first one is checked.
     let hostport = hostport.split(',').next().unwrap_or("");
     let (host, port) = if let Some(stripped) = hostport.strip_prefix('[') {
-        let (h, after) = stripped
-            .split_once(']')
-            .ok_or_else(|| anyhow!("unterminated [IPv6] host"))?;
+        let (h, after) = stripped.split_once(']').ok_or_else(|| anyhow!("unterminated [IPv6] host"))?;
         (h.to_string(), after.strip_prefix(':'))
     } else {
         match hostport.rsplit_once(':') {
@@ -87,10 +80,7 @@ fn split_url(url: &str) -> Result<UrlParts> {
     };
     let port = match port {
         None | Some("") => None,
-        Some(p) => Some(
-            p.parse::<u16>()
-                .map_err(|_| anyhow!("invalid port {p:?}"))?,
-        ),
+        Some(p) => Some(p.parse::<u16>().map_err(|_| anyhow!("invalid port {p:?}"))?),
     };
     let query = query
         .split('&')
@@ -100,12 +90,7 @@ fn split_url(url: &str) -> Result<UrlParts> {
             (percent_decode(k), percent_decode(v))
         })
         .collect();
-    Ok(UrlParts {
-        scheme: scheme.to_ascii_lowercase(),
-        host: percent_decode(&host),
-        port,
-        query,
-    })
+    Ok(UrlParts { scheme: scheme.to_ascii_lowercase(), host: percent_decode(&host), port, query })
 }
 
 fn percent_decode(s: &str) -> String {
@@ -137,11 +122,7 @@ pub(super) fn amqp_endpoint(url: &str) -> Result<(Endpoint, bool)> {
         "amqps" => true,
         s => bail!("unsupported scheme {s:?} (expected amqp:// or amqps://)"),
     };
-    let host = if u.host.is_empty() {
-        "localhost".to_string()
-    } else {
-        u.host
-    };
+    let host = if u.host.is_empty() { "localhost".to_string() } else { u.host };
     let port = u.port.unwrap_or(if tls { 5671 } else { 5672 });
     Ok((Endpoint::Tcp { host, port }, tls))
 }
@@ -150,17 +131,9 @@ pub(super) fn amqp_endpoint(url: &str) -> Result<(Endpoint, bool)> {
 pub(super) fn postgres_endpoint(url: &str) -> Result<Endpoint> {
     let u = split_url(url)?;
     if u.scheme != "postgres" && u.scheme != "postgresql" {
-        bail!(
-            "unsupported scheme {:?} (expected postgres:// or postgresql://)",
-            u.scheme
-        );
+        bail!("unsupported scheme {:?} (expected postgres:// or postgresql://)", u.scheme);
     }
-    let q = |k: &str| {
-        u.query
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
+    let q = |k: &str| u.query.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
     let host = match q("host").or(q("hostaddr")) {
         Some(h) if u.host.is_empty() => h.split(',').next().unwrap_or("").to_string(),
         _ => u.host.clone(),
@@ -174,10 +147,7 @@ pub(super) fn postgres_endpoint(url: &str) -> Result<Endpoint> {
         bail!("no host in the URL (give one, e.g. postgres://user@127.0.0.1:5432/db)");
     }
     if host.starts_with('/') {
-        return Ok(Endpoint::Unix {
-            dir: PathBuf::from(host),
-            port,
-        });
+        return Ok(Endpoint::Unix { dir: PathBuf::from(host), port });
     }
     Ok(Endpoint::Tcp { host, port })
 }
@@ -188,20 +158,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 async fn connect(ep: &Endpoint) -> std::io::Result<Box<dyn Io>> {
     let fut = async {
         Ok::<Box<dyn Io>, std::io::Error>(match ep {
-            Endpoint::Tcp { host, port } => {
-                Box::new(TcpStream::connect((host.as_str(), *port)).await?)
-            }
-            Endpoint::Unix { dir, port } => {
-                Box::new(UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?)
-            }
+            Endpoint::Tcp { host, port } => Box::new(TcpStream::connect((host.as_str(), *port)).await?),
+            Endpoint::Unix { dir, port } => Box::new(UnixStream::connect(dir.join(format!(".s.PGSQL.{port}"))).await?),
         })
     };
     match timeout(CONNECT_TIMEOUT, fut).await {
         Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "connect timed out",
-        )),
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
     }
 }
 
@@ -212,9 +175,7 @@ pub(super) async fn accepts(ep: &Endpoint) -> bool {
 
 /// Sends the AMQP 0-9-1 protocol header and expects a Connection.Start method frame.
 pub(super) async fn amqp_handshake(ep: &Endpoint) -> Result<()> {
-    let mut s = connect(ep)
-        .await
-        .map_err(|e| anyhow!("{ep} is not reachable: {e}"))?;
+    let mut s = connect(ep).await.map_err(|e| anyhow!("{ep} is not reachable: {e}"))?;
     let probe = async {
         s.write_all(b"AMQP\x00\x00\x09\x01").await?;
         // frame type (1 = method), channel (2), size (4), class id (2), method id (2)
@@ -234,9 +195,7 @@ pub(super) async fn amqp_handshake(ep: &Endpoint) -> Result<()> {
         if buf[0] == 1 && class == 10 && method == 10 {
             Ok(Ok(()))
         } else {
-            Ok(Err(format!(
-                "unexpected answer {buf:02x?} (not an AMQP Connection.Start)"
-            )))
+            Ok(Err(format!("unexpected answer {buf:02x?} (not an AMQP Connection.Start)")))
         }
     };
     match timeout(PROBE_TIMEOUT, probe).await {
@@ -249,9 +208,7 @@ pub(super) async fn amqp_handshake(ep: &Endpoint) -> Result<()> {
 
 /// PostgreSQL's SSLRequest: any server answers 'S' or 'N' without credentials.
 pub(super) async fn postgres_ssl_probe(ep: &Endpoint) -> Result<()> {
-    let mut s = connect(ep)
-        .await
-        .map_err(|e| anyhow!("{ep} is not reachable: {e}"))?;
+    let mut s = connect(ep).await.map_err(|e| anyhow!("{ep} is not reachable: {e}"))?;
     let probe = async {
         s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
         let mut b = [0u8; 1];
@@ -269,9 +226,7 @@ pub(super) async fn postgres_ssl_probe(ep: &Endpoint) -> Result<()> {
 /// A full startup as `user` to `database`: Ok(true) when the server authenticates us
 /// (trust) and is ready for queries; Ok(false) while it refuses (e.g. "starting up").
 pub(super) async fn postgres_ready(ep: &Endpoint, user: &str, database: &str) -> Result<bool> {
-    let mut s = connect(ep)
-        .await
-        .map_err(|e| anyhow!("{ep} is not reachable: {e}"))?;
+    let mut s = connect(ep).await.map_err(|e| anyhow!("{ep} is not reachable: {e}"))?;
     let probe = async {
         let mut body = Vec::new();
         body.extend_from_slice(&196608u32.to_be_bytes()); // protocol 3.0

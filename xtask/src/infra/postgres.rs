@@ -46,15 +46,11 @@ pub(super) fn locate(path: &OsStr, versioned_root: &Path) -> Result<PgBins, Stri
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                let key = name
-                    .split('.')
-                    .map(|p| p.parse::<u32>().ok())
-                    .collect::<Option<Vec<_>>>()?;
+                let key = name.split('.').map(|p| p.parse::<u32>().ok()).collect::<Option<Vec<_>>>()?;
                 Some((key, e.path().join("bin")))
             })
             .filter(|(_, bin)| {
-                process::is_executable(&bin.join("initdb"))
-                    && process::is_executable(&bin.join("postgres"))
+                process::is_executable(&bin.join("initdb")) && process::is_executable(&bin.join("postgres"))
             })
             .collect();
         versions.sort();
@@ -74,19 +70,13 @@ pub(super) fn locate(path: &OsStr, versioned_root: &Path) -> Result<PgBins, Stri
         .and_then(|p| p.parent().map(|d| d.join("pg_isready")))
         .filter(|p| process::is_executable(p))
         .or_else(|| process::which("pg_isready", path));
-    Ok(PgBins {
-        initdb,
-        postgres,
-        pg_isready,
-    })
+    Ok(PgBins { initdb, postgres, pg_isready })
 }
 
 /// "PostgreSQL 15.8" from `postgres --version` ("postgres (PostgreSQL) 15.8 (Debian ...)").
 fn version(bins: &PgBins) -> String {
     let out = Command::new(&bins.postgres).arg("--version").output().ok();
-    let text = out
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
     match text.split_once("(PostgreSQL)") {
         Some((_, rest)) => match rest.split_whitespace().next() {
             Some(v) => format!("PostgreSQL {v}"),
@@ -143,10 +133,7 @@ pub(super) async fn start(bins: &PgBins, tmp: &Path, watchdog: &Watchdog) -> Res
     }
 
     let port = net::free_ports(1)?[0];
-    let who = user
-        .as_ref()
-        .map(|u| format!(", as user {}", u.name))
-        .unwrap_or_default();
+    let who = user.as_ref().map(|u| format!(", as user {}", u.name)).unwrap_or_default();
     eprintln!("[infra] starting private PostgreSQL ({version}) on 127.0.0.1:{port}{who} ...");
 
     // initdb
@@ -154,15 +141,7 @@ pub(super) async fn start(bins: &PgBins, tmp: &Path, watchdog: &Watchdog) -> Res
     let mut cmd = Command::new(&bins.initdb);
     cmd.arg("-D")
         .arg(&data)
-        .args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "--no-locale",
-        ])
+        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-locale"])
         .current_dir("/")
         .env("LC_ALL", "C")
         .env_remove("PGDATA");
@@ -172,11 +151,7 @@ pub(super) async fn start(bins: &PgBins, tmp: &Path, watchdog: &Watchdog) -> Res
 
     // postgres
     let log = base.join("postgres.log");
-    let socket_dir = if data.as_os_str().len() <= MAX_SOCKET_DIR_LEN {
-        data.as_os_str()
-    } else {
-        OsStr::new("")
-    };
+    let socket_dir = if data.as_os_str().len() <= MAX_SOCKET_DIR_LEN { data.as_os_str() } else { OsStr::new("") };
     let mut cmd = Command::new(&bins.postgres);
     cmd.arg("-D")
         .arg(&data)
@@ -184,55 +159,29 @@ pub(super) async fn start(bins: &PgBins, tmp: &Path, watchdog: &Watchdog) -> Res
         .arg(port.to_string())
         .arg("-k")
         .arg(socket_dir)
-        .args([
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "fsync=off",
-            "-c",
-            "max_connections=200",
-        ])
+        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"])
         .current_dir("/")
         .env("LC_ALL", "C")
         .env_remove("PGDATA");
     process::prepare(&mut cmd, &log, user.as_ref(), &tag)?;
     // SIGINT = "fast" shutdown: disconnect clients, checkpoint, exit (SIGTERM would wait
     // for every client to disconnect).
-    let mut proc = ServerProc::spawn(
-        "PostgreSQL",
-        &mut cmd,
-        libc::SIGINT,
-        vec![log.clone()],
-        &tag,
-    )?;
+    let mut proc = ServerProc::spawn("PostgreSQL", &mut cmd, libc::SIGINT, vec![log.clone()], &tag)?;
     watchdog.watch_proc(proc.pgid(), libc::SIGINT);
 
-    let ep = Endpoint::Tcp {
-        host: "127.0.0.1".into(),
-        port,
-    };
+    let ep = Endpoint::Tcp { host: "127.0.0.1".into(), port };
     let deadline = Instant::now() + READY_BOUND;
     loop {
         if let Some(status) = proc.exited() {
-            bail!(
-                "private PostgreSQL exited during startup ({status})\n{}",
-                proc.log_tails(30)
-            );
+            bail!("private PostgreSQL exited during startup ({status})\n{}", proc.log_tails(30));
         }
-        if net::postgres_ready(&ep, "postgres", "postgres")
-            .await
-            .unwrap_or(false)
-            && pg_isready(bins, port).await
-        {
+        if net::postgres_ready(&ep, "postgres", "postgres").await.unwrap_or(false) && pg_isready(bins, port).await {
             break;
         }
         if Instant::now() > deadline {
             let tails = proc.log_tails(30);
             drop(proc); // stops it
-            bail!(
-                "private PostgreSQL did not accept connections on {ep} within {}\n{tails}",
-                secs(READY_BOUND)
-            );
+            bail!("private PostgreSQL did not accept connections on {ep} within {}\n{tails}", secs(READY_BOUND));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -251,21 +200,10 @@ async fn pg_isready(bins: &PgBins, port: u16) -> bool {
         return true;
     };
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-U",
-        "postgres",
-        "-d",
-        "postgres",
-        "-t",
-        "3",
-    ])
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .kill_on_drop(true);
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-t", "3"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
     matches!(cmd.status().await, Ok(s) if s.success())
 }

@@ -21,9 +21,7 @@ pub(super) fn which(name: &str, path: &OsStr) -> Option<PathBuf> {
 }
 
 pub(super) fn is_executable(p: &Path) -> bool {
-    fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 pub(super) fn euid_is_root() -> bool {
@@ -45,27 +43,13 @@ pub(super) fn lookup_user(name: &str) -> Option<RunAs> {
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: all pointers are valid for the duration of the call; buf outlives pwd's use.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
+    let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
     if rc != 0 || result.is_null() {
         return None;
     }
     // SAFETY: on success pw_name points into buf, NUL-terminated.
-    let name = unsafe { CStr::from_ptr(pwd.pw_name) }
-        .to_string_lossy()
-        .into_owned();
-    Some(RunAs {
-        name,
-        uid: pwd.pw_uid,
-        gid: pwd.pw_gid,
-    })
+    let name = unsafe { CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned();
+    Some(RunAs { name, uid: pwd.pw_uid, gid: pwd.pw_gid })
 }
 
 pub(super) fn chown(path: &Path, user: &RunAs) -> Result<()> {
@@ -107,9 +91,7 @@ impl TempDir {
     /// A fresh `infra-<pid>-<seq>-<random>` directory under `parent` (created if needed).
     pub fn create_under(parent: &Path) -> Result<TempDir> {
         fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-        let parent = parent
-            .canonicalize()
-            .with_context(|| format!("resolving {}", parent.display()))?;
+        let parent = parent.canonicalize().with_context(|| format!("resolving {}", parent.display()))?;
         for _ in 0..16 {
             let name = format!(
                 "infra-{}-{}-{:08x}",
@@ -123,19 +105,13 @@ impl TempDir {
                     // Independent of the umask: servers running as another user must traverse it.
                     fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
                         .with_context(|| format!("chmod {}", path.display()))?;
-                    return Ok(TempDir {
-                        path,
-                        removed: false,
-                    });
+                    return Ok(TempDir { path, removed: false });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
             }
         }
-        bail!(
-            "could not create a fresh directory under {}",
-            parent.display()
-        )
+        bail!("could not create a fresh directory under {}", parent.display())
     }
 
     pub fn path(&self) -> &Path {
@@ -175,11 +151,7 @@ fn remove_dir_retrying(path: &Path) -> Result<()> {
 
 /// Opens (creating) a log file that a child writes its stdout+stderr to.
 pub(super) fn log_file(path: &Path) -> Result<File> {
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))
+    fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("creating {}", path.display()))
 }
 
 /// The environment variable that marks every process of a private server (it is inherited
@@ -188,19 +160,10 @@ pub(super) const TAG_VAR: &str = "ZERODROP_INFRA_TAG";
 
 /// Prepares `cmd` for a server child: no stdin, output to `log`, own process group, tagged
 /// with `tag` (see [`TAG_VAR`]), optionally another user.
-pub(super) fn prepare(
-    cmd: &mut Command,
-    log: &Path,
-    run_as: Option<&RunAs>,
-    tag: &str,
-) -> Result<()> {
+pub(super) fn prepare(cmd: &mut Command, log: &Path, run_as: Option<&RunAs>, tag: &str) -> Result<()> {
     let out = log_file(log)?;
     let err = out.try_clone().context("duplicating a log file handle")?;
-    cmd.stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0)
-        .env(TAG_VAR, tag);
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0).env(TAG_VAR, tag);
     if let Some(u) = run_as {
         // std drops supplementary groups (setgroups(0)) when switching uid as root.
         cmd.uid(u.uid).gid(u.gid);
@@ -209,12 +172,7 @@ pub(super) fn prepare(
 }
 
 /// Runs a short-lived preparation command (e.g. `initdb`) to completion, bounded.
-pub(super) async fn run_bounded(
-    mut cmd: Command,
-    what: &str,
-    log: &Path,
-    bound: Duration,
-) -> Result<()> {
+pub(super) async fn run_bounded(mut cmd: Command, what: &str, log: &Path, bound: Duration) -> Result<()> {
     let mut child = cmd.spawn().with_context(|| format!("spawning {what}"))?;
     let deadline = Instant::now() + bound;
     loop {
@@ -228,11 +186,7 @@ pub(super) async fn run_bounded(
             // SAFETY: plain syscall; the group is the child's own (process_group(0)).
             unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
             let _ = child.wait();
-            bail!(
-                "{what} did not finish within {}\n{}",
-                super::secs(bound),
-                super::tail(log, 30)
-            );
+            bail!("{what} did not finish within {}\n{}", super::secs(bound), super::tail(log, 30));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -262,9 +216,7 @@ impl ServerProc {
         logs: Vec<PathBuf>,
         tag: &str,
     ) -> Result<Self> {
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawning {label} ({:?})", cmd.get_program()))?;
+        let child = cmd.spawn().with_context(|| format!("spawning {label} ({:?})", cmd.get_program()))?;
         let pgid = child.id() as i32;
         Ok(ServerProc {
             label,
@@ -290,11 +242,7 @@ impl ServerProc {
 
     /// The tails of this server's logs, for error messages.
     pub fn log_tails(&self, lines: usize) -> String {
-        self.logs
-            .iter()
-            .map(|p| super::tail(p, lines))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.logs.iter().map(|p| super::tail(p, lines)).collect::<Vec<_>>().join("\n")
     }
 
     /// Sends the graceful-shutdown signal to the leader (once).
@@ -323,11 +271,7 @@ impl ServerProc {
         self.finished = true;
         let mut status = wait_child(&mut self.child, grace);
         if status.is_none() {
-            eprintln!(
-                "[infra] {} did not stop within {}; sending SIGKILL",
-                self.label,
-                super::secs(grace)
-            );
+            eprintln!("[infra] {} did not stop within {}; sending SIGKILL", self.label, super::secs(grace));
             killpg(self.pgid, libc::SIGKILL);
             status = wait_child(&mut self.child, Duration::from_secs(5));
             if status.is_none() {
@@ -353,10 +297,7 @@ impl ServerProc {
                 std::thread::sleep(Duration::from_millis(500));
                 let left = self.leftovers();
                 if !left.is_empty() {
-                    bail!(
-                        "{}: processes left behind after SIGKILL: {left:?}",
-                        self.label
-                    );
+                    bail!("{}: processes left behind after SIGKILL: {left:?}", self.label);
                 }
                 eprintln!("[infra] {}: killed leftover processes {left:?}", self.label);
                 break;
@@ -416,11 +357,7 @@ pub(super) fn live_group_members(pgid: i32) -> Vec<(i32, String)> {
         // No /proc: fall back to "does the group exist" (zombies count as alive here).
         // SAFETY: signal 0 only checks for existence.
         let alive = unsafe { libc::killpg(pgid, 0) } == 0;
-        return if alive {
-            vec![(pgid, "?".into())]
-        } else {
-            vec![]
-        };
+        return if alive { vec![(pgid, "?".into())] } else { vec![] };
     };
     let mut out = Vec::new();
     for e in entries.flatten() {

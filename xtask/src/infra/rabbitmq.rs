@@ -71,12 +71,7 @@ pub(super) fn locate(path: &OsStr, script_dir: &Path) -> Result<RabbitBins, Stri
         .ok()
         .and_then(|p| {
             p.ancestors()
-                .filter_map(|a| {
-                    a.file_name()?
-                        .to_str()?
-                        .strip_prefix("rabbitmq_server-")
-                        .map(str::to_string)
-                })
+                .filter_map(|a| a.file_name()?.to_str()?.strip_prefix("rabbitmq_server-").map(str::to_string))
                 .next()
         })
         .map(|v| format!("rabbitmq-server {v}"))
@@ -122,9 +117,7 @@ pub(super) async fn start(bins: &RabbitBins, tmp: &Path, watchdog: &Watchdog) ->
     let cookie = home.join(".erlang.cookie");
     let cookie_value: String = {
         let mut rng = rand::thread_rng();
-        (0..20)
-            .map(|_| rng.gen_range(b'A'..=b'Z') as char)
-            .collect()
+        (0..20).map(|_| rng.gen_range(b'A'..=b'Z') as char).collect()
     };
     fs::write(&cookie, cookie_value)?;
     fs::set_permissions(&cookie, fs::Permissions::from_mode(0o400))?;
@@ -155,39 +148,21 @@ pub(super) async fn start(bins: &RabbitBins, tmp: &Path, watchdog: &Watchdog) ->
         .env("RABBITMQ_ENABLED_PLUGINS_FILE", &plugins)
         // The distribution listener on loopback only (as the system's env file does), and an
         // epmd we might have to start ourselves on loopback only too.
-        .env(
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
-            "-kernel inet_dist_use_interface {127,0,0,1}",
-        )
+        .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-kernel inet_dist_use_interface {127,0,0,1}")
         .env("ERL_EPMD_ADDRESS", "127.0.0.1");
     let tag = base.to_string_lossy().into_owned();
     process::prepare(&mut cmd, &stdout_log, None, &tag)?;
-    eprintln!(
-        "[infra] starting private RabbitMQ ({}, node {node}) on 127.0.0.1:{port} ...",
-        bins.version
-    );
+    eprintln!("[infra] starting private RabbitMQ ({}, node {node}) on 127.0.0.1:{port} ...", bins.version);
     // SIGTERM to the script: it traps it and stops the node gracefully (rabbitmqctl-less).
     let node_log = p("log").join(format!("{node}.log"));
-    let mut proc = ServerProc::spawn(
-        "RabbitMQ",
-        &mut cmd,
-        libc::SIGTERM,
-        vec![stdout_log, node_log],
-        &tag,
-    )?;
+    let mut proc = ServerProc::spawn("RabbitMQ", &mut cmd, libc::SIGTERM, vec![stdout_log, node_log], &tag)?;
     watchdog.watch_proc(proc.pgid(), libc::SIGTERM);
 
-    let ep = Endpoint::Tcp {
-        host: "127.0.0.1".into(),
-        port,
-    };
+    let ep = Endpoint::Tcp { host: "127.0.0.1".into(), port };
     let deadline = Instant::now() + READY_BOUND;
     loop {
         if let Some(status) = proc.exited() {
-            bail!(
-                "private RabbitMQ exited during startup ({status})\n{}",
-                proc.log_tails(30)
-            );
+            bail!("private RabbitMQ exited during startup ({status})\n{}", proc.log_tails(30));
         }
         if net::amqp_handshake(&ep).await.is_ok() {
             break;
@@ -195,10 +170,7 @@ pub(super) async fn start(bins: &RabbitBins, tmp: &Path, watchdog: &Watchdog) ->
         if Instant::now() > deadline {
             let tails = proc.log_tails(30);
             drop(proc); // stops it
-            bail!(
-                "private RabbitMQ did not answer AMQP on {ep} within {}\n{tails}",
-                secs(READY_BOUND)
-            );
+            bail!("private RabbitMQ did not answer AMQP on {ep} within {}\n{tails}", secs(READY_BOUND));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

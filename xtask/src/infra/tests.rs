@@ -41,17 +41,11 @@ fn tcp_open(port: u16) -> bool {
 /// `psql <url> -Atc 'select 1'` when psql is installed, else a PostgreSQL protocol startup.
 async fn query_one(database_url: &str) -> bool {
     if let Some(psql) = process::which("psql", &std::env::var_os("PATH").unwrap_or_default()) {
-        let out = tokio::process::Command::new(psql)
-            .args([database_url, "-Atc", "select 1"])
-            .output()
-            .await
-            .unwrap();
+        let out = tokio::process::Command::new(psql).args([database_url, "-Atc", "select 1"]).output().await.unwrap();
         out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "1"
     } else {
         let ep = net::postgres_endpoint(database_url).unwrap();
-        net::postgres_ready(&ep, "postgres", "postgres")
-            .await
-            .unwrap_or(false)
+        net::postgres_ready(&ep, "postgres", "postgres").await.unwrap_or(false)
     }
 }
 
@@ -64,9 +58,7 @@ fn processes_mentioning(needle: &Path) -> Vec<i32> {
         .filter_map(|e| {
             let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
             let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            String::from_utf8_lossy(&cmd)
-                .contains(&needle)
-                .then_some(pid)
+            String::from_utf8_lossy(&cmd).contains(&needle).then_some(pid)
         })
         .collect()
 }
@@ -80,15 +72,10 @@ fn tagged_under(dir: &Path) -> Vec<(i32, String)> {
         .filter_map(|e| {
             let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
             let env = std::fs::read(e.path().join("environ")).ok()?;
-            env.windows(needle.len())
-                .any(|w| w == needle.as_slice())
-                .then_some(())?;
+            env.windows(needle.len()).any(|w| w == needle.as_slice()).then_some(())?;
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
             let comm = stat[stat.find('(')? + 1..stat.rfind(')')?].to_string();
-            let state = stat[stat.rfind(')')? + 1..]
-                .split_whitespace()
-                .next()?
-                .to_string();
+            let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?.to_string();
             (state != "Z" && comm != "epmd").then_some((pid, comm))
         })
         .collect()
@@ -99,23 +86,11 @@ fn assert_all_gone(amqp_port: u16, pg_port: u16, dirs: &[PathBuf], pgids: &[i32]
     assert!(!tcp_open(pg_port), "PostgreSQL port {pg_port} still open");
     for d in dirs {
         assert!(!d.exists(), "{} still exists", d.display());
-        assert!(
-            processes_mentioning(d).is_empty(),
-            "processes still mention {}",
-            d.display()
-        );
-        assert!(
-            tagged_under(d).is_empty(),
-            "processes still tagged: {:?}",
-            tagged_under(d)
-        );
+        assert!(processes_mentioning(d).is_empty(), "processes still mention {}", d.display());
+        assert!(tagged_under(d).is_empty(), "processes still tagged: {:?}", tagged_under(d));
     }
     for &g in pgids {
-        assert!(
-            live_group_members(g).is_empty(),
-            "process group {g} still has {:?}",
-            live_group_members(g)
-        );
+        assert!(live_group_members(g).is_empty(), "process group {g} still has {:?}", live_group_members(g));
     }
 }
 
@@ -123,29 +98,14 @@ fn assert_all_gone(amqp_port: u16, pg_port: u16, dirs: &[PathBuf], pgids: &[i32]
 async fn private_servers_start_answer_and_are_gone_after_release() {
     let wd = workdir("lifecycle");
     let t = Instant::now();
-    let b = Backends::acquire_with(&wd, None, None)
-        .await
-        .expect("acquire private backends");
-    eprintln!(
-        "acquired in {:.1} s: {}",
-        t.elapsed().as_secs_f64(),
-        b.describe()
-    );
+    let b = Backends::acquire_with(&wd, None, None).await.expect("acquire private backends");
+    eprintln!("acquired in {:.1} s: {}", t.elapsed().as_secs_f64(), b.describe());
 
-    assert_eq!(
-        (b.amqp_origin, b.db_origin),
-        (Origin::Private, Origin::Private)
-    );
+    assert_eq!((b.amqp_origin, b.db_origin), (Origin::Private, Origin::Private));
     let amqp_port = port_of(&net::amqp_endpoint(&b.amqp_url).unwrap().0);
     let pg_port = port_of(&net::postgres_endpoint(&b.database_url).unwrap());
-    assert_eq!(
-        b.amqp_url,
-        format!("amqp://guest:guest@127.0.0.1:{amqp_port}/%2f")
-    );
-    assert_eq!(
-        b.database_url,
-        format!("postgres://postgres@127.0.0.1:{pg_port}/postgres")
-    );
+    assert_eq!(b.amqp_url, format!("amqp://guest:guest@127.0.0.1:{amqp_port}/%2f"));
+    assert_eq!(b.database_url, format!("postgres://postgres@127.0.0.1:{pg_port}/postgres"));
     assert_ne!(amqp_port, 5672, "must not be the system broker");
     assert_ne!(pg_port, 5432, "must not be the system server");
     let d = b.describe();
@@ -154,16 +114,9 @@ async fn private_servers_start_answer_and_are_gone_after_release() {
     assert!(d.contains("; PostgreSQL: private (PostgreSQL "), "{d}");
     assert!(d.contains(&format!("127.0.0.1:{pg_port})")), "{d}");
 
-    assert_eq!(
-        raw_amqp_exchange(amqp_port).unwrap(),
-        1,
-        "Connection.Start is a method frame"
-    );
+    assert_eq!(raw_amqp_exchange(amqp_port).unwrap(), 1, "Connection.Start is a method frame");
     assert!(tcp_open(pg_port));
-    assert!(
-        query_one(&b.database_url).await,
-        "select 1 on the private PostgreSQL"
-    );
+    assert!(query_one(&b.database_url).await, "select 1 on the private PostgreSQL");
 
     // The same servers handed in "from the environment": checked, described, never touched.
     let env = Backends::acquire_with(&wd, Some(b.amqp_url.clone()), Some(b.database_url.clone()))
@@ -178,15 +131,8 @@ async fn private_servers_start_answer_and_are_gone_after_release() {
     );
     assert!(env.private_dirs().is_empty() && env.private_pgids().is_empty());
     env.release().await.expect("release env backends");
-    assert_eq!(
-        raw_amqp_exchange(amqp_port).unwrap(),
-        1,
-        "env release must not stop the broker"
-    );
-    assert!(
-        query_one(&b.database_url).await,
-        "env release must not stop PostgreSQL"
-    );
+    assert_eq!(raw_amqp_exchange(amqp_port).unwrap(), 1, "env release must not stop the broker");
+    assert!(query_one(&b.database_url).await, "env release must not stop PostgreSQL");
 
     let dirs = b.private_dirs();
     let pgids = b.private_pgids();
@@ -202,9 +148,7 @@ async fn private_servers_start_answer_and_are_gone_after_release() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_without_release_stops_private_servers() {
     let wd = workdir("drop");
-    let b = Backends::acquire_with(&wd, None, None)
-        .await
-        .expect("acquire private backends");
+    let b = Backends::acquire_with(&wd, None, None).await.expect("acquire private backends");
     let amqp_port = port_of(&net::amqp_endpoint(&b.amqp_url).unwrap().0);
     let pg_port = port_of(&net::postgres_endpoint(&b.database_url).unwrap());
     assert!(tcp_open(amqp_port) && tcp_open(pg_port));
@@ -224,17 +168,9 @@ async fn child_acquires_then_waits_to_be_killed() {
     let Some(wd) = std::env::var_os(CHILD_ENV) else {
         return;
     };
-    let b = Backends::acquire_with(Path::new(&wd), None, None)
-        .await
-        .expect("acquire in the child");
+    let b = Backends::acquire_with(Path::new(&wd), None, None).await.expect("acquire in the child");
     let pgids: Vec<String> = b.private_pgids().iter().map(|g| g.to_string()).collect();
-    println!(
-        "READY {} {} {} {}",
-        b.amqp_url,
-        b.database_url,
-        b.private_dirs()[0].display(),
-        pgids.join(",")
-    );
+    println!("READY {} {} {} {}", b.amqp_url, b.database_url, b.private_dirs()[0].display(), pgids.join(","));
     std::io::stdout().flush().unwrap();
     tokio::time::sleep(Duration::from_secs(120)).await;
 }
@@ -246,12 +182,7 @@ fn watchdog_cleans_up_after_the_runner_is_interrupted() {
     use std::io::BufRead;
     let wd = workdir("interrupted");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "infra::tests::child_acquires_then_waits_to_be_killed",
-            "--nocapture",
-        ])
+        .args(["--ignored", "--exact", "infra::tests::child_acquires_then_waits_to_be_killed", "--nocapture"])
         .env(CHILD_ENV, &wd)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -259,10 +190,7 @@ fn watchdog_cleans_up_after_the_runner_is_interrupted() {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(rest) = line.strip_prefix("READY ") {
                 let _ = tx.send(rest.to_string());
             }
@@ -295,10 +223,7 @@ fn watchdog_cleans_up_after_the_runner_is_interrupted() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    eprintln!(
-        "cleaned up {:.1} s after the runner died",
-        t.elapsed().as_secs_f64()
-    );
+    eprintln!("cleaned up {:.1} s after the runner died", t.elapsed().as_secs_f64());
     assert_all_gone(amqp_port, pg_port, &dirs, &pgids);
 }
 
@@ -307,18 +232,14 @@ async fn unreachable_env_urls_name_the_variable_and_address() {
     let wd = workdir("unreachable");
     let ports = net::free_ports(2).unwrap();
     let amqp = format!("amqp://guest:s3cret@127.0.0.1:{}/%2f", ports[0]);
-    let err = Backends::acquire_with(&wd, Some(amqp), None)
-        .await
-        .unwrap_err();
+    let err = Backends::acquire_with(&wd, Some(amqp), None).await.unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("AMQP_URL"), "{msg}");
     assert!(msg.contains(&format!("127.0.0.1:{}", ports[0])), "{msg}");
     assert!(!msg.contains("s3cret"), "credentials leaked: {msg}");
 
     let db = format!("postgres://app:s3cret@127.0.0.1:{}/app", ports[1]);
-    let err = Backends::acquire_with(&wd, None, Some(db))
-        .await
-        .unwrap_err();
+    let err = Backends::acquire_with(&wd, None, Some(db)).await.unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains("DATABASE_URL"), "{msg}");
     assert!(msg.contains(&format!("127.0.0.1:{}", ports[1])), "{msg}");
@@ -332,22 +253,12 @@ async fn unreachable_env_urls_name_the_variable_and_address() {
             let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n");
         }
     });
-    let err = Backends::acquire_with(&wd, Some(format!("amqp://127.0.0.1:{port}")), None)
-        .await
-        .unwrap_err();
+    let err = Backends::acquire_with(&wd, Some(format!("amqp://127.0.0.1:{port}")), None).await.unwrap_err();
     let msg = format!("{err:#}");
-    assert!(
-        msg.contains("AMQP_URL") && msg.contains(&format!("127.0.0.1:{port}")),
-        "{msg}"
-    );
+    assert!(msg.contains("AMQP_URL") && msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
 
     // Nothing was started or created.
-    assert_eq!(
-        std::fs::read_dir(&wd).unwrap().count(),
-        0,
-        "no temp dir may be left in {}",
-        wd.display()
-    );
+    assert_eq!(std::fs::read_dir(&wd).unwrap().count(), 0, "no temp dir may be left in {}", wd.display());
 }
 
 #[test]
@@ -358,10 +269,7 @@ fn missing_binaries_give_one_clear_message() {
 
     let err = rabbitmq::locate(path, nowhere).unwrap_err();
     assert!(err.starts_with("RabbitMQ not found"), "{err}");
-    assert!(
-        err.contains("`sudo apt-get install rabbitmq-server`"),
-        "{err}"
-    );
+    assert!(err.contains("`sudo apt-get install rabbitmq-server`"), "{err}");
     assert!(err.contains("AMQP_URL"), "{err}");
     assert!(!err.contains('\n'), "one line: {err}");
 
@@ -380,45 +288,26 @@ fn postgres_is_found_in_the_versioned_directory_when_not_on_path() {
         return;
     }
     let empty = TempDir::create_under(&workdir("versioned")).unwrap();
-    let bins =
-        postgres::locate(empty.path().as_os_str(), root).expect("found under /usr/lib/postgresql");
-    assert!(
-        bins.initdb.starts_with(root) && bins.postgres.starts_with(root),
-        "{bins:?}"
-    );
+    let bins = postgres::locate(empty.path().as_os_str(), root).expect("found under /usr/lib/postgresql");
+    assert!(bins.initdb.starts_with(root) && bins.postgres.starts_with(root), "{bins:?}");
 }
 
 #[test]
 fn urls_are_split_without_credentials() {
     let ep = |s: &str| net::amqp_endpoint(s).unwrap().0.to_string();
-    assert_eq!(
-        ep("amqp://guest:guest@127.0.0.1:40123/%2f"),
-        "127.0.0.1:40123"
-    );
+    assert_eq!(ep("amqp://guest:guest@127.0.0.1:40123/%2f"), "127.0.0.1:40123");
     assert_eq!(ep("amqp://u:p@w@rabbit.local/vhost"), "rabbit.local:5672");
     assert_eq!(ep("amqp://"), "localhost:5672");
     assert_eq!(ep("amqp://[::1]:5673"), "[::1]:5673");
     assert!(net::amqp_endpoint("amqps://h").unwrap().1);
-    assert_eq!(
-        net::amqp_endpoint("amqps://h").unwrap().0.to_string(),
-        "h:5671"
-    );
+    assert_eq!(net::amqp_endpoint("amqps://h").unwrap().0.to_string(), "h:5671");
     assert!(net::amqp_endpoint("http://h").is_err());
 
     let pg = |s: &str| net::postgres_endpoint(s).unwrap().to_string();
-    assert_eq!(
-        pg("postgres://postgres@127.0.0.1:40124/postgres"),
-        "127.0.0.1:40124"
-    );
+    assert_eq!(pg("postgres://postgres@127.0.0.1:40124/postgres"), "127.0.0.1:40124");
     assert_eq!(pg("postgresql://a:b@db/x?sslmode=disable"), "db:5432");
-    assert_eq!(
-        pg("postgres://a@%2Fvar%2Frun%2Fpostgresql:5433/x"),
-        "/var/run/postgresql/.s.PGSQL.5433"
-    );
-    assert_eq!(
-        pg("postgres:///x?host=/tmp&port=6000"),
-        "/tmp/.s.PGSQL.6000"
-    );
+    assert_eq!(pg("postgres://a@%2Fvar%2Frun%2Fpostgresql:5433/x"), "/var/run/postgresql/.s.PGSQL.5433");
+    assert_eq!(pg("postgres:///x?host=/tmp&port=6000"), "/tmp/.s.PGSQL.6000");
     assert_eq!(pg("postgres://h1:1,h2:2/x"), "h1:1");
     assert!(net::postgres_endpoint("postgres:///x").is_err());
     assert!(net::postgres_endpoint("mysql://h/x").is_err());
@@ -440,11 +329,7 @@ async fn startup_failures_show_the_log_tail() {
     let watchdog = super::watchdog::Watchdog::spawn().unwrap();
 
     let bins = rabbitmq::RabbitBins {
-        script: write_script(
-            scripts.path(),
-            "rabbitmq-server",
-            "echo 'BOOT FAILED: eaddrinuse (stand-in)'; exit 3",
-        ),
+        script: write_script(scripts.path(), "rabbitmq-server", "echo 'BOOT FAILED: eaddrinuse (stand-in)'; exit 3"),
         version: "rabbitmq-server stand-in".into(),
     };
     let tmp = TempDir::create_under(&workdir("startup-failure")).unwrap();
@@ -452,18 +337,11 @@ async fn startup_failures_show_the_log_tail() {
         Ok(_) => panic!("the stand-in must fail"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(
-        err.contains("private RabbitMQ exited during startup"),
-        "{err}"
-    );
+    assert!(err.contains("private RabbitMQ exited during startup"), "{err}");
     assert!(err.contains("BOOT FAILED: eaddrinuse (stand-in)"), "{err}");
 
     let bins = postgres::PgBins {
-        initdb: write_script(
-            scripts.path(),
-            "initdb",
-            "echo 'initdb: error: stand-in failure' >&2; exit 1",
-        ),
+        initdb: write_script(scripts.path(), "initdb", "echo 'initdb: error: stand-in failure' >&2; exit 1"),
         postgres: write_script(scripts.path(), "postgres", "exit 1"),
         pg_isready: None,
     };
@@ -503,23 +381,13 @@ async fn postgres_data_moves_out_of_a_work_dir_its_user_cannot_reach() {
     assert!(process::reachable_by(&std::env::temp_dir(), &user));
 
     let watchdog = super::watchdog::Watchdog::spawn().unwrap();
-    let started = postgres::start(&bins, tmp.path(), &watchdog)
-        .await
-        .expect("start");
-    let extra = started
-        .extra_dir
-        .as_ref()
-        .expect("data moved")
-        .path()
-        .to_path_buf();
+    let started = postgres::start(&bins, tmp.path(), &watchdog).await.expect("start");
+    let extra = started.extra_dir.as_ref().expect("data moved").path().to_path_buf();
     assert!(extra.starts_with(std::env::temp_dir()) && extra.join("data/PG_VERSION").exists());
     assert!(query_one(&started.url).await);
     let mut proc = started.proc;
     proc.begin_stop();
-    tokio::task::spawn_blocking(move || proc.finish_stop(Duration::from_secs(15)))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::task::spawn_blocking(move || proc.finish_stop(Duration::from_secs(15))).await.unwrap().unwrap();
     started.extra_dir.unwrap().remove().unwrap();
     tmp.remove().unwrap();
     watchdog.dismiss();

@@ -75,10 +75,7 @@ impl Watchdog {
             .spawn()
             .context("spawning the infra watchdog (/bin/sh)")?;
         let stdin = child.stdin.take();
-        Ok(Watchdog {
-            child,
-            stdin: Mutex::new(stdin),
-        })
+        Ok(Watchdog { child, stdin: Mutex::new(stdin) })
     }
 
     fn send(&self, line: &str) {
@@ -102,10 +99,7 @@ impl Watchdog {
     /// Everything is cleaned up: tell the watchdog to exit without acting.
     pub fn dismiss(mut self) {
         self.send("release\n");
-        self.stdin
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.stdin.get_mut().unwrap_or_else(|e| e.into_inner()).take();
         let deadline = Instant::now() + Duration::from_secs(2);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

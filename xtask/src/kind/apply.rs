@@ -24,7 +24,10 @@ where
     K: kube::Resource + Clone + DeserializeOwned + Debug + serde::Serialize,
 {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let out = api.patch(&o.name, &params, &Patch::Apply(&o.json)).await.with_context(|| format!("applying {} {}", o.kind, o.name))?;
+    let out = api
+        .patch(&o.name, &params, &Patch::Apply(&o.json))
+        .await
+        .with_context(|| format!("applying {} {}", o.kind, o.name))?;
     Ok(Applied { generation: out.meta().generation.unwrap_or(0) })
 }
 
@@ -54,8 +57,15 @@ pub async fn apply_all(client: &Client, namespace: &str, objects: &[Rendered]) -
 /// pod with `app` label among `apps` or belonging to one of the Jobs with no grace
 /// period, and waits until none is left: the end of a stage's fleet, like the local
 /// platform's SIGKILL.
-pub async fn delete_fleet(client: &Client, ns: &str, deployments: &[&str], jobs: &[String], timeout: Duration) -> Result<()> {
-    let background = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+pub async fn delete_fleet(
+    client: &Client,
+    ns: &str,
+    deployments: &[&str],
+    jobs: &[String],
+    timeout: Duration,
+) -> Result<()> {
+    let background =
+        DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
     let d_api = Api::<Deployment>::namespaced(client.clone(), ns);
     for d in deployments {
         ignore_not_found(d_api.delete(d, &background).await).with_context(|| format!("deleting deployment {d}"))?;
@@ -66,7 +76,8 @@ pub async fn delete_fleet(client: &Client, ns: &str, deployments: &[&str], jobs:
     }
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
     let now = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
-    let mut selectors: Vec<String> = deployments.iter().map(|d| format!("{}={d}", zerodrop_manifests::APP_LABEL)).collect();
+    let mut selectors: Vec<String> =
+        deployments.iter().map(|d| format!("{}={d}", zerodrop_manifests::APP_LABEL)).collect();
     selectors.extend(jobs.iter().map(|j| format!("{}={j}", super::pods::JOB_NAME_LABEL)));
     let deadline = Instant::now() + timeout;
     loop {
@@ -76,7 +87,8 @@ pub async fn delete_fleet(client: &Client, ns: &str, deployments: &[&str], jobs:
             let list = pods.list(&lp).await.with_context(|| format!("listing pods {sel}"))?;
             left += list.items.len();
             if !list.items.is_empty() {
-                ignore_not_found(pods.delete_collection(&now, &lp).await.map(|_| ())).with_context(|| format!("deleting pods {sel}"))?;
+                ignore_not_found(pods.delete_collection(&now, &lp).await.map(|_| ()))
+                    .with_context(|| format!("deleting pods {sel}"))?;
             }
         }
         if left == 0 {

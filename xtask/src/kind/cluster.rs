@@ -32,7 +32,11 @@ impl Cmd {
                 format!("'{}'", s.replace('\'', r"'\''"))
             }
         };
-        let line = std::iter::once(self.program.as_str()).chain(self.args.iter().map(String::as_str)).map(quote).collect::<Vec<_>>().join(" ");
+        let line = std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .map(quote)
+            .collect::<Vec<_>>()
+            .join(" ");
         match &self.dir {
             Some(d) => format!("(cd {} && {line})", quote(&d.display().to_string())),
             None => line,
@@ -75,7 +79,10 @@ pub fn images_for(opts: &KindOptions) -> Result<Vec<Image>> {
             used.extend(images(&o.json));
         }
     }
-    let job = Rendered::from_object(&zerodrop_manifests::load_job(&zerodrop_manifests::LoadJobSpec { name: "load".into(), args: vec![] }, &render));
+    let job = Rendered::from_object(&zerodrop_manifests::load_job(
+        &zerodrop_manifests::LoadJobSpec { name: "load".into(), args: vec![] },
+        &render,
+    ));
     let load = images(&job.json).into_iter().next().context("the load Job has no image")?;
     out.push(Image { target: "load".into(), tag: load.clone() });
     used.push(load);
@@ -88,7 +95,8 @@ pub fn images_for(opts: &KindOptions) -> Result<Vec<Image>> {
 }
 
 pub fn docker_build(opts: &KindOptions, image: &Image) -> Cmd {
-    let mut c = Cmd::new("docker", &["build", "-f", "services/Dockerfile", "--target", &image.target, "-t", &image.tag, "."]);
+    let mut c =
+        Cmd::new("docker", &["build", "-f", "services/Dockerfile", "--target", &image.target, "-t", &image.tag, "."]);
     c.dir = Some(opts.root.clone());
     c
 }

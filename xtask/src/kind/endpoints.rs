@@ -48,7 +48,12 @@ pub fn endpoints_of(slice: &EndpointSlice) -> Vec<EndpointView> {
             let pod = e.target_ref.as_ref().and_then(|r| r.name.clone()).or_else(|| e.addresses.first().cloned())?;
             let c = e.conditions.clone().unwrap_or_default();
             let ready = c.ready.unwrap_or(true);
-            Some(EndpointView { pod, ready, serving: c.serving.unwrap_or(ready), terminating: c.terminating.unwrap_or(false) })
+            Some(EndpointView {
+                pod,
+                ready,
+                serving: c.serving.unwrap_or(ready),
+                terminating: c.terminating.unwrap_or(false),
+            })
         })
         .collect()
 }
@@ -138,11 +143,8 @@ impl EndpointTable {
 /// [`SKEW_MS`] before the pod's terminating event is a readiness failure, not a
 /// consequence of the termination. Pure; runs over a stage's events at the end.
 pub fn annotate_removals(events: &mut [RawEvent]) {
-    let terminating: BTreeMap<String, i64> = events
-        .iter()
-        .filter(|e| e.kind == PodEventKind::Terminating)
-        .map(|e| (e.pod.clone(), e.unix_ms))
-        .collect();
+    let terminating: BTreeMap<String, i64> =
+        events.iter().filter(|e| e.kind == PodEventKind::Terminating).map(|e| (e.pod.clone(), e.unix_ms)).collect();
     for e in events.iter_mut().filter(|e| e.kind == PodEventKind::EndpointRemoved) {
         let note = match removal_delay(&terminating, &e.pod, e.unix_ms) {
             Some(d) => format!("{d} ms after the pod turned terminating"),
@@ -163,11 +165,8 @@ fn removal_delay(terminating: &BTreeMap<String, i64>, pod: &str, removed_at: i64
 
 /// (pod, ms from terminating to endpoint removal) for every pod that has both.
 pub fn removal_delays(events: &[RawEvent]) -> Vec<(String, i64)> {
-    let terminating: BTreeMap<String, i64> = events
-        .iter()
-        .filter(|e| e.kind == PodEventKind::Terminating)
-        .map(|e| (e.pod.clone(), e.unix_ms))
-        .collect();
+    let terminating: BTreeMap<String, i64> =
+        events.iter().filter(|e| e.kind == PodEventKind::Terminating).map(|e| (e.pod.clone(), e.unix_ms)).collect();
     events
         .iter()
         .filter(|e| e.kind == PodEventKind::EndpointRemoved)
@@ -184,9 +183,13 @@ pub fn record(shared: &Shared, at: i64, changes: Vec<Change>) {
         for c in changes {
             match c {
                 Change::Count(n) => s.samples.push((at, n)),
-                Change::Unrouted { pod, why } => {
-                    s.events.push(RawEvent { unix_ms: at, pod, app: "api", kind: PodEventKind::EndpointRemoved, detail: why })
-                }
+                Change::Unrouted { pod, why } => s.events.push(RawEvent {
+                    unix_ms: at,
+                    pod,
+                    app: "api",
+                    kind: PodEventKind::EndpointRemoved,
+                    detail: why,
+                }),
                 Change::Routed { .. } => {}
             }
         }
@@ -195,7 +198,12 @@ pub fn record(shared: &Shared, at: i64, changes: Vec<Change>) {
 }
 
 /// Watches the slices of Service `service` until `stop`.
-pub fn spawn_watch(api: Api<EndpointSlice>, service: &str, shared: Arc<Shared>, stop: CancellationToken) -> JoinHandle<()> {
+pub fn spawn_watch(
+    api: Api<EndpointSlice>,
+    service: &str,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
     let cfg = watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={service}"));
     tokio::spawn(async move {
         let mut table = EndpointTable::default();
@@ -253,9 +261,16 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|e| (e["t_ms"].as_i64().unwrap(), e["type"].as_str().unwrap().to_string(), serde_json::from_value(e["object"].clone()).unwrap()))
+            .map(|e| {
+                (
+                    e["t_ms"].as_i64().unwrap(),
+                    e["type"].as_str().unwrap().to_string(),
+                    serde_json::from_value(e["object"].clone()).unwrap(),
+                )
+            })
             .collect();
-        let terminating = v["terminating"].as_object().unwrap().iter().map(|(k, t)| (k.clone(), t.as_i64().unwrap())).collect();
+        let terminating =
+            v["terminating"].as_object().unwrap().iter().map(|(k, t)| (k.clone(), t.as_i64().unwrap())).collect();
         (events, terminating)
     }
 
@@ -265,7 +280,13 @@ mod tests {
         let mut samples = Vec::new();
         let mut out: Vec<RawEvent> = terminating
             .iter()
-            .map(|(pod, t)| RawEvent { unix_ms: *t, pod: pod.clone(), app: "api", kind: PodEventKind::Terminating, detail: String::new() })
+            .map(|(pod, t)| RawEvent {
+                unix_ms: *t,
+                pod: pod.clone(),
+                app: "api",
+                kind: PodEventKind::Terminating,
+                detail: String::new(),
+            })
             .collect();
         for (t, kind, slice) in &events {
             let changes = match kind.as_str() {
@@ -275,9 +296,13 @@ mod tests {
             for c in changes {
                 match c {
                     Change::Count(n) => samples.push((*t, n)),
-                    Change::Unrouted { pod, why } => {
-                        out.push(RawEvent { unix_ms: *t, pod, app: "api", kind: PodEventKind::EndpointRemoved, detail: why })
-                    }
+                    Change::Unrouted { pod, why } => out.push(RawEvent {
+                        unix_ms: *t,
+                        pod,
+                        app: "api",
+                        kind: PodEventKind::EndpointRemoved,
+                        detail: why,
+                    }),
                     Change::Routed { .. } => {}
                 }
             }
@@ -301,7 +326,11 @@ mod tests {
         let delays = removal_delays(&events);
         assert_eq!(
             delays,
-            vec![("api-7c9f6d5b8d-4xk2p".to_string(), 14), ("api-7c9f6d5b8d-9wq7m".to_string(), 31), ("api-7c9f6d5b8d-hb2cn".to_string(), 22)]
+            vec![
+                ("api-7c9f6d5b8d-4xk2p".to_string(), 14),
+                ("api-7c9f6d5b8d-9wq7m".to_string(), 31),
+                ("api-7c9f6d5b8d-hb2cn".to_string(), 22)
+            ]
         );
         annotate_removals(&mut events);
         let removed: Vec<&RawEvent> = events.iter().filter(|e| e.kind == PodEventKind::EndpointRemoved).collect();
@@ -315,10 +344,34 @@ mod tests {
     #[test]
     fn a_readiness_failure_is_a_removal_without_termination() {
         let mut events = vec![
-            RawEvent { unix_ms: 1000, pod: "a".into(), app: "api", kind: PodEventKind::EndpointRemoved, detail: String::new() },
-            RawEvent { unix_ms: 5000, pod: "a".into(), app: "api", kind: PodEventKind::Terminating, detail: String::new() },
-            RawEvent { unix_ms: 4900, pod: "b".into(), app: "api", kind: PodEventKind::EndpointRemoved, detail: String::new() },
-            RawEvent { unix_ms: 5000, pod: "b".into(), app: "api", kind: PodEventKind::Terminating, detail: String::new() },
+            RawEvent {
+                unix_ms: 1000,
+                pod: "a".into(),
+                app: "api",
+                kind: PodEventKind::EndpointRemoved,
+                detail: String::new(),
+            },
+            RawEvent {
+                unix_ms: 5000,
+                pod: "a".into(),
+                app: "api",
+                kind: PodEventKind::Terminating,
+                detail: String::new(),
+            },
+            RawEvent {
+                unix_ms: 4900,
+                pod: "b".into(),
+                app: "api",
+                kind: PodEventKind::EndpointRemoved,
+                detail: String::new(),
+            },
+            RawEvent {
+                unix_ms: 5000,
+                pod: "b".into(),
+                app: "api",
+                kind: PodEventKind::Terminating,
+                detail: String::new(),
+            },
         ];
         annotate_removals(&mut events);
         assert_eq!(events[0].detail, "while the pod was not terminating (readiness failed)");

@@ -43,7 +43,6 @@ impl Forward {
         });
         Ok(Forward { local, stop, task })
     }
-
 }
 
 impl Drop for Forward {
@@ -55,7 +54,8 @@ impl Drop for Forward {
 
 async fn forward_one(pods: Api<Pod>, selector: &str, port: u16, mut tcp: TcpStream) -> Result<()> {
     let pod = ready_pod(&pods, selector).await?;
-    let mut pf = pods.portforward(&pod, &[port]).await.with_context(|| format!("opening a port-forward to {pod}:{port}"))?;
+    let mut pf =
+        pods.portforward(&pod, &[port]).await.with_context(|| format!("opening a port-forward to {pod}:{port}"))?;
     let mut upstream = pf.take_stream(port).context("the port-forward has no stream")?;
     // Either side closing ends the connection; errors here are the peers' own resets.
     let _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
@@ -66,7 +66,8 @@ async fn forward_one(pods: Api<Pod>, selector: &str, port: u16, mut tcp: TcpStre
 
 /// A running pod whose Ready condition is true.
 pub async fn ready_pod(pods: &Api<Pod>, selector: &str) -> Result<String> {
-    let list = pods.list(&ListParams::default().labels(selector)).await.with_context(|| format!("listing pods {selector}"))?;
+    let list =
+        pods.list(&ListParams::default().labels(selector)).await.with_context(|| format!("listing pods {selector}"))?;
     list.items
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())

@@ -19,8 +19,6 @@ use kube::runtime::wait::await_condition;
 use kube::Client;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use zerodrop_jobs::Topology;
 use zerodrop_stages::{Stage, StageName};
 
@@ -36,7 +34,11 @@ pub fn queue(opts: &KindOptions) -> String {
 /// The final stage's api Deployment, renamed and relabelled so no Service selects
 /// it, with one replica.
 pub fn objects(opts: &KindOptions) -> Result<Vec<Rendered>> {
-    let render = zerodrop_manifests::RenderOptions { api_replicas: 1, worker_replicas: 0, ..opts.render_options(&queue(opts), "zd_guardian") };
+    let render = zerodrop_manifests::RenderOptions {
+        api_replicas: 1,
+        worker_replicas: 0,
+        ..opts.render_options(&queue(opts), "zd_guardian")
+    };
     let all = Rendered::all(&zerodrop_manifests::stage(&Stage::get(StageName::SurgeJitter), &render));
     let api = find(&all, "Deployment", "api").context("the final stage renders no api Deployment")?;
     let mut d = api.clone();
@@ -61,9 +63,10 @@ pub async fn run(client: &Client, opts: &KindOptions, amqp_url: &str, log_dir: &
     let applied = apply::apply_all(client, ns, &objs).await?;
     let generation = applied.first().map(|a| a.generation).unwrap_or(0);
     let result = exercise(&deployments, &pods, generation, &stage, log_dir).await;
-    let background = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
+    let background =
+        DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..DeleteParams::default() };
     let _ = deployments.delete(NAME, &background).await;
-    delete_queues(amqp_url, &Topology::new(queue(opts))).await;
+    crate::guardian::delete_queues(amqp_url, &Topology::new(queue(opts))).await;
     let (exit_code, exit_after_ms, client_outcome, logs, request_ms) = result?;
     Ok(GuardianCheck {
         drain_budget_ms: b.drain_budget.as_millis() as u64,
@@ -78,27 +81,42 @@ pub async fn run(client: &Client, opts: &KindOptions, amqp_url: &str, log_dir: &
 
 type Outcome = (Option<i32>, u64, String, Vec<crate::report::model::LogLine>, u64);
 
-async fn exercise(deployments: &Api<Deployment>, pods: &Api<Pod>, generation: i64, stage: &Stage, log_dir: &Path) -> Result<Outcome> {
+async fn exercise(
+    deployments: &Api<Deployment>,
+    pods: &Api<Pod>,
+    generation: i64,
+    stage: &Stage,
+    log_dir: &Path,
+) -> Result<Outcome> {
     let b = stage.api;
     rollout::wait_complete(deployments, NAME, generation, Duration::from_secs(120)).await?;
     let selector = format!("{}={NAME}", zerodrop_manifests::APP_LABEL);
     let pod = ready_pod(pods, &selector).await?;
     let log_path = log_dir.join(format!("{pod}.log"));
-    let logs_task = spawn_log_stream(pods.clone(), pod.clone(), log_path.clone(), None, tokio_util::sync::CancellationToken::new());
+    let logs_task =
+        spawn_log_stream(pods.clone(), pod.clone(), log_path.clone(), None, tokio_util::sync::CancellationToken::new());
     let forward = Forward::start(pods.clone(), selector, zerodrop_manifests::App::Api.port().1 as u16).await?;
 
     // The request must outlast preStop + the whole budget the guardian enforces.
     let request_ms = (stage.pod.pre_stop + b.guardian_deadline() + Duration::from_secs(3)).as_millis() as u64;
-    let client = tokio::spawn(long_request(forward.local, request_ms));
+    let client = tokio::spawn(crate::guardian::long_request(forward.local, request_ms));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let deleted_at = now_ms();
     // Scaled to zero rather than the pod deleted: no replacement pod appears.
     deployments
-        .patch(NAME, &PatchParams { field_manager: Some(super::FIELD_MANAGER.into()), ..PatchParams::default() }, &Patch::Merge(serde_json::json!({"spec": {"replicas": 0}})))
+        .patch(
+            NAME,
+            &PatchParams { field_manager: Some(super::FIELD_MANAGER.into()), ..PatchParams::default() },
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 0}})),
+        )
         .await
         .context("scaling the guardian deployment to zero")?;
     let limit = stage.pod.grace + Duration::from_secs(20);
-    let ended = tokio::time::timeout(limit, await_condition(pods.clone(), &pod, |p: Option<&Pod>| p.is_none_or(|p| facts(p).terminated.is_some()))).await;
+    let ended = tokio::time::timeout(
+        limit,
+        await_condition(pods.clone(), &pod, |p: Option<&Pod>| p.is_none_or(|p| facts(p).terminated.is_some())),
+    )
+    .await;
     let exited_at = now_ms();
     let exit_code = match ended {
         Ok(Ok(Some(p))) => facts(&p).terminated.map(|t| t.exit_code),
@@ -118,31 +136,4 @@ async fn exercise(deployments: &Api<Deployment>, pods: &Api<Pod>, generation: i6
         .unwrap_or(deleted_at + stage.pod.pre_stop.as_millis() as i64);
     let logs = evidence::read_pod_log(&log_path, &pod, "api", sigterm_at);
     Ok((exit_code, (exited_at - sigterm_at).max(0) as u64, client_outcome, logs, request_ms))
-}
-
-/// What the client of the long request saw, as a class key (as the local exercise).
-async fn long_request(addr: std::net::SocketAddr, ms: u64) -> String {
-    let Ok(mut s) = TcpStream::connect(addr).await else { return "refused".into() };
-    let req = format!("GET /work?ms={ms} HTTP/1.1\r\nHost: api\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return "reset".into();
-    }
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_millis(ms + 5000), s.read_to_end(&mut buf)).await;
-    match read {
-        Err(_) => "timeout".into(),
-        Ok(Err(_)) => "reset".into(),
-        Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 2") => "ok".into(),
-        Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 ") && buf.len() >= 12 => format!("http_{}", String::from_utf8_lossy(&buf[9..12])),
-        Ok(Ok(_)) => "reset".into(),
-    }
-}
-
-async fn delete_queues(amqp_url: &str, topology: &Topology) {
-    if let Ok(conn) = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await {
-        if let Ok(ch) = conn.create_channel().await {
-            let _ = topology.delete(&ch).await;
-        }
-        let _ = conn.close(200, "done").await;
-    }
 }

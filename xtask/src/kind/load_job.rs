@@ -85,7 +85,10 @@ pub fn job_object(
 ) -> Result<zerodrop_manifests::Object> {
     let port = super::objects::service_port(stage_objects, "api")?;
     let target = format!("{}:{port}", render.service_host("api"));
-    let spec = zerodrop_manifests::LoadJobSpec { name: job_name(&opts.run_id, index), args: args(profile, &target, job_prefix) };
+    let spec = zerodrop_manifests::LoadJobSpec {
+        name: job_name(&opts.run_id, index),
+        args: args(profile, &target, job_prefix),
+    };
     Ok(zerodrop_manifests::load_job(&spec, render))
 }
 

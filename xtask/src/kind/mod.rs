@@ -70,7 +70,13 @@ pub struct KindOptions {
 }
 
 impl KindOptions {
-    pub fn new(context: Option<String>, keep: bool, run_id: String, image_tag: String, out_dir: PathBuf) -> KindOptions {
+    pub fn new(
+        context: Option<String>,
+        keep: bool,
+        run_id: String,
+        image_tag: String,
+        out_dir: PathBuf,
+    ) -> KindOptions {
         let cluster = context.as_deref().and_then(|c| c.strip_prefix("kind-")).unwrap_or(CLUSTER).to_string();
         KindOptions {
             cluster,
@@ -175,7 +181,8 @@ impl Session {
         let cmds = cluster::setup_commands(&self.opts)?;
         if self.opts.creates_cluster() {
             let path = self.opts.config_path();
-            std::fs::write(&path, zerodrop_manifests::kind_cluster_config()).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, zerodrop_manifests::kind_cluster_config())
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         for c in cmds {
             if c == cluster::create_cluster(&self.opts) {
@@ -190,7 +197,10 @@ impl Session {
     pub async fn teardown(&self) {
         let ctx = self.opts.context_name();
         if self.opts.keep {
-            eprintln!("[kind] --keep: left up. Inspect with `kubectl --context {ctx} -n {} get pods`", self.opts.namespace);
+            eprintln!(
+                "[kind] --keep: left up. Inspect with `kubectl --context {ctx} -n {} get pods`",
+                self.opts.namespace
+            );
             if self.cluster_started {
                 eprintln!("[kind] delete it with `{}`", cluster::delete_cluster(&self.opts).display());
             }
@@ -224,7 +234,8 @@ impl Session {
 /// A kube-rs client for `context` of the kubeconfig (KUBECONFIG or ~/.kube/config).
 pub async fn connect(context: &str) -> Result<Client> {
     let opts = KubeConfigOptions { context: Some(context.to_string()), ..KubeConfigOptions::default() };
-    let config = kube::Config::from_kubeconfig(&opts).await.with_context(|| format!("loading kubeconfig context {context}"))?;
+    let config =
+        kube::Config::from_kubeconfig(&opts).await.with_context(|| format!("loading kubeconfig context {context}"))?;
     Client::try_from(config).with_context(|| format!("creating a Kubernetes client for context {context}"))
 }
 
@@ -262,7 +273,10 @@ impl KindPlatform {
     pub async fn connect(opts: KindOptions, roll_timeout: Duration) -> Result<KindPlatform> {
         let ctx = opts.context_name();
         let client = connect(&ctx).await?;
-        let v = client.apiserver_version().await.with_context(|| format!("the API server of context {ctx} does not answer"))?;
+        let v = client
+            .apiserver_version()
+            .await
+            .with_context(|| format!("the API server of context {ctx} does not answer"))?;
         let ns = opts.namespace.clone();
         let base = Rendered::all(&zerodrop_manifests::base(&opts.render_options("-", "-")));
         eprintln!("[kind] context {ctx}: Kubernetes {}; applying namespace {ns}, rabbitmq, postgres", v.git_version);
@@ -275,10 +289,14 @@ impl KindPlatform {
             }
         }
         // The apps' own in-cluster URLs, with the host swapped for a port-forward.
-        let probe = Rendered::all(&zerodrop_manifests::stage(&Stage::get(StageName::Naive), &opts.render_options("-", "-")));
-        let amqp_in = find(&probe, "Deployment", "api").and_then(|d| container_env(&d.json, "AMQP_URL")).context("the api Deployment sets no AMQP_URL")?;
-        let db_in =
-            find(&probe, "Deployment", "worker").and_then(|d| container_env(&d.json, "DATABASE_URL")).context("the worker Deployment sets no DATABASE_URL")?;
+        let probe =
+            Rendered::all(&zerodrop_manifests::stage(&Stage::get(StageName::Naive), &opts.render_options("-", "-")));
+        let amqp_in = find(&probe, "Deployment", "api")
+            .and_then(|d| container_env(&d.json, "AMQP_URL"))
+            .context("the api Deployment sets no AMQP_URL")?;
+        let db_in = find(&probe, "Deployment", "worker")
+            .and_then(|d| container_env(&d.json, "DATABASE_URL"))
+            .context("the worker Deployment sets no DATABASE_URL")?;
         let pods = Api::<Pod>::namespaced(client.clone(), &ns);
         let mut forwards = Vec::new();
         let mut local = Vec::new();
@@ -333,7 +351,12 @@ impl Platform for KindPlatform {
                 self.opts.image_tag
             )
         } else {
-            format!("Kubernetes (context {}, {}, images tagged {}{pulled})", self.opts.context_name(), self.server_version, self.opts.image_tag)
+            format!(
+                "Kubernetes (context {}, {}, images tagged {}{pulled})",
+                self.opts.context_name(),
+                self.server_version,
+                self.opts.image_tag
+            )
         }
     }
 
@@ -347,13 +370,20 @@ impl Platform for KindPlatform {
 
     async fn deploy(&mut self, stage: &Stage, env: &StageEnv, log_dir: &Path) -> Result<()> {
         let ns = self.opts.namespace.clone();
-        apply::delete_fleet(&self.client, &ns, &DEPLOYMENTS, &[], Duration::from_secs(120)).await.context("removing a leftover fleet")?;
+        apply::delete_fleet(&self.client, &ns, &DEPLOYMENTS, &[], Duration::from_secs(120))
+            .await
+            .context("removing a leftover fleet")?;
         let shared = Arc::new(Shared::default());
         shared.with(|s| s.pre_stop_ms = stage.pod.pre_stop.as_millis() as u64);
         let stop = CancellationToken::new();
         let watchers = vec![
             pods::spawn_watch(self.pods(), shared.clone(), log_dir.to_path_buf(), stop.clone()),
-            endpoints::spawn_watch(Api::<EndpointSlice>::namespaced(self.client.clone(), &ns), "api", shared.clone(), stop.clone()),
+            endpoints::spawn_watch(
+                Api::<EndpointSlice>::namespaced(self.client.clone(), &ns),
+                "api",
+                shared.clone(),
+                stop.clone(),
+            ),
         ];
         let render = self.opts.stage_render(env);
         let objects = Rendered::all(&zerodrop_manifests::stage(stage, &render));
@@ -379,7 +409,13 @@ impl Platform for KindPlatform {
             if o.kind == "Deployment" {
                 if let Err(e) = rollout::wait_complete(&api, &o.name, a.generation, limit).await {
                     let pods = shared.with(|s| s.pods.not_ready());
-                    return Err(e).with_context(|| format!("stage {}: pods not ready: {}", stage.name, if pods.is_empty() { "none".into() } else { pods.join("; ") }));
+                    return Err(e).with_context(|| {
+                        format!(
+                            "stage {}: pods not ready: {}",
+                            stage.name,
+                            if pods.is_empty() { "none".into() } else { pods.join("; ") }
+                        )
+                    });
                 }
             }
         }
@@ -410,7 +446,11 @@ impl Platform for KindPlatform {
         }
         let (started, exit) = shared.with(|s| (s.load.started, s.load.exit.clone()));
         if !started {
-            bail!("the load Job {} ended before printing anything: {}", job.name, exit.map(|e| e.describe()).unwrap_or_default());
+            bail!(
+                "the load Job {} ended before printing anything: {}",
+                job.name,
+                exit.map(|e| e.describe()).unwrap_or_default()
+            );
         }
         let n = shared.ready_endpoints.load(Ordering::Relaxed);
         shared.with(|s| s.samples.push((now_ms(), n)));
@@ -420,7 +460,8 @@ impl Platform for KindPlatform {
             if !Self::wait_or(&shared, limit, |s| s.load.exit.is_some()).await {
                 bail!("the load generator did not finish within {limit:?}");
             }
-            let (task, path, pod, exit) = shared.with(|s| (s.load.log_task.take(), s.load.log_path.clone(), s.load.pod.clone(), s.load.exit.clone()));
+            let (task, path, pod, exit) = shared
+                .with(|s| (s.load.log_task.take(), s.load.log_path.clone(), s.load.pod.clone(), s.load.exit.clone()));
             if let Some(t) = task {
                 let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
             }
@@ -430,9 +471,15 @@ impl Platform for KindPlatform {
                 Err(first) => {
                     // The stream may have broken off; the pod keeps its whole log.
                     let pod = pod.context("the load pod has no name")?;
-                    let full = pods.logs(&pod, &LogParams::default()).await.with_context(|| format!("reading the log of {pod}"))?;
+                    let full = pods
+                        .logs(&pod, &LogParams::default())
+                        .await
+                        .with_context(|| format!("reading the log of {pod}"))?;
                     load_job::extract_result(&full).map_err(|_| first).with_context(|| {
-                        format!("the load generator ({pod}, {}) returned no result", exit.map(|e| e.describe()).unwrap_or_default())
+                        format!(
+                            "the load generator ({pod}, {}) returned no result",
+                            exit.map(|e| e.describe()).unwrap_or_default()
+                        )
                     })
                 }
             }
@@ -446,7 +493,8 @@ impl Platform for KindPlatform {
     async fn rollout(&mut self) -> Result<Duration> {
         self.fleet()?;
         let api = self.deployments();
-        let at = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let at =
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let t0 = Instant::now();
         let mut generations = Vec::new();
         for d in DEPLOYMENTS {
@@ -470,11 +518,14 @@ impl Platform for KindPlatform {
     async fn finish_stage(&mut self) -> Result<Observed> {
         let Some(f) = self.fleet.take() else { return Ok(Observed::default()) };
         // What the stage showed, before the teardown adds its own kills.
-        let (mut events, endpoints, pod_logs) = f.shared.with(|s| (s.events.clone(), s.samples.clone(), s.pod_logs.clone()));
+        let (mut events, endpoints, pod_logs) =
+            f.shared.with(|s| (s.events.clone(), s.samples.clone(), s.pod_logs.clone()));
         endpoints::annotate_removals(&mut events);
         events.sort_by_key(|e| e.unix_ms);
         let jobs: Vec<String> = f.load_job.iter().cloned().collect();
-        let down = apply::delete_fleet(&self.client, &self.opts.namespace, &DEPLOYMENTS, &jobs, Duration::from_secs(120)).await;
+        let down =
+            apply::delete_fleet(&self.client, &self.opts.namespace, &DEPLOYMENTS, &jobs, Duration::from_secs(120))
+                .await;
         f.stop.cancel();
         let tasks = f.shared.with(|s| {
             let mut t = std::mem::take(&mut s.log_tasks);

@@ -111,7 +111,8 @@ pub fn rewrite_host_port(url: &str, host_port: &str) -> Result<String> {
 /// container port its `targetPort` names.
 pub fn forward_target(objects: &[Rendered], host: &str, port: u16) -> Result<ForwardTarget> {
     let service = host.split('.').next().unwrap_or(host);
-    let svc = find(objects, "Service", service).with_context(|| format!("no Service `{service}` among the rendered objects"))?;
+    let svc = find(objects, "Service", service)
+        .with_context(|| format!("no Service `{service}` among the rendered objects"))?;
     let ports = svc.json.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
     let entry = ports
         .iter()
@@ -120,7 +121,10 @@ pub fn forward_target(objects: &[Rendered], host: &str, port: u16) -> Result<For
     let selector = service_selector(&svc.json);
     let container_port = match entry.get("targetPort") {
         None => port,
-        Some(Value::Number(n)) => n.as_u64().and_then(|n| u16::try_from(n).ok()).with_context(|| format!("Service `{service}`: bad targetPort {n}"))?,
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .with_context(|| format!("Service `{service}`: bad targetPort {n}"))?,
         Some(Value::String(named)) => {
             let workload = objects
                 .iter()
@@ -140,7 +144,8 @@ pub fn forward_target(objects: &[Rendered], host: &str, port: u16) -> Result<For
 
 /// `port` of the Service `name`'s first port.
 pub fn service_port(objects: &[Rendered], name: &str) -> Result<u16> {
-    let svc = find(objects, "Service", name).with_context(|| format!("no Service `{name}` among the rendered objects"))?;
+    let svc =
+        find(objects, "Service", name).with_context(|| format!("no Service `{name}` among the rendered objects"))?;
     svc.json
         .pointer("/spec/ports/0/port")
         .and_then(Value::as_u64)
@@ -167,7 +172,10 @@ mod tests {
     fn the_broker_and_database_forward_targets_come_from_the_render() {
         let o = zerodrop_manifests::RenderOptions::default();
         let base = Rendered::all(&zerodrop_manifests::base(&o));
-        let stage = Rendered::all(&zerodrop_manifests::stage(&zerodrop_stages::Stage::get(zerodrop_stages::StageName::Naive), &o));
+        let stage = Rendered::all(&zerodrop_manifests::stage(
+            &zerodrop_stages::Stage::get(zerodrop_stages::StageName::Naive),
+            &o,
+        ));
         let api = find(&stage, "Deployment", "api").unwrap();
         let worker = find(&stage, "Deployment", "worker").unwrap();
         let amqp = container_env(&api.json, "AMQP_URL").unwrap();

@@ -53,7 +53,12 @@ impl Plan {
                 Step::Section(t) => writeln!(out, "\n## {t}\n"),
                 Step::Run(c) => writeln!(out, "$ {}", c.display()),
                 Step::Write { path, contents } => writeln!(out, "write {path}:\n{}", indent(contents)),
-                Step::Apply { what, yaml } => writeln!(out, "apply {what} (server-side, field manager {}):\n{}", super::FIELD_MANAGER, indent(yaml)),
+                Step::Apply { what, yaml } => writeln!(
+                    out,
+                    "apply {what} (server-side, field manager {}):\n{}",
+                    super::FIELD_MANAGER,
+                    indent(yaml)
+                ),
                 Step::Api(t) => writeln!(out, "- {t}"),
             };
         }
@@ -90,8 +95,12 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
     }
     match &opts.context {
         None => p.api(format!("no kind cluster named `{}` exists yet (`kind get clusters`)", opts.cluster)),
-        Some(ctx) if opts.uses_kind_cli() => p.api(format!("context {ctx} names the existing kind cluster `{}` and is in the kubeconfig", opts.cluster)),
-        Some(ctx) => p.api(format!("context {ctx} is in the kubeconfig (the cluster exists and is not created or deleted here)")),
+        Some(ctx) if opts.uses_kind_cli() => {
+            p.api(format!("context {ctx} names the existing kind cluster `{}` and is in the kubeconfig", opts.cluster))
+        }
+        Some(ctx) => {
+            p.api(format!("context {ctx} is in the kubeconfig (the cluster exists and is not created or deleted here)"))
+        }
     }
     if let Some(r) = &opts.registry {
         p.api(format!("you are logged in to {r} (`docker login`) and the cluster can pull from it; not checked before the first push"));
@@ -100,7 +109,10 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
     p.section("Cluster and images");
     let setup = cluster::setup_commands(opts)?;
     if opts.creates_cluster() {
-        p.steps.push(Step::Write { path: opts.config_path().display().to_string(), contents: zerodrop_manifests::kind_cluster_config() });
+        p.steps.push(Step::Write {
+            path: opts.config_path().display().to_string(),
+            contents: zerodrop_manifests::kind_cluster_config(),
+        });
     }
     p.steps.extend(setup.into_iter().map(Step::Run));
     p.api(format!("connect with kube-rs to context {} (rustls + ring); read the server version", opts.context_name()));
@@ -118,22 +130,46 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
         p.api("watch pods and the api Service's EndpointSlices; stream every pod's log from its start to logs/<stage>/<pod>.log");
         let objects = zerodrop_manifests::stage(stage, &render);
         p.apply(format!("stage {}", stage.name), &objects);
-        p.api(format!("wait for deployments api and worker (rollout condition) and {} ready api endpoints", env.api_replicas));
+        p.api(format!(
+            "wait for deployments api and worker (rollout condition) and {} ready api endpoints",
+            env.api_replicas
+        ));
         let rendered = Rendered::all(&objects);
-        let job = load_job::job_object(opts, &render, &rendered, &profile.load, &format!("{}-{}", opts.run_id, stage.name), i)?;
+        let job = load_job::job_object(
+            opts,
+            &render,
+            &rendered,
+            &profile.load,
+            &format!("{}-{}", opts.run_id, stage.name),
+            i,
+        )?;
         p.apply(format!("the load Job {}", job.name()), std::slice::from_ref(&job));
         p.api("wait for the load generator's first log line (requests flowing)");
-        p.api(format!("after warm-up + steady ({} s): patch deployments api and worker (strategic merge, field manager {}):", (profile.warmup + profile.steady).as_secs(), super::FIELD_MANAGER));
+        p.api(format!(
+            "after warm-up + steady ({} s): patch deployments api and worker (strategic merge, field manager {}):",
+            (profile.warmup + profile.steady).as_secs(),
+            super::FIELD_MANAGER
+        ));
         p.api(format!("    {}", rollout::restart_patch("<now, RFC 3339>")));
         p.api("wait for both rollouts (rollout condition), then for every terminating pod to exit");
-        p.api(format!("wait for the Job's pod to end; parse its log between `{}` and `{}`", load_job::BEGIN, load_job::END));
+        p.api(format!(
+            "wait for the Job's pod to end; parse its log between `{}` and `{}`",
+            load_job::BEGIN,
+            load_job::END
+        ));
         p.api("reconcile the accepted jobs against the ledger (through the port-forwards)");
-        p.api(format!("delete deployments api, worker and job {} (background), then their pods with no grace period", job.name()));
+        p.api(format!(
+            "delete deployments api, worker and job {} (background), then their pods with no grace period",
+            job.name()
+        ));
     }
 
     p.section("Guardian exercise");
     let g = guardian::objects(opts)?;
-    p.steps.push(Step::Apply { what: format!("deployment {}", guardian::NAME), yaml: g.iter().map(|o| serde_yaml::to_string(&o.json).unwrap_or_default()).collect::<Vec<_>>().join("---\n") });
+    p.steps.push(Step::Apply {
+        what: format!("deployment {}", guardian::NAME),
+        yaml: g.iter().map(|o| serde_yaml::to_string(&o.json).unwrap_or_default()).collect::<Vec<_>>().join("---\n"),
+    });
     p.api("port-forward to its pod, send a request longer than preStop + the shutdown budget, scale it to 0; read the exit code");
     p.api(format!("delete deployment {} and the exercise's queues", guardian::NAME));
 

@@ -78,12 +78,23 @@ pub fn facts(pod: &Pod) -> PodFacts {
         ip: st.and_then(|s| s.pod_ip.clone()),
         ready,
         deleting: pod.metadata.deletion_timestamp.is_some(),
-        grace_s: pod.metadata.deletion_grace_period_seconds.or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)),
+        grace_s: pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)),
         running: state.is_some_and(|s| s.running.is_some()),
-        terminated: state.and_then(|s| s.terminated.as_ref()).map(|t| Terminated { exit_code: t.exit_code, signal: t.signal, reason: t.reason.clone() }),
-        waiting: state
-            .and_then(|s| s.waiting.as_ref())
-            .map(|w| format!("{}{}", w.reason.clone().unwrap_or_default(), w.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())),
+        terminated: state.and_then(|s| s.terminated.as_ref()).map(|t| Terminated {
+            exit_code: t.exit_code,
+            signal: t.signal,
+            reason: t.reason.clone(),
+        }),
+        waiting: state.and_then(|s| s.waiting.as_ref()).map(|w| {
+            format!(
+                "{}{}",
+                w.reason.clone().unwrap_or_default(),
+                w.message.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
+            )
+        }),
         restarts: cs.map(|c| c.restart_count).unwrap_or(0),
     }
 }
@@ -141,7 +152,11 @@ impl PodTracker {
                 // The kubelet sends SIGKILL when the grace period (counted from the
                 // deletion, preStop included) runs out; the API shows only the exit.
                 let kill_at = (since + grace * 1000).min(at);
-                out.push((kill_at, PodEventKind::Sigkill, format!("grace period over: SIGKILL (inferred from {})", term.describe())));
+                out.push((
+                    kill_at,
+                    PodEventKind::Sigkill,
+                    format!("grace period over: SIGKILL (inferred from {})", term.describe()),
+                ));
             }
             out.push((at, PodEventKind::Exited, term.describe()));
             t.exited = true;
@@ -173,8 +188,15 @@ impl PodTracker {
             .iter()
             .filter(|(_, t)| !t.ready && !t.exited && t.terminating.is_none())
             .map(|(n, t)| {
-                let why = t.last.waiting.clone().unwrap_or_else(|| if t.last.running { "running, readiness failing".into() } else { "not started".into() });
-                let restarts = if t.last.restarts > 0 { format!(", {} restarts", t.last.restarts) } else { String::new() };
+                let why = t.last.waiting.clone().unwrap_or_else(|| {
+                    if t.last.running {
+                        "running, readiness failing".into()
+                    } else {
+                        "not started".into()
+                    }
+                });
+                let restarts =
+                    if t.last.restarts > 0 { format!(", {} restarts", t.last.restarts) } else { String::new() };
                 format!("{n}: {why}{restarts}")
             })
             .collect()
@@ -220,7 +242,8 @@ pub fn spawn_watch(api: Api<Pod>, shared: Arc<Shared>, log_dir: PathBuf, stop: C
                             push(&mut s.events, &name, app, seen);
                         }
                         if s.load.pod.as_deref() == Some(name.as_str()) && s.load.exit.is_none() {
-                            s.load.exit = Some(Terminated { exit_code: -1, signal: None, reason: Some("pod deleted".into()) });
+                            s.load.exit =
+                                Some(Terminated { exit_code: -1, signal: None, reason: Some("pod deleted".into()) });
                         }
                     });
                     shared.changed.notify_waiters();
@@ -245,10 +268,23 @@ pub fn spawn_watch(api: Api<Pod>, shared: Arc<Shared>, log_dir: PathBuf, stop: C
 }
 
 fn push(events: &mut Vec<RawEvent>, pod: &str, app: &'static str, seen: Seen) {
-    events.extend(seen.into_iter().map(|(unix_ms, kind, detail)| RawEvent { unix_ms, pod: pod.to_string(), app, kind, detail }));
+    events.extend(seen.into_iter().map(|(unix_ms, kind, detail)| RawEvent {
+        unix_ms,
+        pod: pod.to_string(),
+        app,
+        kind,
+        detail,
+    }));
 }
 
-fn on_pod(api: &Api<Pod>, shared: &Arc<Shared>, log_dir: &std::path::Path, stop: &CancellationToken, at: i64, f: &PodFacts) {
+fn on_pod(
+    api: &Api<Pod>,
+    shared: &Arc<Shared>,
+    log_dir: &std::path::Path,
+    stop: &CancellationToken,
+    at: i64,
+    f: &PodFacts,
+) {
     let app = app_of(&f.labels);
     let is_load = shared.with(|s| s.load.job.is_some() && s.load.job.as_deref() == job_of(&f.labels));
     if app.is_none() && !is_load {
@@ -277,7 +313,8 @@ fn on_pod(api: &Api<Pod>, shared: &Arc<Shared>, log_dir: &std::path::Path, stop:
                         sh.changed.notify_waiters();
                     }
                 });
-                l.log_task = Some(spawn_log_stream(api.clone(), f.name.clone(), path.clone(), Some(first_line), stop.clone()));
+                l.log_task =
+                    Some(spawn_log_stream(api.clone(), f.name.clone(), path.clone(), Some(first_line), stop.clone()));
             }
             if l.pod.as_deref() == Some(f.name.as_str()) {
                 l.waiting = f.waiting.clone();
@@ -296,7 +333,13 @@ pub type LineHook = Box<dyn FnMut(&str) + Send>;
 /// Streams `pod`'s log (following, from the container's start) into `path`. Retries
 /// while the container has not started; gives up on that after two minutes, or when
 /// `stop` fires first. Once streaming it runs until the container's log ends.
-pub fn spawn_log_stream(api: Api<Pod>, pod: String, path: PathBuf, mut hook: Option<LineHook>, stop: CancellationToken) -> JoinHandle<()> {
+pub fn spawn_log_stream(
+    api: Api<Pod>,
+    pod: String,
+    path: PathBuf,
+    mut hook: Option<LineHook>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(120);
         let params = LogParams { follow: true, ..LogParams::default() };
@@ -355,7 +398,8 @@ mod tests {
     }
 
     fn base(extra_meta: serde_json::Value, status: serde_json::Value) -> serde_json::Value {
-        let mut meta = serde_json::json!({"name": "api-7c9f6d5b8d-4xk2p", "namespace": "zerodrop", "labels": {"app": "api"}});
+        let mut meta =
+            serde_json::json!({"name": "api-7c9f6d5b8d-4xk2p", "namespace": "zerodrop", "labels": {"app": "api"}});
         if let (Some(m), Some(x)) = (meta.as_object_mut(), extra_meta.as_object()) {
             m.extend(x.clone());
         }
@@ -377,18 +421,25 @@ mod tests {
     #[test]
     fn a_naive_pod_is_created_ready_terminating_sigkilled_and_exits() {
         let mut t = PodTracker::default();
-        let deleting = serde_json::json!({"deletionTimestamp": "2026-11-23T13:02:41Z", "deletionGracePeriodSeconds": 12});
+        let deleting =
+            serde_json::json!({"deletionTimestamp": "2026-11-23T13:02:41Z", "deletionGracePeriodSeconds": 12});
         let seq = [
             (0, pod(base(serde_json::json!({}), serde_json::json!({"phase": "Pending"})))),
             (900, pod(base(serde_json::json!({}), running(true)))),
             (5_000, pod(base(deleting.clone(), running(true)))),
             (5_040, pod(base(deleting.clone(), running(false)))),
-            (17_900, pod(base(deleting.clone(), serde_json::json!({
-                "phase": "Running",
-                "conditions": [{"type": "Ready", "status": "False"}],
-                "containerStatuses": [{"name": "api", "image": "", "imageID": "", "ready": false, "restartCount": 0,
-                    "state": {"terminated": {"exitCode": 137, "reason": "Error"}}}]
-            })))),
+            (
+                17_900,
+                pod(base(
+                    deleting.clone(),
+                    serde_json::json!({
+                        "phase": "Running",
+                        "conditions": [{"type": "Ready", "status": "False"}],
+                        "containerStatuses": [{"name": "api", "image": "", "imageID": "", "ready": false, "restartCount": 0,
+                            "state": {"terminated": {"exitCode": 137, "reason": "Error"}}}]
+                    }),
+                )),
+            ),
         ];
         let mut seen = Vec::new();
         for (at, f) in &seq {

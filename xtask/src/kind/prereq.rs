@@ -71,7 +71,13 @@ impl Probe for System {
     }
 
     fn kind_clusters(&self) -> Result<Vec<String>, String> {
-        Ok(self.output("kind", &["get", "clusters"])?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
+        Ok(self
+            .output("kind", &["get", "clusters"])?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
     }
 
     fn kube_contexts(&self) -> Result<Vec<String>, String> {
@@ -137,7 +143,9 @@ pub fn check(p: &dyn Probe, opts: &super::KindOptions) -> Result<()> {
         }
         Some(ctx) => {
             // `validate` refused a non-kind context without --registry.
-            let Some(name) = ctx.strip_prefix("kind-") else { bail!("--context {ctx} is not a kind cluster's context") };
+            let Some(name) = ctx.strip_prefix("kind-") else {
+                bail!("--context {ctx} is not a kind cluster's context")
+            };
             if !clusters.iter().any(|c| c == name) {
                 let have = if clusters.is_empty() { "none".to_string() } else { clusters.join(", ") };
                 bail!("--context {ctx}: there is no kind cluster `{name}` (`kind get clusters`: {have})");
@@ -162,7 +170,8 @@ mod tests {
     /// A directory holding fake `docker` / `kind` scripts: a PATH with exactly them.
     fn fake_path(tools: &[(&str, &str)]) -> (PathBuf, System) {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("zerodrop-prereq-{}-{}", std::process::id(), rand::random::<u64>()));
+        let dir =
+            std::env::temp_dir().join(format!("zerodrop-prereq-{}-{}", std::process::id(), rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         for (name, script) in tools {
             let p = dir.join(name);
@@ -192,13 +201,17 @@ mod tests {
         let (dir, sys) =
             fake_path(&[("docker", "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?' >&2; exit 1"), ("kind", "exit 0")]);
         let err = check(&sys, &opts()).unwrap_err().to_string();
-        assert!(err.starts_with("no Docker daemon answers (`docker info`: Cannot connect to the Docker daemon"), "{err}");
+        assert!(
+            err.starts_with("no Docker daemon answers (`docker info`: Cannot connect to the Docker daemon"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn auto_picks_local_when_docker_info_fails() {
-        let (dir, sys) = fake_path(&[("docker", "echo 'Cannot connect to the Docker daemon' >&2; exit 1"), ("kind", "exit 0")]);
+        let (dir, sys) =
+            fake_path(&[("docker", "echo 'Cannot connect to the Docker daemon' >&2; exit 1"), ("kind", "exit 0")]);
         let (kind, why) = choose_auto(&sys);
         assert_eq!(kind, PlatformKind::Local);
         assert!(why.contains("`docker info` failed (Cannot connect to the Docker daemon)"), "{why}");
@@ -251,16 +264,39 @@ mod tests {
         assert!(err.starts_with("a kind cluster named `zerodrop` already exists"), "{err}");
         assert!(err.contains("--context kind-zerodrop"), "{err}");
 
-        let o = with_root(crate::kind::KindOptions::new(Some("prod".into()), false, "t".into(), "t".into(), std::env::temp_dir()));
+        let o = with_root(crate::kind::KindOptions::new(
+            Some("prod".into()),
+            false,
+            "t".into(),
+            "t".into(),
+            std::env::temp_dir(),
+        ));
         let err = check(&fake, &o).unwrap_err().to_string();
         assert!(err.starts_with("--context prod is not a kind cluster's context"), "{err}");
-        assert!(err.contains("a non-kind cluster cannot see local images; pass --registry <prefix> that the cluster can pull from"), "{err}");
+        assert!(
+            err.contains(
+                "a non-kind cluster cannot see local images; pass --registry <prefix> that the cluster can pull from"
+            ),
+            "{err}"
+        );
 
-        let o = with_root(crate::kind::KindOptions::new(Some("kind-other".into()), false, "t".into(), "t".into(), std::env::temp_dir()));
+        let o = with_root(crate::kind::KindOptions::new(
+            Some("kind-other".into()),
+            false,
+            "t".into(),
+            "t".into(),
+            std::env::temp_dir(),
+        ));
         let err = check(&fake, &o).unwrap_err().to_string();
         assert!(err.contains("there is no kind cluster `other`"), "{err}");
 
-        let o = with_root(crate::kind::KindOptions::new(Some("kind-zerodrop".into()), false, "t".into(), "t".into(), std::env::temp_dir()));
+        let o = with_root(crate::kind::KindOptions::new(
+            Some("kind-zerodrop".into()),
+            false,
+            "t".into(),
+            "t".into(),
+            std::env::temp_dir(),
+        ));
         assert!(check(&fake, &o).is_ok());
         let fake = Fake { clusters: vec!["zerodrop".into()], contexts: vec![] };
         let err = check(&fake, &o).unwrap_err().to_string();
@@ -270,8 +306,14 @@ mod tests {
     #[test]
     fn another_cluster_with_a_registry_needs_docker_and_the_context_but_not_kind() {
         let o = |ctx: &str| {
-            with_root(crate::kind::KindOptions::new(Some(ctx.into()), false, "t".into(), "t".into(), std::env::temp_dir()))
-                .with_registry(Some("registry.local:5000/".into()))
+            with_root(crate::kind::KindOptions::new(
+                Some(ctx.into()),
+                false,
+                "t".into(),
+                "t".into(),
+                std::env::temp_dir(),
+            ))
+            .with_registry(Some("registry.local:5000/".into()))
         };
         assert_eq!(o("prod").registry.as_deref(), Some("registry.local:5000"));
         // Docker answers, no `kind` anywhere on PATH.

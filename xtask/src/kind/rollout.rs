@@ -48,7 +48,10 @@ pub fn rollout_state(d: &Deployment, min_generation: i64) -> RolloutState {
         return RolloutState::Waiting(format!("{updated} of {want} replicas updated"));
     }
     if total != want {
-        return RolloutState::Waiting(format!("{} old replica(s) remaining ({total} counted, {want} wanted)", total - want));
+        return RolloutState::Waiting(format!(
+            "{} old replica(s) remaining ({total} counted, {want} wanted)",
+            total - want
+        ));
     }
     if available != want {
         return RolloutState::Waiting(format!("{available} of {want} replicas available"));
@@ -64,7 +67,8 @@ pub fn rollout_complete(min_generation: i64) -> impl Condition<Deployment> {
 /// Waits (on a watch) until `name` satisfies [`rollout_complete`]; on timeout the
 /// error says what it was still waiting for.
 pub async fn wait_complete(api: &Api<Deployment>, name: &str, min_generation: i64, timeout: Duration) -> Result<()> {
-    let waited = tokio::time::timeout(timeout, await_condition(api.clone(), name, rollout_complete(min_generation))).await;
+    let waited =
+        tokio::time::timeout(timeout, await_condition(api.clone(), name, rollout_complete(min_generation))).await;
     match waited {
         Ok(r) => {
             r.with_context(|| format!("watching deployment {name}"))?;
@@ -94,7 +98,11 @@ pub async fn restart(api: &Api<Deployment>, name: &str, at: &str) -> Result<i64>
     // A strategic-merge patch, not an apply: an apply of just this annotation would
     // tell the API server that the field manager no longer wants the rest of the spec.
     let d = api
-        .patch(name, &PatchParams { field_manager: Some(super::FIELD_MANAGER.into()), ..PatchParams::default() }, &Patch::Strategic(restart_patch(at)))
+        .patch(
+            name,
+            &PatchParams { field_manager: Some(super::FIELD_MANAGER.into()), ..PatchParams::default() },
+            &Patch::Strategic(restart_patch(at)),
+        )
         .await
         .with_context(|| format!("patching deployment {name} to restart its pods"))?;
     d.metadata.generation.with_context(|| format!("deployment {name} has no generation after the patch"))
@@ -151,7 +159,10 @@ mod tests {
     #[test]
     fn the_restart_patch_touches_only_the_template_annotation() {
         let p = restart_patch("2026-11-23T13:00:00Z");
-        assert_eq!(p.pointer("/spec/template/metadata/annotations/zerodrop.dev~1restartedAt").unwrap(), "2026-11-23T13:00:00Z");
+        assert_eq!(
+            p.pointer("/spec/template/metadata/annotations/zerodrop.dev~1restartedAt").unwrap(),
+            "2026-11-23T13:00:00Z"
+        );
         assert_eq!(p["spec"].as_object().unwrap().len(), 1);
     }
 }

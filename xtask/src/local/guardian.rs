@@ -7,13 +7,11 @@ use super::recorder::{now_ms, Recorder};
 use crate::evidence;
 use crate::report::model::GuardianCheck;
 use anyhow::{bail, Context, Result};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use zerodrop_jobs::Topology;
 use zerodrop_stages::{Entrypoint, Stage, StageName};
 
@@ -22,10 +20,8 @@ pub async fn run(amqp_url: &str, bin_dir: &Path, isolation: Isolation, log_dir: 
     let b = stage.api;
     let topology = Topology::new(format!("zerodrop.guardian.{}", std::process::id()));
     std::fs::create_dir_all(log_dir)?;
-    let mut env = vec![
-        ("AMQP_URL".to_string(), amqp_url.to_string()),
-        ("ZD_QUEUE".to_string(), topology.queue.clone()),
-    ];
+    let mut env =
+        vec![("AMQP_URL".to_string(), amqp_url.to_string()), ("ZD_QUEUE".to_string(), topology.queue.clone())];
     env.extend(b.to_env().into_iter().map(|(k, v)| (k.to_string(), v)));
     let t = PodTemplate {
         app: App::Api,
@@ -48,7 +44,7 @@ pub async fn run(amqp_url: &str, bin_dir: &Path, isolation: Isolation, log_dir: 
     }
 
     let request_ms = (b.guardian_deadline() + Duration::from_secs(3)).as_millis() as u64;
-    let client = tokio::spawn(long_request(pod.addr, request_ms));
+    let client = tokio::spawn(crate::guardian::long_request(pod.addr, request_ms));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sigterm_at = now_ms();
     let t0 = Instant::now();
@@ -59,7 +55,7 @@ pub async fn run(amqp_url: &str, bin_dir: &Path, isolation: Isolation, log_dir: 
         pod.kill_now().await;
     }
     let client_outcome = client.await.context("guardian client task")?;
-    delete_queues(amqp_url, &topology).await;
+    crate::guardian::delete_queues(amqp_url, &topology).await;
     let logs = evidence::read_pod_log(&pod.log_path, &pod.name, "api", sigterm_at);
     Ok(GuardianCheck {
         drain_budget_ms: b.drain_budget.as_millis() as u64,
@@ -76,32 +72,4 @@ pub async fn run(amqp_url: &str, bin_dir: &Path, isolation: Isolation, log_dir: 
 /// services' library, and the integration test of the lifecycle pins the value.
 fn zerodrop_lifecycle_exit_code() -> i32 {
     70
-}
-
-/// What the client of the long request saw, as a class key.
-async fn long_request(addr: SocketAddr, ms: u64) -> String {
-    let Ok(mut s) = TcpStream::connect(addr).await else { return "refused".into() };
-    let req = format!("GET /work?ms={ms} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return "reset".into();
-    }
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_millis(ms + 5000), s.read_to_end(&mut buf)).await;
-    match read {
-        Err(_) => "timeout".into(),
-        Ok(Err(_)) => "reset".into(),
-        Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 2") => "ok".into(),
-        Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 ") => format!("http_{}", String::from_utf8_lossy(&buf[9..12])),
-        Ok(Ok(_)) => "reset".into(),
-    }
-}
-
-/// The exercise's api declared its queues; they are ours to remove.
-async fn delete_queues(amqp_url: &str, topology: &Topology) {
-    if let Ok(conn) = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default()).await {
-        if let Ok(ch) = conn.create_channel().await {
-            let _ = topology.delete(&ch).await;
-        }
-        let _ = conn.close(200, "done").await;
-    }
 }

@@ -15,7 +15,12 @@ use zerodrop_stages::PodSpec;
 pub async fn terminate(pod: Arc<Pod>, spec: PodSpec, rec: Arc<Recorder>) {
     let app = pod.app.name();
     let started = Instant::now();
-    rec.event(&pod.name, app, PodEventKind::Terminating, format!("preStop {} ms, grace {} ms", spec.pre_stop.as_millis(), spec.grace.as_millis()));
+    rec.event(
+        &pod.name,
+        app,
+        PodEventKind::Terminating,
+        format!("preStop {} ms, grace {} ms", spec.pre_stop.as_millis(), spec.grace.as_millis()),
+    );
     if !spec.pre_stop.is_zero() {
         // preStop counts against the grace period.
         pod.wait_exit(spec.pre_stop.min(spec.grace)).await;

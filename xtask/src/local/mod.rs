@@ -79,7 +79,10 @@ impl Fleet {
                 bail!("pod {} exited during startup; its last log lines:\n{}", dead.name, tail.join("\n"));
             }
             if Instant::now() > deadline {
-                bail!("the fleet did not become ready within 60 s; see the pod logs in {}", fleet.cfg.log_dir.display());
+                bail!(
+                    "the fleet did not become ready within 60 s; see the pod logs in {}",
+                    fleet.cfg.log_dir.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -99,7 +102,6 @@ impl Fleet {
     pub fn service(&self) -> Arc<Service> {
         self.service.clone()
     }
-
 
     async fn create_pod(&mut self, app: App) -> Result<()> {
         self.seq += 1;

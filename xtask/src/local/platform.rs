@@ -24,7 +24,13 @@ pub struct LocalPlatform {
 }
 
 impl LocalPlatform {
-    pub fn new(amqp_url: String, database_url: String, bin_dir: PathBuf, isolation: Isolation, propagation_delay: Duration) -> Self {
+    pub fn new(
+        amqp_url: String,
+        database_url: String,
+        bin_dir: PathBuf,
+        isolation: Isolation,
+        propagation_delay: Duration,
+    ) -> Self {
         LocalPlatform {
             amqp_url,
             database_url,
@@ -110,7 +116,11 @@ impl Platform for LocalPlatform {
         let mut pod_logs: Vec<PodLog> = Vec::new();
         for e in &events {
             if e.kind == PodEventKind::Created && !pod_logs.iter().any(|p| p.pod == e.pod) {
-                pod_logs.push(PodLog { pod: e.pod.clone(), app: e.app, path: self.log_dir.join(format!("{}.log", e.pod)) });
+                pod_logs.push(PodLog {
+                    pod: e.pod.clone(),
+                    app: e.app,
+                    path: self.log_dir.join(format!("{}.log", e.pod)),
+                });
             }
         }
         Ok(Observed { events, endpoints: self.rec.endpoint_samples(), pod_logs })

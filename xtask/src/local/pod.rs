@@ -78,8 +78,12 @@ impl Isolation {
     pub fn describe(self) -> &'static str {
         match self {
             Isolation::PidNamespace { user_ns: false } => "PID namespace per pod (unshare --pid)",
-            Isolation::PidNamespace { user_ns: true } => "PID namespace per pod, inside a user namespace (unshare --user --pid)",
-            Isolation::ProcessGroup => "process group per pod (no PID namespace available: PID 1 semantics NOT reproduced)",
+            Isolation::PidNamespace { user_ns: true } => {
+                "PID namespace per pod, inside a user namespace (unshare --user --pid)"
+            }
+            Isolation::ProcessGroup => {
+                "process group per pod (no PID namespace available: PID 1 semantics NOT reproduced)"
+            }
         }
     }
 }
@@ -113,7 +117,13 @@ pub struct Pod {
 
 impl Pod {
     /// Starts the pod's process and its exit watcher and readiness prober.
-    pub async fn start(t: &PodTemplate, name: String, ip: Ipv4Addr, log_dir: &Path, rec: Arc<Recorder>) -> Result<Arc<Pod>> {
+    pub async fn start(
+        t: &PodTemplate,
+        name: String,
+        ip: Ipv4Addr,
+        log_dir: &Path,
+        rec: Arc<Recorder>,
+    ) -> Result<Arc<Pod>> {
         let addr = SocketAddr::from((ip, t.app.port()));
         let log_path = log_dir.join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
@@ -288,11 +298,9 @@ async fn find_ns_init(pid: i32) -> Option<i32> {
         if let Ok(s) = std::fs::read_to_string(&path) {
             for c in s.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
                 let status = std::fs::read_to_string(format!("/proc/{c}/status")).unwrap_or_default();
-                let ns_init = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("NSpid:"))
-                    .and_then(|ids| ids.split_whitespace().last())
-                    == Some("1");
+                let ns_init =
+                    status.lines().find_map(|l| l.strip_prefix("NSpid:")).and_then(|ids| ids.split_whitespace().last())
+                        == Some("1");
                 if ns_init {
                     return Some(c);
                 }
@@ -355,7 +363,8 @@ mod tests {
         let still_running = tokio::time::timeout(Duration::from_millis(700), child.wait()).await.is_err();
         assert!(still_running, "SIGTERM killed a handler-less PID 1");
         unsafe { libc::kill(pid1, libc::SIGKILL) };
-        let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("SIGKILL must end it").unwrap();
+        let status =
+            tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("SIGKILL must end it").unwrap();
         assert!(!status.success());
     }
 }

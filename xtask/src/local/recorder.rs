@@ -7,7 +7,6 @@ use crate::report::model::PodEventKind;
 use std::sync::Mutex;
 use tokio::sync::Notify;
 
-
 #[derive(Default)]
 pub struct Recorder {
     events: Mutex<Vec<RawEvent>>,
@@ -15,7 +14,6 @@ pub struct Recorder {
     /// Woken on every pod state change; the controller waits on it.
     pub changed: Notify,
 }
-
 
 impl Recorder {
     pub fn event(&self, pod: &str, app: &'static str, kind: PodEventKind, detail: impl Into<String>) {

@@ -25,7 +25,12 @@ pub struct Service {
 
 impl Service {
     pub fn new(propagation_delay: Duration, rec: Arc<Recorder>, stop: CancellationToken) -> Arc<Service> {
-        let svc = Arc::new(Service { routable: Mutex::new(Vec::new()), pods: Mutex::new(Vec::new()), propagation_delay, rec });
+        let svc = Arc::new(Service {
+            routable: Mutex::new(Vec::new()),
+            pods: Mutex::new(Vec::new()),
+            propagation_delay,
+            rec,
+        });
         tokio::spawn(svc.clone().sync_loop(stop));
         svc
     }
@@ -62,7 +67,12 @@ impl Service {
                     && !pod.exited.load(Ordering::SeqCst);
                 let prev = seen.insert(pod.name.clone(), eligible).unwrap_or(false);
                 if prev != eligible {
-                    pending.push((sync_at(epoch, Instant::now() + self.propagation_delay), pod.name.clone(), pod.addr, eligible));
+                    pending.push((
+                        sync_at(epoch, Instant::now() + self.propagation_delay),
+                        pod.name.clone(),
+                        pod.addr,
+                        eligible,
+                    ));
                 }
             }
             let now = Instant::now();
@@ -87,7 +97,12 @@ impl Service {
                 };
                 if changed {
                     if !eligible {
-                        self.rec.event(&name, "api", PodEventKind::EndpointRemoved, "no longer routed for new connections");
+                        self.rec.event(
+                            &name,
+                            "api",
+                            PodEventKind::EndpointRemoved,
+                            "no longer routed for new connections",
+                        );
                     }
                     self.rec.endpoints_now(self.ready_endpoints());
                 }

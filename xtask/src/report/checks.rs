@@ -80,14 +80,20 @@ pub fn compute(run: &StageRun) -> (Checks, Vec<String>) {
 fn deregistered_first(run: &StageRun, pods: &BTreeMap<&str, Vec<&LogLine>>, notes: &mut Vec<String>) -> Option<bool> {
     let mut verdict = None;
     for (pod, lines) in pods {
-        let Some(closed) = lines.iter().find(|l| l.app == "api" && (l.step == "listener_closed" || l.step == "exit_now")) else {
+        let Some(closed) =
+            lines.iter().find(|l| l.app == "api" && (l.step == "listener_closed" || l.step == "exit_now"))
+        else {
             continue;
         };
-        let removed = run.events.iter().find(|e| e.pod == *pod && e.kind == PodEventKind::EndpointRemoved).map(|e| e.t_ms);
+        let removed =
+            run.events.iter().find(|e| e.pod == *pod && e.kind == PodEventKind::EndpointRemoved).map(|e| e.t_ms);
         let ok = matches!(removed, Some(t) if t <= closed.t_ms);
         if !ok {
             let when = removed.map(|t| format!("{} ms later", t - closed.t_ms)).unwrap_or_else(|| "never".into());
-            notes.push(format!("{pod}: stopped listening ({}) while still routed; endpoint removed {when}", closed.step));
+            notes.push(format!(
+                "{pod}: stopped listening ({}) while still routed; endpoint removed {when}",
+                closed.step
+            ));
         }
         verdict = Some(verdict.unwrap_or(true) && ok);
     }

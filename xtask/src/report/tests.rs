@@ -401,9 +401,18 @@ fn sample() {
 #[test]
 fn deregistration_check_compares_endpoint_removal_with_the_listener_close() {
     let mut run = stage_run(StageName::Pid1, &[]);
-    let removed = |t_ms| PodEvent { t_ms, pod: "api-a".into(), app: "api".into(), kind: PodEventKind::EndpointRemoved, detail: String::new() };
+    let removed = |t_ms| PodEvent {
+        t_ms,
+        pod: "api-a".into(),
+        app: "api".into(),
+        kind: PodEventKind::EndpointRemoved,
+        detail: String::new(),
+    };
     // pid1: the process (and its listener) went away 1.5 s before the Service noticed.
-    run.logs = vec![line(100, "api-a", "api", "sigterm_received", json!({})), line(101, "api-a", "api", "exit_now", json!({}))];
+    run.logs = vec![
+        line(100, "api-a", "api", "sigterm_received", json!({})),
+        line(101, "api-a", "api", "exit_now", json!({})),
+    ];
     run.events = vec![removed(1600)];
     let (c, notes) = checks::compute(&run);
     assert_eq!(c.deregistered_before_listener_close, Some(false));

@@ -76,7 +76,10 @@ impl Api {
         let mut resp = Vec::new();
         s.read_to_end(&mut resp)?;
         let text = String::from_utf8_lossy(&resp).to_string();
-        let status = text.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("no response: {text:?}")))?;
+        let status = text
+            .get(9..12)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no response: {text:?}")))?;
         Ok((status, text))
     }
 
@@ -85,10 +88,19 @@ impl Api {
     }
 
     /// One request on a fresh connection; returns status and body.
-    pub fn try_request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<(u16, String)> {
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<(u16, String)> {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -98,7 +110,10 @@ impl Api {
         let mut resp = Vec::new();
         s.read_to_end(&mut resp)?;
         let text = String::from_utf8_lossy(&resp).to_string();
-        let status = text.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
+        let status = text
+            .get(9..12)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
         Ok((status, body))
     }

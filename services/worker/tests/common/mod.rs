@@ -297,9 +297,7 @@ impl WorkerProc {
 
     /// The admin address the worker logged.
     pub fn admin_addr(&self) -> Option<String> {
-        self.json_lines()
-            .iter()
-            .find_map(|v| v.get("fields")?.get("admin_addr")?.as_str().map(str::to_string))
+        self.json_lines().iter().find_map(|v| v.get("fields")?.get("admin_addr")?.as_str().map(str::to_string))
     }
 
     /// Waits for `step="ready"`; panics with the logs if the worker exits or stalls.
