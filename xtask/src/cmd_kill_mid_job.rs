@@ -108,7 +108,7 @@ async fn once(
         PodTemplate {
             app: App::Worker,
             revision: 1,
-            entrypoint: Entrypoint::Exec,
+            entrypoint: Entrypoint::Init,
             readiness: Stage::get(StageName::RequeueIdempotency).pod.readiness,
             bin_dir: bin_dir.to_path_buf(),
             env,

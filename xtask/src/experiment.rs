@@ -18,6 +18,9 @@ use zerodrop_jobs::Topology;
 use zerodrop_load::Live;
 use zerodrop_stages::Stage;
 
+/// How long before the rollout trigger the deploy window opens (see `run_stage`).
+pub const DEPLOY_GUARD: Duration = Duration::from_secs(1);
+
 /// What every stage of a run shares.
 pub struct RunCtx<P: Platform> {
     pub run_id: String,
@@ -55,22 +58,22 @@ impl<P: Platform> RunCtx<P> {
 
     /// Runs one stage end to end. `index` keeps queue, schema and addresses unique.
     /// On failure the fleet is still stopped before the error is returned.
-    pub async fn run_stage(&mut self, stage: Stage, index: usize) -> Result<StageRun> {
-        let result = self.run_stage_inner(stage, index).await;
+    pub async fn run_stage(&mut self, stage: Stage, index: usize, repeat: u32) -> Result<StageRun> {
+        let result = self.run_stage_inner(stage, index, repeat).await;
         if result.is_err() {
             let _ = self.platform.finish_stage().await;
         }
         result
     }
 
-    async fn run_stage_inner(&mut self, stage: Stage, index: usize) -> Result<StageRun> {
+    async fn run_stage_inner(&mut self, stage: Stage, index: usize, repeat: u32) -> Result<StageRun> {
         let p = self.profile.clone();
         let name = stage.name.as_str();
-        let topology = Topology::new(format!("zerodrop.{}.{}", self.run_id, name));
+        let topology = Topology::new(format!("zerodrop.{}.{}.{}", self.run_id, name, repeat));
         let schema = format!("zd_{}_{}", self.run_id.replace('-', "").to_lowercase(), index);
         topology.declare(&self.channel).await.context("declaring the stage's queues")?;
         zerodrop_ledger::create_schema(&self.db, &schema).await.context("creating the stage's ledger schema")?;
-        let pod_logs_dir = format!("logs/{name}");
+        let pod_logs_dir = if repeat == 0 { format!("logs/{name}") } else { format!("logs/{name}.{}", repeat + 1) };
         let log_dir = self.out_dir.join(&pod_logs_dir);
         std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
         let env = StageEnv {
@@ -94,7 +97,10 @@ impl<P: Platform> RunCtx<P> {
             let label = move || format!("endpoints={}/{replicas}", endpoints.load(Ordering::Relaxed));
             self.progress.watch(name.to_string(), live.clone(), label, stop_watch.clone());
         }
-        let load = self.platform.start_load(&p.load, &format!("{}-{}", self.run_id, name), live.clone()).await?;
+        let backlog =
+            self.seed_backlog(&topology, &format!("{}-{}-{}-b", self.run_id, name, repeat), p.job_backlog).await?;
+        let load =
+            self.platform.start_load(&p.load, &format!("{}-{}-{}", self.run_id, name, repeat), live.clone()).await?;
 
         self.progress.phase("warm-up + steady");
         self.sleep_tracking(p.warmup + p.steady, &endpoints).await;
@@ -107,7 +113,8 @@ impl<P: Platform> RunCtx<P> {
         endpoints.store(self.platform.ready_endpoints(), Ordering::Relaxed);
         let roll_end = now_ms() + 1000;
         self.progress.phase("cool-down");
-        let result = load.await.context("the load generator task failed")??;
+        let mut result = load.await.context("the load generator task failed")??;
+        result.accepted_jobs.extend(backlog);
         stop_watch.cancel();
         let rollout_seconds = rollout.context("the rolling deploy failed")?.as_secs_f64();
 
@@ -123,16 +130,26 @@ impl<P: Platform> RunCtx<P> {
         let origin = result.started_unix_ms as i64;
         let rel = |unix: i64| unix - origin;
         let us = |unix: i64| (rel(unix).max(0) as u64) * 1000;
+        // Windows are by intended start. A request sent just before the trigger can
+        // still be cut by the deploy, so the deploy window opens one guard interval
+        // (longer than any request in the mix) before the trigger, and the steady
+        // window ends there: nothing the deploy touched counts as steady.
+        let guard = DEPLOY_GUARD.as_micros() as u64;
         let steady_from = p.warmup.as_micros() as u64;
-        let steady = Window { from_us: steady_from, to_us: steady_from + p.steady.as_micros() as u64 };
+        let deploy_from = us(trigger).saturating_sub(guard).max(steady_from);
+        let steady = Window { from_us: steady_from, to_us: deploy_from };
         let load_end = p.load.duration.as_micros() as u64;
-        if us(roll_end) > load_end {
+        // Every stage is judged over the same deploy window, from its trigger, so
+        // counts and rates compare across stages; it is sized for the slowest stage.
+        let window_end = deploy_from + p.roll.as_micros() as u64;
+        if us(roll_end) > window_end {
             eprintln!(
-                "warning: {name}: the deploy outlasted the load by {:.1} s; the roll window is cut at the end of the load",
-                (us(roll_end) - load_end) as f64 / 1e6
+                "warning: {name}: the deploy outlasted the {} s deploy window by {:.1} s; what happened after the window is not counted",
+                p.roll.as_secs(),
+                (us(roll_end) - window_end) as f64 / 1e6
             );
         }
-        let roll = Window { from_us: us(trigger), to_us: us(roll_end).min(load_end) };
+        let roll = Window { from_us: deploy_from, to_us: window_end.min(load_end) };
         let events = observed
             .events
             .into_iter()
@@ -167,6 +184,7 @@ impl<P: Platform> RunCtx<P> {
         }
         Ok(StageRun {
             stage,
+            repeat,
             load: result,
             steady,
             roll,
@@ -178,6 +196,49 @@ impl<P: Platform> RunCtx<P> {
             jobs,
             pod_logs_dir,
         })
+    }
+
+    /// Puts `n` jobs in the queue before the load starts, published with confirms:
+    /// the work the workers are chewing through when the deploy comes. With an
+    /// unlimited prefetch the broker pushes it all into the workers' buffers, which is
+    /// what auto-ack then loses; their ids are reconciled like any accepted job.
+    async fn seed_backlog(&self, topology: &Topology, prefix: &str, n: u32) -> Result<Vec<String>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.progress.phase(format!("seeding a backlog of {n} jobs"));
+        let ch = self.amqp.create_channel().await.context("opening a channel for the backlog")?;
+        ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .context("enabling publisher confirms")?;
+        let mut ids = Vec::with_capacity(n as usize);
+        let mut pending = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let job = zerodrop_jobs::Job { id: format!("{prefix}-{i}"), amount: 1 };
+            let props = lapin::BasicProperties::default().with_delivery_mode(2);
+            let confirm = ch
+                .basic_publish(
+                    "",
+                    &topology.queue,
+                    lapin::options::BasicPublishOptions::default(),
+                    &job.to_payload(),
+                    props,
+                )
+                .await
+                .context("publishing the backlog")?;
+            pending.push(confirm);
+            ids.push(job.id);
+        }
+        for c in pending {
+            if !matches!(
+                c.await.context("waiting for the broker's confirm")?,
+                lapin::publisher_confirm::Confirmation::Ack(_)
+            ) {
+                anyhow::bail!("the broker refused a backlog job");
+            }
+        }
+        let _ = ch.close(200, "backlog seeded").await;
+        Ok(ids)
     }
 
     async fn sleep_tracking(&self, d: Duration, endpoints: &AtomicU32) {

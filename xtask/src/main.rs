@@ -77,12 +77,33 @@ fn main() -> std::process::ExitCode {
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<CheckFailed>() => {
+            eprintln!("check failed: {e:#}");
+            std::process::ExitCode::from(EXIT_CHECK_FAILED)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
 }
+
+/// Exit code when the run completed but a check on its results failed (1 means the
+/// run itself could not be carried out).
+pub const EXIT_CHECK_FAILED: u8 = 3;
+
+/// The run completed and its report was written, but an asserted property of the
+/// results does not hold.
+#[derive(Debug)]
+pub struct CheckFailed(pub String);
+
+impl std::fmt::Display for CheckFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CheckFailed {}
 
 /// Parses `naive,pid1` into stage names, with the valid names in the error.
 pub fn parse_stages(s: &str) -> Result<Vec<StageName>, String> {

@@ -9,7 +9,8 @@ pub struct ExperimentProfile {
     pub name: &'static str,
     pub warmup: Duration,
     pub steady: Duration,
-    /// Time allowed for the rolling deploy, from trigger to the last old pod's exit.
+    /// The deploy window: from the rollout trigger, the same length in every stage,
+    /// long enough for the slowest stage's last old pod to exit.
     pub roll: Duration,
     pub cooldown: Duration,
     pub api_replicas: u32,
@@ -20,6 +21,9 @@ pub struct ExperimentProfile {
     pub propagation_delay: Duration,
     /// In-transaction work per job in the worker.
     pub job_work: Duration,
+    /// Jobs already queued when the load starts (published by the runner, with
+    /// confirms): the backlog the workers still hold when the deploy comes.
+    pub job_backlog: u32,
     pub load: Profile,
 }
 
@@ -34,16 +38,23 @@ impl ExperimentProfile {
             cooldown,
             api_replicas: 3,
             worker_replicas: 3,
-            api_capacity: 16,
+            // Headroom: ~7 requests in flight per pod in steady state, so a full
+            // instance is rare enough for the steady window to stay clean.
+            api_capacity: 24,
             propagation_delay: Duration::from_millis(1500),
             job_work: Duration::from_millis(250),
+            // 3 workers apply 12 jobs/s, 6/s arrive: this backlog lasts through the
+            // deploy and holds more work per worker than its 5 s drain budget.
+            job_backlog: 250,
             load: Profile {
                 rate_per_sec: 200,
                 duration: warmup + steady + roll + cooldown,
                 seed: 42,
-                mix: Mix { fast: 80, slow: 15, job: 5 },
+                // Enough slow requests in flight on every pod (~7) for a kill or an
+                // early close to cut a countable number of them.
+                mix: Mix { fast: 72, slow: 25, job: 3 },
                 fast_ms: 5,
-                slow_ms: 250,
+                slow_ms: 400,
                 max_connections: 64,
                 request_timeout: secs(5),
                 connect_timeout: secs(1),
@@ -62,10 +73,11 @@ impl ExperimentProfile {
         p.cooldown = cooldown;
         p.propagation_delay = Duration::from_secs(2);
         p.load.rate_per_sec = 300;
-        // Keep the workers' utilisation where the quick profile has it (~80 %): an
-        // overloaded queue would be scored as shutdown loss.
-        p.load.mix = Mix { fast: 82, slow: 15, job: 3 };
-        p.api_capacity = 20;
+        // 9 jobs/s against 12/s of workers: the backlog drains at 3/s, so it is
+        // still there when the later deploy comes and gone soon after the load.
+        p.load.mix = Mix { fast: 72, slow: 25, job: 3 };
+        p.job_backlog = 300;
+        p.api_capacity = 32;
         p.load.duration = warmup + steady + roll + cooldown;
         p
     }

@@ -17,8 +17,8 @@ pub fn target_dir() -> PathBuf {
 pub fn build_services() -> Result<PathBuf> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(root());
-    eprintln!("[build] cargo build -p zerodrop-api -p zerodrop-worker");
-    xshell::cmd!(sh, "cargo build --quiet -p zerodrop-api -p zerodrop-worker")
+    eprintln!("[build] cargo build -p zerodrop-api -p zerodrop-worker -p zerodrop-init");
+    xshell::cmd!(sh, "cargo build --quiet -p zerodrop-api -p zerodrop-worker -p zerodrop-init")
         .run()
         .context("building the services failed (see the compiler output above)")?;
     Ok(target_dir().join("debug"))

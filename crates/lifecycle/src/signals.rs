@@ -6,12 +6,12 @@ impl Lifecycle {
     /// Installs the SIGTERM (and SIGINT) handling the stage asks for. Must be called
     /// from inside the tokio runtime.
     ///
-    /// With [`SigtermResponse::Ignore`] nothing is installed, on purpose: as PID 1 of a
+    /// With [`SigtermResponse::NoHandler`] nothing is installed, on purpose: as PID 1 of a
     /// PID namespace the kernel then discards SIGTERM, and that is the failure the
     /// first stage demonstrates.
     pub fn install_signal_handlers(&self) -> std::io::Result<()> {
         let response = self.behaviour().on_sigterm;
-        if response == SigtermResponse::Ignore {
+        if response == SigtermResponse::NoHandler {
             tracing::info!(step = "no_signal_handler", "no SIGTERM handler installed");
             return Ok(());
         }

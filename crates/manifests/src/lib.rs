@@ -26,7 +26,7 @@ pub use strict::{parse_strict, ManifestError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderOptions {
     pub namespace: String,
-    /// Suffix of every image tag: `zerodrop-api:exec-<tag>`, `zerodrop-load:<tag>`.
+    /// Suffix of every image tag: `zerodrop-api:init-<tag>`, `zerodrop-load:<tag>`.
     pub image_tag: String,
     pub api_replicas: u32,
     pub worker_replicas: u32,
@@ -39,7 +39,7 @@ pub struct RenderOptions {
     /// `ZD_DB_SCHEMA`
     pub schema: String,
     /// A registry prefix (`ghcr.io/me`, `registry.local:5000`) the cluster pulls the
-    /// runner's images from: `<prefix>/zerodrop-api:exec-<tag>`. `None` (kind, where
+    /// runner's images from: `<prefix>/zerodrop-api:init-<tag>`. `None` (kind, where
     /// the images are loaded onto the nodes) names them without one.
     pub image_registry: Option<String>,
 }

@@ -42,7 +42,7 @@ impl App {
         }
     }
 
-    /// `zerodrop-api:shell-<tag>` / `zerodrop-api:exec-<tag>`: the entrypoint form is
+    /// `zerodrop-api:shell-<tag>` / `zerodrop-api:init-<tag>`: the entrypoint form is
     /// baked into the image's CMD, so the stage picks the image, not a command.
     pub fn image(self, entrypoint: Entrypoint, tag: &str) -> String {
         format!("zerodrop-{}:{}-{tag}", self.name(), form(entrypoint))
@@ -64,7 +64,7 @@ impl App {
 fn form(entrypoint: Entrypoint) -> &'static str {
     match entrypoint {
         Entrypoint::Shell => "shell",
-        Entrypoint::Exec => "exec",
+        Entrypoint::Init => "init",
     }
 }
 

@@ -164,7 +164,7 @@ spec:
       terminationGracePeriodSeconds: 12
       containers:
       - name: api
-        image: zerodrop-api:exec-dev
+        image: zerodrop-api:init-dev
 ";
 
     #[test]

@@ -66,7 +66,7 @@ fn every_image_in_the_manifests_has_a_dockerfile_target() {
     let mut wanted: Vec<String> = images(&objects).iter().map(|i| target(i, &o.image_tag)).collect();
     wanted.sort();
     wanted.dedup();
-    assert_eq!(wanted, ["api-exec", "api-shell", "load", "worker-exec", "worker-shell"]);
+    assert_eq!(wanted, ["api-init", "api-shell", "load", "worker-init", "worker-shell"]);
 
     for name in &wanted {
         let lines = targets.get(name).unwrap_or_else(|| panic!("services/Dockerfile has no target {name}"));
@@ -80,9 +80,10 @@ fn every_image_in_the_manifests_has_a_dockerfile_target() {
             // A list, so /bin/sh stays PID 1 instead of exec-ing the app.
             assert_eq!(cmd, &format!("CMD {binary}; echo \"app exited $?\""));
         } else {
-            assert_eq!(cmd, &format!("CMD [\"{binary}\"]"));
+            // An init as PID 1 that forwards SIGTERM to the app.
+            assert_eq!(cmd, &format!("CMD [\"/usr/local/bin/zerodrop-init\", \"--\", \"{binary}\"]"));
         }
     }
     let builder = &targets["builder"];
-    assert!(builder.iter().any(|l| l.contains("-p zerodrop-api -p zerodrop-worker -p zerodrop-load")));
+    assert!(builder.iter().any(|l| l.contains("-p zerodrop-api -p zerodrop-worker -p zerodrop-load -p zerodrop-init")));
 }

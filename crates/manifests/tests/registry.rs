@@ -44,7 +44,7 @@ fn the_registry_prefix_reaches_every_pod_image() {
         assert!(i.starts_with("registry.local:5000/lab/zerodrop-"), "{i}");
     }
     assert!(images.contains(&"registry.local:5000/lab/zerodrop-api:shell-dev".to_string()));
-    assert!(images.contains(&"registry.local:5000/lab/zerodrop-worker:exec-dev".to_string()));
+    assert!(images.contains(&"registry.local:5000/lab/zerodrop-worker:init-dev".to_string()));
     assert!(images.contains(&"registry.local:5000/lab/zerodrop-load:dev".to_string()));
     // The same images, only prefixed.
     let unprefixed: Vec<String> =

@@ -51,7 +51,7 @@ fn every_deployment_reflects_its_stage() {
             let c = container(d);
             let form = match s.pod.entrypoint {
                 Entrypoint::Shell => "shell",
-                Entrypoint::Exec => "exec",
+                Entrypoint::Init => "init",
             };
             assert_eq!(c.image.as_deref(), Some(format!("zerodrop-{}:{form}-dev", app.name()).as_str()));
             assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
@@ -129,7 +129,7 @@ fn surge_jitter_surges_without_unavailability() {
         let rolling = d.spec.as_ref().unwrap().strategy.as_ref().unwrap().rolling_update.as_ref().unwrap();
         assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
         assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
-        assert_eq!(container(d).image.as_deref(), Some(format!("zerodrop-{}:exec-dev", app.name()).as_str()));
+        assert_eq!(container(d).image.as_deref(), Some(format!("zerodrop-{}:init-dev", app.name()).as_str()));
     }
 }
 
@@ -167,7 +167,7 @@ fn options_reach_the_render() {
     assert!(objects.iter().all(|x| x.metadata().namespace.as_deref() == Some("lab")));
     assert_eq!(deployment(&objects, "api").spec.as_ref().unwrap().replicas, Some(2));
     assert_eq!(deployment(&objects, "worker").spec.as_ref().unwrap().replicas, Some(5));
-    assert_eq!(container(deployment(&objects, "worker")).image.as_deref(), Some("zerodrop-worker:exec-abc"));
+    assert_eq!(container(deployment(&objects, "worker")).image.as_deref(), Some("zerodrop-worker:init-abc"));
 }
 
 #[test]

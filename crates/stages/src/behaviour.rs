@@ -8,9 +8,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SigtermResponse {
-    /// No handler installed. As PID 1 of a namespace the kernel then drops SIGTERM;
-    /// anywhere else the default action kills the process on the spot.
-    Ignore,
+    /// No handler installed: the kernel's default disposition. As PID 1 of a PID
+    /// namespace the kernel then drops SIGTERM; under an init (not PID 1) SIGTERM's
+    /// default action kills the process on the spot.
+    NoHandler,
     /// A handler that exits at once, as most frameworks do by default.
     ExitNow,
     /// The full sequence: readiness, deregistration wait, drain, teardown.
@@ -71,7 +72,7 @@ pub struct AppBehaviour {
 impl AppBehaviour {
     pub const fn naive() -> Self {
         AppBehaviour {
-            on_sigterm: SigtermResponse::Ignore,
+            on_sigterm: SigtermResponse::NoHandler,
             readiness_gate: false,
             deregistration_wait: Duration::ZERO,
             drain: false,

@@ -52,7 +52,7 @@ impl AppBehaviour {
         let mut b = AppBehaviour::naive();
         let r = Reader { get: &get };
         if let Some(v) = r.parse("ZD_ON_SIGTERM", |s| match s {
-            "ignore" => Some(SigtermResponse::Ignore),
+            "no-handler" => Some(SigtermResponse::NoHandler),
             "exit-now" => Some(SigtermResponse::ExitNow),
             "graceful" => Some(SigtermResponse::Graceful),
             _ => None,

@@ -25,8 +25,10 @@ pub enum Entrypoint {
     /// `CMD app` in shell form: PID 1 is `/bin/sh`, the app is its child, and the shell
     /// neither forwards SIGTERM nor has a handler for it.
     Shell,
-    /// `CMD ["app"]` in exec form: the app itself is PID 1.
-    Exec,
+    /// `CMD ["zerodrop-init", "--", "app"]`: a real init is PID 1, forwards SIGTERM
+    /// to the app and reaps orphans; the app is an ordinary process with the kernel's
+    /// default signal dispositions (SIGTERM kills it unless it installs a handler).
+    Init,
 }
 
 /// A readiness probe, as the kubelet runs it.
@@ -184,15 +186,15 @@ impl Stage {
         match step {
             StageName::Naive => {}
             StageName::Pid1 => {
-                self.lever = "exec-form entrypoint: the app is PID 1 and gets SIGTERM".into();
-                self.targets = "SIGTERM never reaching the app; SIGKILL at the end of the grace period".into();
-                self.pod.entrypoint = Entrypoint::Exec;
-                for app in [&mut self.api, &mut self.worker] {
-                    app.on_sigterm = SigtermResponse::ExitNow;
-                }
+                // One knob only: the app still has no handler of its own, so SIGTERM
+                // now kills it at once (the kernel's default action); handling it
+                // gracefully is the next lever.
+                self.lever = "a real init as PID 1 forwards SIGTERM to the app".into();
+                self.targets = "pods SIGKILLed at the end of the grace period, and the requests those kills cut".into();
+                self.pod.entrypoint = Entrypoint::Init;
             }
             StageName::ReadinessPrestop => {
-                self.lever = "readiness fails on SIGTERM, preStop + deregistration wait".into();
+                self.lever = "a SIGTERM handler: readiness fails, preStop + deregistration wait".into();
                 self.targets = "connections refused while the endpoint is still routed".into();
                 self.pod.pre_stop = secs(3);
                 for app in [&mut self.api, &mut self.worker] {
@@ -276,7 +278,9 @@ mod tests {
         }
         // A lever, once pulled, stays pulled.
         let last = all.last().unwrap();
-        assert_eq!(last.pod.entrypoint, Entrypoint::Exec);
+        assert_eq!(last.pod.entrypoint, Entrypoint::Init);
+        let pid1 = Stage::get(StageName::Pid1);
+        assert_eq!(pid1.api.on_sigterm, SigtermResponse::NoHandler, "pid1 turns one knob: the entrypoint");
         assert!(last.api.readiness_gate && last.api.drain && last.api.guardian);
         assert_eq!(last.worker.ack, AckMode::AfterCommit);
         assert!(last.worker.idempotent);
@@ -287,7 +291,7 @@ mod tests {
     fn naive_is_lossy_by_construction() {
         let s = Stage::get(StageName::Naive);
         assert_eq!(s.pod.entrypoint, Entrypoint::Shell);
-        assert_eq!(s.api.on_sigterm, SigtermResponse::Ignore);
+        assert_eq!(s.api.on_sigterm, SigtermResponse::NoHandler);
         assert_eq!(s.worker.ack, AckMode::Auto);
         assert!(!s.api.publisher_confirms);
         assert_eq!(s.strategy, Strategy { max_surge: 0, max_unavailable: 1 });

@@ -68,9 +68,24 @@ fn guardian_force_exits_with_its_own_code_when_the_budget_is_exceeded() {
     assert!(client.join().unwrap().is_err(), "the over-long request cannot have completed");
 }
 
+/// pid1's app installs no handler: not being PID 1 (an init is), the kernel's
+/// default action for SIGTERM kills it on the spot, with nothing logged.
 #[test]
-fn exit_now_stage_exits_at_once_on_sigterm() {
+fn without_a_handler_sigterm_kills_the_app_at_once() {
+    use std::os::unix::process::ExitStatusExt;
     let b = Stage::get(StageName::Pid1).api;
+    let mut api = Api::start(&unique("nohandler"), &stage_env(b));
+    api.signal(libc::SIGTERM);
+    let st = api.wait_status(Duration::from_secs(5)).expect("SIGTERM's default action must kill the app");
+    assert_eq!(st.signal(), Some(libc::SIGTERM), "{st:?}");
+    assert!(api.steps().iter().all(|s| s != "sigterm_received"), "{:?}", api.steps());
+    assert!(api.steps().iter().any(|s| s == "no_signal_handler"), "{:?}", api.steps());
+}
+
+#[test]
+fn exit_now_exits_at_once_on_sigterm() {
+    let mut b = Stage::get(StageName::Pid1).api;
+    b.on_sigterm = zerodrop_stages::SigtermResponse::ExitNow;
     let mut api = Api::start(&unique("exitnow"), &stage_env(b));
     api.signal(libc::SIGTERM);
     assert_eq!(api.wait(Duration::from_secs(5)), Some(0));

@@ -68,7 +68,7 @@ pub fn images_for(opts: &KindOptions) -> Result<Vec<Image>> {
     let mut out = Vec::new();
     let render = opts.render_options("q", "s");
     for app in zerodrop_manifests::App::ALL {
-        for form in [Entrypoint::Shell, Entrypoint::Exec] {
+        for form in [Entrypoint::Shell, Entrypoint::Init] {
             out.push(Image { target: app.dockerfile_target(form), tag: render.app_image(app, form) });
         }
     }

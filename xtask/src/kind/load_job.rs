@@ -103,7 +103,7 @@ mod tests {
         let find = |flag: &str| a.iter().position(|x| x == flag).map(|i| a[i + 1].clone()).unwrap();
         assert_eq!(a[0], "run");
         assert_eq!(find("--duration"), format!("{}ms", p.duration.as_millis()));
-        assert_eq!(find("--mix"), "80,15,5");
+        assert_eq!(find("--mix"), format!("{},{},{}", p.mix.fast, p.mix.slow, p.mix.job));
         assert_eq!(find("--out"), "-");
         assert!(a.contains(&"--allow-non-loopback".to_string()));
         assert_eq!(humantime::parse_duration(&find("--timeout")).unwrap(), p.request_timeout);

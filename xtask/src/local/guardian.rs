@@ -26,7 +26,7 @@ pub async fn run(amqp_url: &str, bin_dir: &Path, isolation: Isolation, log_dir: 
     let t = PodTemplate {
         app: App::Api,
         revision: 1,
-        entrypoint: Entrypoint::Exec,
+        entrypoint: Entrypoint::Init,
         readiness: stage.pod.readiness,
         bin_dir: bin_dir.to_path_buf(),
         env,

@@ -136,7 +136,10 @@ impl Pod {
                 "-c".to_string(),
                 format!("{}; echo \"entrypoint: app exited with $?\"", bin.display()),
             ],
-            Entrypoint::Exec => vec![bin.display().to_string()],
+            // A real init as PID 1, the app its child (`docker run --init`, tini).
+            Entrypoint::Init => {
+                vec![t.bin_dir.join("zerodrop-init").display().to_string(), "--".to_string(), bin.display().to_string()]
+            }
         };
         let mut cmd = match t.isolation {
             Isolation::PidNamespace { user_ns } => {

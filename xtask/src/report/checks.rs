@@ -12,6 +12,8 @@ pub const WORKER_TEARDOWN: [&str; 5] = ["http_server", "consumer", "amqp_channel
 /// `None` means not applicable (serialised as `null`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Checks {
+    /// SIGTERM got to the app process: its handler logged it, or an init forwarded it.
+    pub sigterm_reached_app: bool,
     pub sigterm_handler_fired: bool,
     pub readiness_before_listener_close: Option<bool>,
     /// Every api pod that stopped listening did so only after the Service stopped
@@ -65,6 +67,7 @@ pub fn compute(run: &StageRun) -> (Checks, Vec<String>) {
     }
 
     let checks = Checks {
+        sigterm_reached_app: any("sigterm_received") || any("signal_forwarded"),
         sigterm_handler_fired: any("sigterm_received"),
         readiness_before_listener_close: readiness,
         deregistered_before_listener_close: deregistered_first(run, &pods, &mut notes),
@@ -80,8 +83,9 @@ pub fn compute(run: &StageRun) -> (Checks, Vec<String>) {
 fn deregistered_first(run: &StageRun, pods: &BTreeMap<&str, Vec<&LogLine>>, notes: &mut Vec<String>) -> Option<bool> {
     let mut verdict = None;
     for (pod, lines) in pods {
-        let Some(closed) =
-            lines.iter().find(|l| l.app == "api" && (l.step == "listener_closed" || l.step == "exit_now"))
+        let Some(closed) = lines
+            .iter()
+            .find(|l| l.app == "api" && matches!(l.step.as_str(), "listener_closed" | "exit_now" | "app_exited"))
         else {
             continue;
         };

@@ -1,13 +1,45 @@
 //! report.json: the machine-readable report. Per-request records are left out; the
 //! per-second timeline is included so the charts can be redrawn.
 
+use super::levers;
 use super::model::{Report, StageRun, SCHEMA_VERSION};
+use super::stats;
 use super::summary::StageSummary;
+use super::StageGroup;
 use serde_json::{json, Value};
 
-pub fn render(report: &Report, summaries: &[StageSummary]) -> anyhow::Result<Value> {
-    let stages =
-        report.stages.iter().zip(summaries).map(|(run, s)| stage(run, s)).collect::<anyhow::Result<Vec<_>>>()?;
+/// One entry per stage. Its raw fields (timeline, events, evidence, checks) are the
+/// first repeat's; `repeats`, `stats`, `runs` and `lever_effect` cover every repeat.
+pub fn render(report: &Report, groups: &[StageGroup]) -> anyhow::Result<Value> {
+    let stages = groups
+        .iter()
+        .map(|g| {
+            let (run, s) = g.first();
+            let mut v = stage(run, s)?;
+            v["repeats"] = json!(g.runs.len());
+            v["window_seconds"] = json!(run.roll.to_us.saturating_sub(run.roll.from_us) as f64 / 1e6);
+            let pooled = stats::pooled(&g.runs.iter().map(|(_, s)| (s.roll.failed, s.roll.total)).collect::<Vec<_>>());
+            v["requests"]["failed_rate"] =
+                json!({ "value": pooled.value, "ci95": pooled.ci95, "failed": pooled.k, "total": pooled.n });
+            v["stats"] = levers::spreads(&g.runs).into_iter().map(|(k, sp)| (k.to_string(), json!(sp))).collect();
+            v["runs"] = g
+                .runs
+                .iter()
+                .map(|(r, s)| {
+                    json!({
+                        "repeat": r.repeat,
+                        "requests": { "total": s.roll.total, "failed": s.roll.failed, "by_class": s.roll.by_class },
+                        "steady_requests": { "total": s.steady.total, "failed": s.steady.failed },
+                        "jobs": { "accepted": r.jobs.accepted, "lost": r.jobs.lost, "duplicated": r.jobs.duplicated },
+                        "rollout_seconds": r.rollout_seconds,
+                        "pod_logs_dir": r.pod_logs_dir,
+                    })
+                })
+                .collect();
+            v["lever_effect"] = serde_json::to_value(&g.effect)?;
+            Ok(v)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let guardian = match &report.guardian {
         Some(g) => {
             let mut v = serde_json::to_value(g)?;
@@ -18,6 +50,7 @@ pub fn render(report: &Report, summaries: &[StageSummary]) -> anyhow::Result<Val
     };
     Ok(json!({
         "schema_version": SCHEMA_VERSION,
+        "repeats": report.repeats,
         "run_id": report.run_id,
         "started_at": report.started_at,
         "platform": report.platform,

@@ -1,30 +1,142 @@
 //! report.md: readable at a glance. Every number comes from the summaries.
 
 use super::evidence::{self, MAX_ROWS};
+use super::levers::{self, LeverEffect};
 use super::model::{GuardianCheck, Report, StageRun};
 use super::prose;
+use super::stats::{self, Verdict};
 use super::summary::StageSummary;
+use super::StageGroup;
 use std::fmt::Write as _;
 use zerodrop_load::Class;
 
-pub fn render(report: &Report, summaries: &[StageSummary]) -> String {
+pub fn render(report: &Report, groups: &[StageGroup]) -> String {
     let mut md = String::new();
     header(&mut md, report);
     profile(&mut md, report);
-    table(&mut md, report, summaries);
-    for (i, (run, s)) in report.stages.iter().zip(summaries).enumerate() {
-        stage_section(&mut md, i + 1, run, s);
+    staircase(&mut md, report, groups);
+    table(&mut md, report, groups);
+    repeats(&mut md, groups);
+    for (i, g) in groups.iter().enumerate() {
+        let (run, s) = g.first();
+        stage_section(&mut md, i + 1, run, s, g.runs.len());
     }
     let _ = writeln!(md, "## What each lever fixed\n");
-    for p in prose::per_stage(&report.stages, summaries) {
+    for p in prose::per_stage(groups) {
         let _ = writeln!(md, "{p}\n");
     }
     let _ = writeln!(md, "## Write-up\n");
-    for p in prose::closing(&report.stages, summaries) {
+    for p in prose::closing(groups) {
         let _ = writeln!(md, "{p}\n");
     }
     guardian(&mut md, report.guardian.as_ref());
     md
+}
+
+fn icon(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Removed => "✅",
+        Verdict::Reduced => "🟡",
+        Verdict::Unchanged | Verdict::NotDetectable => "⚪",
+        Verdict::Worse => "❌",
+    }
+}
+
+fn counts(v: &[u64]) -> String {
+    if v.len() == 1 {
+        return v[0].to_string();
+    }
+    let sp = stats::spread(&v.iter().map(|&x| x as f64).collect::<Vec<_>>());
+    format!("{:.0} ({:.0}–{:.0})", sp.median, sp.min, sp.max)
+}
+
+/// The staircase: each lever's target, in the stage before and in its own, with
+/// pooled 95% Wilson intervals and the verdict they support.
+fn staircase(md: &mut String, r: &Report, groups: &[StageGroup]) {
+    let _ = writeln!(md, "## The staircase\n");
+    let n = groups.first().map_or(0, |g| g.runs.len());
+    let per = if n > 1 {
+        format!("median (min–max) over {n} repeats; rates pooled over the repeats")
+    } else {
+        "one run each".to_string()
+    };
+    let _ = writeln!(
+        md,
+        "Each lever's target failure, counted in the stage before it and in its own stage over the same {:.0} s deploy \
+         window ({per}), with 95% Wilson intervals. A verdict needs the intervals apart: *removed* = apart and zero in \
+         every repeat; *not detectable* / *unchanged* = within noise.\n",
+        window_s(r)
+    );
+    let _ = writeln!(
+        md,
+        "| Stage | Target | Before (count) | Before (rate, 95% CI) | After (count) | After (rate, 95% CI) | Verdict |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---|---:|---|---|");
+    for g in groups {
+        let Some(e) = &g.effect else { continue };
+        for (i, t) in e.per_target.iter().enumerate() {
+            let stage =
+                if i == 0 { format!("**{}** (vs {})", g.first().1.name, e.compared_with) } else { String::new() };
+            let _ = writeln!(
+                md,
+                "| {stage} | {} | {} | {} | {} | {} | {} {} |",
+                cell(t.label),
+                counts(&t.before_counts),
+                stats::describe(&t.before),
+                counts(&t.after_counts),
+                stats::describe(&t.after),
+                icon(t.verdict),
+                t.verdict.as_str()
+            );
+        }
+    }
+    let _ = writeln!(md);
+}
+
+fn window_s(r: &Report) -> f64 {
+    r.stages.first().map_or(0.0, |s| s.roll.to_us.saturating_sub(s.roll.from_us) as f64 / 1e6)
+}
+
+/// Min / median / max of the headline numbers when stages were repeated.
+fn repeats(md: &mut String, groups: &[StageGroup]) {
+    let n = groups.first().map_or(0, |g| g.runs.len());
+    if n < 2 {
+        return;
+    }
+    let _ = writeln!(md, "## Over {n} repeats\n");
+    let _ = writeln!(
+        md,
+        "Each cell is median (min–max) over the repeats, deploy window; *steady failed* is the pre-deploy window.\n"
+    );
+    let first = levers::spreads(&groups[0].runs);
+    let names: Vec<&str> = first.iter().map(|(k, _)| *k).collect();
+    let _ = writeln!(md, "| Stage | {} |", names.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---:|".repeat(names.len()));
+    for g in groups {
+        let row: Vec<String> = levers::spreads(&g.runs)
+            .iter()
+            .map(|(k, sp)| {
+                let f = |x: f64| {
+                    if k.ends_with("_pct") {
+                        format!("{x:.2}")
+                    } else if *k == "rollout_seconds" {
+                        format!("{x:.1}")
+                    } else {
+                        format!("{x:.0}")
+                    }
+                };
+                format!("{} ({}–{})", f(sp.median), f(sp.min), f(sp.max))
+            })
+            .collect();
+        let _ = writeln!(md, "| {} | {} |", g.first().1.name, row.join(" | "));
+    }
+    let _ = writeln!(md);
+}
+
+/// One line per lever for the prose: its primary target before → after and verdict.
+pub fn effect_line(e: &LeverEffect) -> String {
+    let t = &e.per_target[0];
+    format!("{}: {} → {} — **{}**", t.label, stats::describe(&t.before), stats::describe(&t.after), t.verdict.as_str())
 }
 
 /// Escapes text for a markdown table cell.
@@ -90,6 +202,7 @@ fn profile(md: &mut String, r: &Report) {
         l.connect_timeout.as_millis(),
         l.seed
     );
+    let _ = writeln!(md, "| Deploy window | {:.0} s from the rollout trigger, the same in every stage |", window_s(r));
     let _ = writeln!(md, "| Replicas | api {}, worker {} |", p.api_replicas, p.worker_replicas);
     let _ = writeln!(
         md,
@@ -98,21 +211,26 @@ fn profile(md: &mut String, r: &Report) {
     );
 }
 
-fn table(md: &mut String, r: &Report, summaries: &[StageSummary]) {
+fn table(md: &mut String, r: &Report, groups: &[StageGroup]) {
     let _ = writeln!(md, "## Before / after\n");
+    let which = if r.repeats > 1 { " First repeat; see below for all of them." } else { "" };
     let _ = writeln!(
         md,
-        "Request numbers are over each stage's deploy window (rollout trigger → last old pod exited); \
-         *steady p99* is the same stage's pre-deploy baseline. Latency in ms. *other* = 4xx, 500 and \
-         unclassified failures.\n"
+        "Request numbers are over each stage's deploy window ({:.0} s from the rollout trigger, equal for every \
+         stage); *error rate* carries its 95% Wilson interval; *steady p99* and *steady failed* are the same stage's \
+         pre-deploy baseline. Latency in ms. *other* = 4xx, 500 and unclassified failures.{which}\n",
+        window_s(r)
     );
     let _ = writeln!(
         md,
-        "| Stage | Error rate | 502 | 503 | 504 | refused | reset | timeout | other | p50 | p99 | max | steady p99 | min ready / desired | dip | lost jobs | dup jobs | rollout s |"
+        "| Stage | Error rate (95% CI) | steady failed | 502 | 503 | 504 | refused | reset | timeout | other | p50 | p99 | max | steady p99 | min ready / desired | dip | lost jobs | dup jobs | rollout s |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ =
+        writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut unsettled = false;
-    for (run, s) in r.stages.iter().zip(summaries) {
+    for g in groups {
+        let (run, s) = g.first();
+        let rate = stats::wilson(s.roll.failed, s.roll.total);
         let c = |class| s.count(class).to_string();
         let lr = &s.roll.latency_ms;
         let min_ready = s.capacity.min_ready_endpoints.map_or("?".into(), |m| m.to_string());
@@ -120,9 +238,10 @@ fn table(md: &mut String, r: &Report, summaries: &[StageSummary]) {
         unsettled |= !run.jobs.settled;
         let _ = writeln!(
             md,
-            "| {} | {:.2}% | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {:.0}% | {}{star} | {} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {:.0}% | {}{star} | {} | {:.1} |",
             s.name,
-            s.error_rate_pct(),
+            rate_cell(&rate),
+            s.steady.failed,
             c(Class::Http502),
             c(Class::Http503),
             c(Class::Http504),
@@ -151,7 +270,15 @@ fn table(md: &mut String, r: &Report, summaries: &[StageSummary]) {
     let _ = writeln!(md);
 }
 
-fn stage_section(md: &mut String, n: usize, run: &StageRun, s: &StageSummary) {
+fn rate_cell(r: &stats::Rate) -> String {
+    if r.k == 0 {
+        format!("0% (≤ {})", stats::pct(r.ci95[1]))
+    } else {
+        format!("{} ({}–{})", stats::pct(r.value), stats::pct(r.ci95[0]), stats::pct(r.ci95[1]))
+    }
+}
+
+fn stage_section(md: &mut String, n: usize, run: &StageRun, s: &StageSummary, repeats: usize) {
     let st = &run.stage;
     let _ = writeln!(md, "## {n}. {}\n", s.name);
     let _ = writeln!(md, "**Lever:** {}  ", cell(&st.lever));
@@ -172,6 +299,9 @@ fn stage_section(md: &mut String, n: usize, run: &StageRun, s: &StageSummary) {
         run.jobs.extra_applications,
         run.jobs.dead_lettered
     );
+    if repeats > 1 {
+        let _ = writeln!(md, "Shown: repeat 1 of {repeats}; the other repeats' logs are beside it in `logs/`.\n");
+    }
     let _ = writeln!(md, "![{} timeline](charts/{}.svg)\n", s.name, s.name);
     checks(md, run, s);
     evidence_table(md, run);
@@ -195,6 +325,11 @@ fn checks(md: &mut String, run: &StageRun, s: &StageSummary) {
         None
     };
     let rows = [
+        (
+            "SIGTERM reached the app (its handler, or an init forwarding it)",
+            icon(Some(c.sigterm_reached_app)),
+            format!("sigterm_reached_app = {}", c.sigterm_reached_app),
+        ),
         (
             "SIGTERM reached the app's handler",
             icon(Some(c.sigterm_handler_fired)),

@@ -4,10 +4,12 @@
 mod checks;
 mod evidence;
 mod json;
+pub mod levers;
 mod markdown;
 pub mod model;
 mod prose;
-mod summary;
+pub mod stats;
+pub mod summary;
 mod svg;
 #[cfg(test)]
 mod tests;
@@ -15,24 +17,59 @@ mod tests;
 use anyhow::Context as _;
 use std::path::Path;
 
+/// Every run of one stage (one per repeat) with its summary, and the verdict on its
+/// lever against the stage before it in this report.
+pub struct StageGroup<'a> {
+    pub runs: Vec<(&'a model::StageRun, &'a summary::StageSummary)>,
+    pub effect: Option<levers::LeverEffect>,
+}
+
+impl StageGroup<'_> {
+    pub fn first(&self) -> (&model::StageRun, &summary::StageSummary) {
+        self.runs[0]
+    }
+}
+
+/// Groups the runs by stage, in the order the stages first ran.
+pub fn analyse<'a>(report: &'a model::Report, summaries: &'a [summary::StageSummary]) -> Vec<StageGroup<'a>> {
+    let mut groups: Vec<StageGroup<'a>> = Vec::new();
+    for (run, s) in report.stages.iter().zip(summaries) {
+        match groups.iter_mut().find(|g| g.runs[0].0.stage.name == run.stage.name) {
+            Some(g) => g.runs.push((run, s)),
+            None => groups.push(StageGroup { runs: vec![(run, s)], effect: None }),
+        }
+    }
+    for i in 1..groups.len() {
+        let e = levers::effect(&groups[i - 1].runs, &groups[i].runs);
+        groups[i].effect = e;
+    }
+    groups
+}
+
+/// The derived numbers of one run (for the runner's console summary).
+pub fn summary_of(run: &model::StageRun) -> summary::StageSummary {
+    summary::StageSummary::of(run)
+}
+
 /// Writes report.md, report.json and charts/<stage>.svg into `dir`.
 pub fn write(report: &model::Report, dir: &Path) -> anyhow::Result<()> {
     let charts = dir.join("charts");
     std::fs::create_dir_all(&charts).with_context(|| format!("creating {}", charts.display()))?;
     let summaries: Vec<summary::StageSummary> = report.stages.iter().map(summary::StageSummary::of).collect();
+    let groups = analyse(report, &summaries);
 
-    let json = json::render(report, &summaries)?;
+    let json = json::render(report, &groups)?;
     let path = dir.join("report.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
 
-    for (run, s) in report.stages.iter().zip(&summaries) {
+    for g in &groups {
+        let (run, s) = g.first();
         let path = charts.join(format!("{}.svg", s.name));
         std::fs::write(&path, svg::render(run, s)).with_context(|| format!("writing {}", path.display()))?;
     }
 
     let path = dir.join("report.md");
-    std::fs::write(&path, markdown::render(report, &summaries))
-        .with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, markdown::render(report, &groups)).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

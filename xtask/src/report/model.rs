@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use zerodrop_load::RunResult;
 use zerodrop_stages::Stage;
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
@@ -22,9 +22,18 @@ pub struct Report {
     pub command: String,
     pub machine: Machine,
     pub profile: ExperimentProfile,
+    /// Every stage run, repeat after repeat (`StageRun::repeat`), stages in order
+    /// within a repeat.
     pub stages: Vec<StageRun>,
+    /// How often each stage ran (`--repeat`).
+    #[serde(default = "one")]
+    pub repeats: u32,
     /// The guardian exercise run once per experiment.
     pub guardian: Option<GuardianCheck>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,10 +68,14 @@ pub struct Window {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRun {
     pub stage: Stage,
+    /// 0-based repeat this run belongs to.
+    #[serde(default)]
+    pub repeat: u32,
     pub load: RunResult,
     /// Before the deploy: the baseline.
     pub steady: Window,
-    /// From the rollout trigger until the last old pod exited.
+    /// The deploy window: from one guard second before the rollout trigger (requests
+    /// in flight at the trigger belong to the deploy), the same length in every stage.
     pub roll: Window,
     /// From the rollout trigger until every new pod is ready and no old pod is
     /// counted (Kubernetes' notion of a complete rollout), api and worker together.

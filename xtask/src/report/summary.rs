@@ -46,7 +46,6 @@ pub struct StageSummary {
     pub timeline: Vec<Second>,
     pub checks: Checks,
     pub check_notes: Vec<String>,
-    pub sigkills: u64,
 }
 
 impl StageSummary {
@@ -63,7 +62,6 @@ impl StageSummary {
             error_rate,
             capacity,
             timeline,
-            sigkills: checks.killed_by_sigkill,
             checks,
             check_notes,
             roll,

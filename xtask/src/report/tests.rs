@@ -20,6 +20,7 @@ fn stage_run(name: StageName, failures: &[(Class, u64)]) -> StageRun {
     let ev = |t_ms, pod: &str, kind| PodEvent { t_ms, pod: pod.into(), app: "api".into(), kind, detail: String::new() };
     StageRun {
         stage: Stage::get(name),
+        repeat: 0,
         load: RunResult {
             started_unix_ms: 1_700_000_000_000,
             profile: Profile { duration: std::time::Duration::from_secs(10), rate_per_sec: 10, ..Profile::default() },
@@ -109,6 +110,7 @@ fn report() -> Report {
             propagation_delay_ms: 1000,
         },
         stages: vec![naive, pid1, drain],
+        repeats: 1,
         guardian: Some(GuardianCheck {
             drain_budget_ms: 5000,
             request_ms: 20000,
@@ -170,7 +172,7 @@ fn report_json_has_the_contract_keys_and_values() {
     assert!((dip - 80.0).abs() < 1.0, "dip {dip}");
     assert_eq!(pid1["evidence"].as_array().unwrap().len(), 2);
     assert_eq!(pid1["evidence"][0]["step"], "sigterm_received");
-    assert_eq!(pid1["stage"]["pod"]["entrypoint"], "exec");
+    assert_eq!(pid1["stage"]["pod"]["entrypoint"], "init");
     let c = &pid1["checks"];
     assert_eq!(c["sigterm_handler_fired"], true);
     assert!(c["readiness_before_listener_close"].is_null());
@@ -207,13 +209,51 @@ fn markdown_has_one_table_row_per_stage_and_honest_prose() {
     }
     assert!(md.contains("run-&lt;1&gt;"));
     assert!(md.contains("![pid1 timeline](charts/pid1.svg)"));
-    // pid1 made refused worse, and the prose says so from the numbers.
-    assert!(md.contains("refused rose from 0 to 7"), "{md}");
-    assert!(md.contains("**Worse:**"));
-    assert!(md.contains("lost jobs fell from 3 to 0"));
-    assert!(md.contains("**refused** was removed by **reverse-drain**"), "{md}");
+    // Seven refused of 50 against none: the intervals still touch, so no claim.
+    assert!(!md.contains("refused rose beyond noise"), "{md}");
+    assert!(md.contains("Too few events on either side to tell a difference from noise"), "{md}");
+    // Two resets not near the SIGKILL: nothing for pid1's lever to remove.
+    assert!(md.contains("| **pid1** (vs naive) | requests cut by a SIGKILL | 0 | 0 / 50"), "{md}");
+    assert!(md.contains("not detectable"), "{md}");
+    // Equal windows and Wilson intervals in the main table.
+    assert!(md.contains("| pid1 | 16.00% (8.34%–28.51%) |"), "{md}");
     assert!(md.contains("dispose ×4"));
     assert!(md.contains("✅ 70 (expected 70)"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Repeats: verdicts pool every repeat, the json carries min/median/max and the
+/// lever effect, and the markdown a row per stage in the repeats table.
+#[test]
+fn repeats_are_pooled_and_summarised() {
+    let dir = tmpdir("repeat");
+    let mut r = report();
+    let mut second = report().stages;
+    for s in &mut second {
+        s.repeat = 1;
+    }
+    // The second pid1 run refuses a little more.
+    second[1] = stage_run(StageName::Pid1, &[(Class::Refused, 9), (Class::Reset, 1)]);
+    second[1].repeat = 1;
+    r.stages.extend(second);
+    r.repeats = 2;
+    super::write(&r, &dir).unwrap();
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let pid1 = &v["stages"][1];
+    assert_eq!(v["stages"].as_array().unwrap().len(), 3, "one entry per stage");
+    assert_eq!(pid1["repeats"], 2);
+    assert_eq!(pid1["window_seconds"], 5.0);
+    assert_eq!(pid1["stats"]["refused"], json!({ "min": 7.0, "median": 8.0, "max": 9.0 }));
+    assert_eq!(pid1["requests"]["failed_rate"]["failed"], 18);
+    assert_eq!(pid1["requests"]["failed_rate"]["total"], 100);
+    let ci = pid1["requests"]["failed_rate"]["ci95"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() < 0.18 && ci[1].as_f64().unwrap() > 0.18);
+    assert_eq!(pid1["lever_effect"]["targets"][0], "requests_cut_by_sigkill");
+    assert_eq!(pid1["lever_effect"]["verdict"], "not-detectable");
+    assert!(v["stages"][0]["lever_effect"].is_null(), "the baseline has no lever");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("## Over 2 repeats"), "{md}");
+    assert!(md.contains("| pid1 | 9 (8–10) |"), "{md}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -126,12 +126,17 @@ impl Api {
 
     /// Waits for exit (bounded) and returns the exit code.
     pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        self.wait_status(limit).and_then(|st| st.code())
+    }
+
+    /// The exit status, or `None` if the process is still running after `limit`.
+    pub fn wait_status(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
                 // Give the reader thread a moment to collect the last lines.
                 std::thread::sleep(Duration::from_millis(100));
-                return st.code();
+                return Some(st);
             }
             if Instant::now() > deadline {
                 return None;
