@@ -2,6 +2,8 @@
 
 use crate::experiment::{machine, RunCtx};
 use crate::infra::Backends;
+use crate::local::netns;
+use crate::local::nft::VIP;
 use crate::local::platform::LocalPlatform;
 use crate::local::pod::Isolation;
 use crate::platform::Platform;
@@ -174,6 +176,12 @@ async fn run_local(a: Args) -> Result<()> {
     if !cfg!(target_os = "linux") {
         bail!("the local platform needs Linux (PID namespaces, 127.0.0.0/8 addresses); use --platform kind elsewhere");
     }
+    if !netns::inside() {
+        // Built here, where the network is: the lab has none, and cargo may need it.
+        let bin_dir = workspace::build_services()?;
+        let status = netns::run_in_lab(&bin_dir).await?;
+        std::process::exit(netns::exit_code(status));
+    }
     let profile = if a.quick { ExperimentProfile::quick() } else { ExperimentProfile::default_profile() };
     let stages: Vec<Stage> =
         a.stages.clone().unwrap_or_else(|| StageName::ALL.to_vec()).into_iter().map(Stage::get).collect();
@@ -187,18 +195,19 @@ async fn run_local(a: Args) -> Result<()> {
         stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
     );
 
-    let bin_dir = workspace::build_services()?;
+    let lab = netns::join(&run_id, VIP).await?;
     let isolation = Isolation::detect();
-    eprintln!("[platform] local: {}", isolation.describe());
+    eprintln!("[platform] local: {}; lab network namespace (pid {})", isolation.describe(), std::process::id());
     let backends = Backends::acquire(&out_dir).await?;
     eprintln!("[infra] {}", backends.describe());
 
     let platform = LocalPlatform::new(
         backends.amqp_url.clone(),
         backends.database_url.clone(),
-        bin_dir,
+        lab.bin_dir.clone(),
         isolation,
         profile.propagation_delay,
+        lab.run().to_string(),
     );
     // Ctrl-C abandons the running stage: the private servers are released below, and
     // the pods die with this process (PR_SET_PDEATHSIG on every pod).

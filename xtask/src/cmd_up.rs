@@ -1,22 +1,25 @@
 //! `cargo xtask up | rollout | status | logs | down`: a long-lived local fleet to poke
-//! at by hand. `up` stays in the foreground as the control plane (Deployment
-//! controller, kubelet, Service); the other commands talk to it over a loopback
-//! control socket whose address `up` writes to target/zerodrop-up/state.json.
+//! at by hand. `up` runs in a lab network namespace of its own (local/netns.rs) and
+//! stays in the foreground as the control plane (Deployment controller, kubelet,
+//! Service); the other commands talk to it over a Unix control socket (a path, so it
+//! reaches into the namespace) named in target/zerodrop-up/state.json. The Service is
+//! kernel DNAT on a virtual IP inside the lab: `cargo xtask client -- curl ...`.
 
 use crate::infra::Backends;
+use crate::local::netns;
+use crate::local::nft::VIP;
 use crate::local::pod::Isolation;
 use crate::local::recorder::Recorder;
-use crate::local::{service, Fleet, FleetConfig};
+use crate::local::{Fleet, FleetConfig};
 use crate::profile::ExperimentProfile;
 use crate::workspace;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use zerodrop_jobs::Topology;
@@ -27,9 +30,6 @@ pub struct UpArgs {
     /// The stage to deploy.
     #[arg(long, default_value = "naive")]
     stage: StageName,
-    /// Loopback port of the Service's stable address.
-    #[arg(long, default_value_t = 18080)]
-    port: u16,
 }
 
 #[derive(clap::Args)]
@@ -40,8 +40,9 @@ pub struct LogsArgs {
 
 #[derive(Serialize, Deserialize)]
 struct State {
-    control: SocketAddr,
-    service: SocketAddr,
+    control: PathBuf,
+    /// The Service's address inside the lab.
+    service: String,
     stage: String,
     logs: PathBuf,
     pid: u32,
@@ -59,28 +60,28 @@ fn read_state() -> Result<State> {
 }
 
 pub async fn up(a: UpArgs) -> Result<()> {
+    if !netns::inside() {
+        // Built here, where the network is: the lab has none, and cargo may need it.
+        let bin_dir = workspace::build_services()?;
+        let status = netns::run_in_lab(&bin_dir).await?;
+        std::process::exit(netns::exit_code(status));
+    }
     let stage = Stage::get(a.stage);
     let profile = ExperimentProfile::quick();
     let dir = workspace::target_dir().join("zerodrop-up");
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
-    let bin_dir = workspace::build_services()?;
+    let lab = netns::join("up", VIP).await?;
     let backends = Backends::acquire(&dir).await?;
     eprintln!("[infra] {}", backends.describe());
-    let result = serve(&a, stage, profile, &backends, bin_dir, logs).await;
+    let result = serve(stage, profile, &backends, lab.bin_dir.clone(), logs).await;
     let _ = std::fs::remove_file(state_path());
     backends.release().await?;
+    drop(lab);
     result
 }
 
-async fn serve(
-    a: &UpArgs,
-    stage: Stage,
-    p: ExperimentProfile,
-    backends: &Backends,
-    bin_dir: PathBuf,
-    logs: PathBuf,
-) -> Result<()> {
+async fn serve(stage: Stage, p: ExperimentProfile, backends: &Backends, bin_dir: PathBuf, logs: PathBuf) -> Result<()> {
     let queue = Topology::new("zerodrop.up.jobs");
     let cfg = FleetConfig {
         api_replicas: p.api_replicas,
@@ -98,25 +99,29 @@ async fn serve(
         worker_env: vec![("ZD_JOB_WORK_MS".into(), p.job_work.as_millis().to_string())],
         isolation: Isolation::detect(),
         subnet: 240,
+        vip: VIP,
     };
     let fleet = Fleet::up(cfg, stage.clone(), Arc::new(Recorder::default())).await?;
     let stop = CancellationToken::new();
-    let service_addr = SocketAddr::from(([127, 0, 0, 1], a.port));
-    let listener = TcpListener::bind(service_addr)
-        .await
-        .with_context(|| format!("binding the Service address {service_addr}; pick another with --port"))?;
-    tokio::spawn(service::stable_address(listener, fleet.service(), stop.clone()));
-    let control = TcpListener::bind("127.0.0.1:0").await?;
+    let control_path = workspace::target_dir().join("zerodrop-up/control.sock");
+    // A socket file left by an `up` that was killed would make bind fail.
+    let _ = std::fs::remove_file(&control_path);
+    let control = UnixListener::bind(&control_path)
+        .with_context(|| format!("binding the control socket {}", control_path.display()))?;
     let state = State {
-        control: control.local_addr()?,
-        service: service_addr,
+        control: control_path.clone(),
+        service: VIP.to_string(),
         stage: stage.name.to_string(),
         logs,
         pid: std::process::id(),
     };
     std::fs::write(state_path(), serde_json::to_string_pretty(&state)?)?;
     println!("fleet up: stage {} ({} api, {} worker pods)", stage.name, p.api_replicas, p.worker_replicas);
-    println!("Service:  http://{service_addr}   e.g. curl 'http://{service_addr}/work?ms=100'");
+    println!("Service:  http://{} (nftables DNAT inside the lab's network namespace)", VIP.ip());
+    println!(
+        "reach it: cargo xtask client -- curl -sS 'http://{}/work?ms=100'   (wrk, hey ... the same way)",
+        VIP.ip()
+    );
     println!("then:     cargo xtask status | rollout | logs [POD] | down      (Ctrl-C here also stops it)");
 
     let fleet = Arc::new(Mutex::new(Some(fleet)));
@@ -137,11 +142,12 @@ async fn serve(
     if let Some(f) = fleet.lock().await.take() {
         f.down().await;
     }
+    let _ = std::fs::remove_file(&control_path);
     println!("fleet down");
     Ok(())
 }
 
-async fn handle(conn: TcpStream, fleet: Arc<Mutex<Option<Fleet>>>, stop: CancellationToken) -> Result<()> {
+async fn handle(conn: UnixStream, fleet: Arc<Mutex<Option<Fleet>>>, stop: CancellationToken) -> Result<()> {
     let (r, mut w) = conn.into_split();
     let mut line = String::new();
     BufReader::new(r).read_line(&mut line).await?;
@@ -172,7 +178,8 @@ async fn handle(conn: TcpStream, fleet: Arc<Mutex<Option<Fleet>>>, stop: Cancell
                 );
             }
             out += &format!(
-                "service endpoints: {:?}\n",
+                "service {} endpoints: {:?}\n",
+                f.service().vip(),
                 f.service().endpoints().iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
             );
             out
@@ -196,8 +203,11 @@ async fn handle(conn: TcpStream, fleet: Arc<Mutex<Option<Fleet>>>, stop: Cancell
 /// Sends one control command to the running `up` and prints the answer.
 pub async fn control(command: &str) -> Result<()> {
     let st = read_state()?;
-    let mut s = TcpStream::connect(st.control).await.with_context(|| {
-        format!("the fleet's control socket {} does not answer; is `cargo xtask up` still running?", st.control)
+    let mut s = UnixStream::connect(&st.control).await.with_context(|| {
+        format!(
+            "the fleet's control socket {} does not answer; is `cargo xtask up` still running?",
+            st.control.display()
+        )
     })?;
     s.write_all(format!("{command}\n").as_bytes()).await?;
     let mut out = String::new();

@@ -88,6 +88,9 @@ impl<P: Platform> RunCtx<P> {
 
         self.progress.phase(format!("{name}: starting the fleet"));
         self.platform.deploy(&stage, &env, &log_dir).await?;
+        if let Some(hint) = self.platform.client_hint() {
+            eprintln!("[{name}] {hint}");
+        }
         let live = Arc::new(Live::default());
         let endpoints = Arc::new(AtomicU32::new(self.platform.ready_endpoints()));
         let stop_watch = CancellationToken::new();

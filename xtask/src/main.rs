@@ -1,5 +1,6 @@
 //! `cargo xtask`: the zerodrop runner. See ARCHITECTURE.md for the map.
 
+mod cmd_client;
 mod cmd_experiment;
 mod cmd_kill_mid_job;
 mod cmd_test;
@@ -41,9 +42,13 @@ enum Cmd {
     /// SIGKILL a worker mid-job and count, in the ledger, how often the job was
     /// applied after redelivery, with and without the idempotent consumer.
     KillMidJob(cmd_kill_mid_job::Args),
-    /// Start a local fleet of one stage and keep it up (foreground), with the
-    /// Service on a stable loopback address.
+    /// Start a local fleet of one stage and keep it up (foreground), in a lab network
+    /// namespace with the Service as kernel DNAT on 127.96.0.1:80.
     Up(cmd_up::UpArgs),
+    /// Run a command (curl, wrk, hey ...) inside the running lab's network namespace,
+    /// where the Service's address answers: `cargo xtask client -- curl -sS
+    /// http://127.96.0.1/work?ms=5`.
+    Client(cmd_client::Args),
     /// Rolling restart of the fleet started by `up`.
     Rollout,
     /// Pods, readiness and Service endpoints of the fleet started by `up`.
@@ -69,6 +74,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Test(a) => cmd_test::run(a).await,
             Cmd::KillMidJob(a) => cmd_kill_mid_job::run(a).await,
             Cmd::Up(a) => cmd_up::up(a).await,
+            Cmd::Client(a) => cmd_client::run(a),
             Cmd::Rollout => cmd_up::control("rollout").await,
             Cmd::Status => cmd_up::control("status").await,
             Cmd::Logs(a) => cmd_up::logs(a),

@@ -72,6 +72,11 @@ pub trait Platform {
     async fn deploy(&mut self, stage: &Stage, env: &StageEnv, log_dir: &Path) -> Result<()>;
     /// Starts `profile` against the api Service; returns once requests are flowing.
     async fn start_load(&mut self, profile: &Profile, job_prefix: &str, live: Arc<Live>) -> Result<LoadRun>;
+    /// One line telling a human how to aim their own client (curl, wrk, hey) at the
+    /// api Service during the stage, where the platform offers a way.
+    fn client_hint(&self) -> Option<String> {
+        None
+    }
     /// Ready api endpoints right now (for the progress line).
     fn ready_endpoints(&self) -> u32;
     /// Rolling restart of both deployments; returns when both are complete.

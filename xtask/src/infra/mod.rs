@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub(crate) use net::{amqp_endpoint, postgres_endpoint, Endpoint};
 use process::{ServerProc, TempDir};
 use watchdog::Watchdog;
 

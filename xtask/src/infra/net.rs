@@ -24,7 +24,7 @@ pub(super) fn free_ports(n: usize) -> Result<Vec<u16>> {
 
 /// Where a URL points, without its credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Endpoint {
+pub(crate) enum Endpoint {
     Tcp {
         host: String,
         port: u16,
@@ -115,7 +115,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// The broker endpoint of an AMQP URL, and whether it is TLS (`amqps`).
-pub(super) fn amqp_endpoint(url: &str) -> Result<(Endpoint, bool)> {
+pub(crate) fn amqp_endpoint(url: &str) -> Result<(Endpoint, bool)> {
     let u = split_url(url)?;
     let tls = match u.scheme.as_str() {
         "amqp" => false,
@@ -128,7 +128,7 @@ pub(super) fn amqp_endpoint(url: &str) -> Result<(Endpoint, bool)> {
 }
 
 /// The server endpoint of a PostgreSQL URL (TCP, or a Unix-socket directory).
-pub(super) fn postgres_endpoint(url: &str) -> Result<Endpoint> {
+pub(crate) fn postgres_endpoint(url: &str) -> Result<Endpoint> {
     let u = split_url(url)?;
     if u.scheme != "postgres" && u.scheme != "postgresql" {
         bail!("unsupported scheme {:?} (expected postgres:// or postgresql://)", u.scheme);

@@ -4,6 +4,10 @@
 pub mod deployment;
 mod guardian;
 pub mod kubelet;
+pub mod netns;
+pub mod nft;
+#[cfg(test)]
+mod nft_kernel_tests;
 pub mod platform;
 pub mod pod;
 pub mod probe;
@@ -14,8 +18,8 @@ use anyhow::{bail, Result};
 use deployment::Deployment;
 use pod::{App, Isolation, Pod, PodTemplate};
 use recorder::Recorder;
-use service::Service;
-use std::net::Ipv4Addr;
+use service::{Dataplane, Service};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,6 +41,8 @@ pub struct FleetConfig {
     pub isolation: Isolation,
     /// Third octet of the pods' 127.x.y.z addresses, so concurrent fleets never collide.
     pub subnet: u8,
+    /// The Service's virtual IP (nftables DNAT in the lab's network namespace).
+    pub vip: SocketAddrV4,
 }
 
 pub struct Fleet {
@@ -54,8 +60,14 @@ pub struct Fleet {
 impl Fleet {
     /// Creates both deployments at revision 1 and waits until every pod is ready.
     pub async fn up(cfg: FleetConfig, stage: Stage, rec: Arc<Recorder>) -> Result<Fleet> {
+        if !netns::inside() {
+            // The Service is nftables rules in the current network namespace: outside
+            // the lab they would land in this machine's own firewall.
+            bail!("a local fleet runs only inside the lab's network namespace (see local/netns.rs)");
+        }
         let stop = CancellationToken::new();
-        let service = Service::new(cfg.propagation_delay, rec.clone(), stop.clone());
+        let plane = Dataplane::Nft { vip: cfg.vip };
+        let service = Service::new(cfg.propagation_delay, rec.clone(), stop.clone(), plane).await?;
         let api = Deployment { replicas: cfg.api_replicas, revision: 1, pods: Vec::new() };
         let worker = Deployment { replicas: cfg.worker_replicas, revision: 1, pods: Vec::new() };
         let mut fleet = Fleet { cfg, stage, rec, service, stop, api, worker, seq: 0, terminations: Vec::new() };
@@ -186,6 +198,9 @@ impl Fleet {
     /// Stops everything at once (outside any measurement).
     pub async fn down(mut self) {
         self.stop.cancel();
+        if let Err(e) = self.service.close().await {
+            eprintln!("warning: removing the Service's rules: {e:#}");
+        }
         let pods: Vec<_> = self.all_pods().cloned().collect();
         for p in &pods {
             p.signal(libc::SIGKILL);

@@ -1,5 +1,6 @@
 //! The local platform behind the [`Platform`] interface.
 
+use super::nft::VIP;
 use super::pod::Isolation;
 use super::recorder::Recorder;
 use super::{guardian, Fleet, FleetConfig};
@@ -21,6 +22,8 @@ pub struct LocalPlatform {
     fleet: Option<Fleet>,
     rec: Arc<Recorder>,
     log_dir: PathBuf,
+    /// The lab's run id, for `cargo xtask client --run`.
+    lab_run: String,
 }
 
 impl LocalPlatform {
@@ -30,6 +33,7 @@ impl LocalPlatform {
         bin_dir: PathBuf,
         isolation: Isolation,
         propagation_delay: Duration,
+        lab_run: String,
     ) -> Self {
         LocalPlatform {
             amqp_url,
@@ -40,6 +44,7 @@ impl LocalPlatform {
             fleet: None,
             rec: Arc::new(Recorder::default()),
             log_dir: PathBuf::new(),
+            lab_run,
         }
     }
 
@@ -80,6 +85,7 @@ impl Platform for LocalPlatform {
             worker_env: vec![("ZD_JOB_WORK_MS".into(), env.job_work.as_millis().to_string())],
             isolation: self.isolation,
             subnet: (env.index % 200) as u8 + 1,
+            vip: VIP,
         };
         self.fleet = Some(Fleet::up(cfg, stage.clone(), self.rec.clone()).await?);
         Ok(())
@@ -88,11 +94,16 @@ impl Platform for LocalPlatform {
     async fn start_load(&mut self, profile: &Profile, job_prefix: &str, live: Arc<Live>) -> Result<LoadRun> {
         let svc = self.fleet()?.service();
         self.rec.endpoints_now(svc.ready_endpoints());
-        let resolver: Arc<dyn zerodrop_load::Resolver> = svc;
+        // A plain client of the Service's virtual IP: which pod a new connection
+        // reaches is the kernel's DNAT decision, not ours.
+        let resolver: Arc<dyn zerodrop_load::Resolver> =
+            Arc::new(zerodrop_load::FixedResolver(std::net::SocketAddr::V4(svc.vip())));
         let (profile, prefix) = (profile.clone(), job_prefix.to_string());
-        // The generator runs in this process and connects to the endpoint the
-        // Service picks, as a client pod's kube-proxy rules would.
         Ok(tokio::spawn(async move { Ok(zerodrop_load::run(&profile, resolver, &prefix, live).await) }))
+    }
+
+    fn client_hint(&self) -> Option<String> {
+        Some(super::netns::client_hint(&self.lab_run, VIP))
     }
 
     fn ready_endpoints(&self) -> u32 {

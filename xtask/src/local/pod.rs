@@ -233,11 +233,17 @@ impl Pod {
     /// A pod with no process behind it, for testing controller logic.
     #[cfg(test)]
     pub fn fake(name: &str, revision: u32, ready: bool) -> Arc<Pod> {
+        Self::fake_at(name, revision, ready, "127.0.0.1:1")
+    }
+
+    /// [`Pod::fake`] listening (nominally) on `addr`.
+    #[cfg(test)]
+    pub fn fake_at(name: &str, revision: u32, ready: bool, addr: &str) -> Arc<Pod> {
         Arc::new(Pod {
             name: name.into(),
             app: App::Api,
             revision,
-            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            addr: addr.parse().expect("a socket address"),
             log_path: PathBuf::new(),
             pid1: 0,
             group_kill: false,

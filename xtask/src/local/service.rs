@@ -1,19 +1,31 @@
 //! The Service: its endpoints are the ready, non-terminating api pods, as seen by a
-//! kube-proxy that learns every change `propagation_delay` late. New connections are
-//! spread over endpoints at connect time; established ones stay where they are.
+//! kube-proxy that learns every change `propagation_delay` late. What it has learned
+//! it programs into the kernel (nftables DNAT on a virtual IP, see nft.rs): new
+//! connections are spread over endpoints at connect time by the kernel; established
+//! ones stay where they are (conntrack).
 
+use super::nft;
 use super::pod::Pod;
 use super::recorder::Recorder;
 use crate::report::model::PodEventKind;
-use rand::Rng;
+use anyhow::Result;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// Where the Service's endpoint set goes.
+pub enum Dataplane {
+    /// nftables DNAT from `vip` in this process's network namespace (the lab node).
+    Nft { vip: SocketAddrV4 },
+    /// Keeps every rendered ruleset instead of applying it: controller logic under test
+    /// must not touch the host's firewall.
+    #[cfg(test)]
+    Capture(Arc<Mutex<Vec<String>>>),
+}
 
 pub struct Service {
     /// What kube-proxy has programmed: the endpoints new connections can reach.
@@ -21,18 +33,41 @@ pub struct Service {
     pods: Mutex<Vec<Arc<Pod>>>,
     propagation_delay: Duration,
     rec: Arc<Recorder>,
+    dataplane: Dataplane,
+    /// Serialises programming; `true` once closed, so that a sync still in flight when
+    /// the fleet goes down cannot re-create rules after the teardown.
+    closed: tokio::sync::Mutex<bool>,
 }
 
 impl Service {
-    pub fn new(propagation_delay: Duration, rec: Arc<Recorder>, stop: CancellationToken) -> Arc<Service> {
+    /// Programs an empty Service (so a missing `nft` or missing privileges fail here,
+    /// before any pod starts) and starts the sync loop.
+    pub async fn new(
+        propagation_delay: Duration,
+        rec: Arc<Recorder>,
+        stop: CancellationToken,
+        dataplane: Dataplane,
+    ) -> Result<Arc<Service>> {
         let svc = Arc::new(Service {
             routable: Mutex::new(Vec::new()),
             pods: Mutex::new(Vec::new()),
             propagation_delay,
             rec,
+            dataplane,
+            closed: tokio::sync::Mutex::new(false),
         });
+        svc.program(&[]).await?;
         tokio::spawn(svc.clone().sync_loop(stop));
-        svc
+        Ok(svc)
+    }
+
+    /// The address clients connect to.
+    pub fn vip(&self) -> SocketAddrV4 {
+        match &self.dataplane {
+            Dataplane::Nft { vip } => *vip,
+            #[cfg(test)]
+            Dataplane::Capture(_) => nft::VIP,
+        }
     }
 
     /// Selects a new api pod (the label selector matched it).
@@ -50,12 +85,47 @@ impl Service {
         self.routable.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
+    /// Removes the Service's rules for good: the VIP refuses from here on.
+    pub async fn close(&self) -> Result<()> {
+        let mut closed = self.closed.lock().await;
+        *closed = true;
+        self.apply(nft::render_teardown()).await
+    }
+
+    /// One sync: the whole endpoint set in one transaction. False once closed.
+    async fn program(&self, endpoints: &[SocketAddr]) -> Result<bool> {
+        let closed = self.closed.lock().await;
+        if *closed {
+            return Ok(false);
+        }
+        self.apply(nft::render(self.vip(), &nft::v4(endpoints))).await?;
+        Ok(true)
+    }
+
+    async fn apply(&self, script: String) -> Result<()> {
+        match &self.dataplane {
+            Dataplane::Nft { .. } => nft::apply(&script).await,
+            #[cfg(test)]
+            Dataplane::Capture(c) => {
+                if let Ok(mut c) = c.lock() {
+                    c.push(script);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The endpoint-slice controller and kube-proxy in one loop: each change of a pod's
-    /// eligibility reaches the routing table `propagation_delay` later.
+    /// eligibility reaches the kernel's rules `propagation_delay` later.
     async fn sync_loop(self: Arc<Self>, stop: CancellationToken) {
         // pod -> (eligible as last seen, pending changes: (apply at, eligible)).
         let mut seen: HashMap<String, bool> = HashMap::new();
         let mut pending: Vec<(Instant, String, SocketAddr, bool)> = Vec::new();
+        // The endpoint set decided so far, and the removals not yet in the kernel (a
+        // failed sync is retried on the next tick).
+        let mut desired: Vec<(String, SocketAddr)> = Vec::new();
+        let mut removed: Vec<String> = Vec::new();
+        let mut dirty = false;
         let epoch = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         while !stop.is_cancelled() {
@@ -76,35 +146,44 @@ impl Service {
                 }
             }
             let now = Instant::now();
-            let (mut due, later): (Vec<_>, Vec<_>) = pending.drain(..).partition(|(at, ..)| *at <= now);
+            let (due, later): (Vec<_>, Vec<_>) = pending.drain(..).partition(|(at, ..)| *at <= now);
             pending = later;
-            // A replacement seen in the same tick as its predecessor's removal is
-            // programmed first, so the table never shows a gap that is our artefact.
-            due.sort_by_key(|(_, _, _, eligible)| !*eligible);
+            // Everything due goes to the kernel in one transaction, so a replacement
+            // seen in the same sync as its predecessor's removal never leaves a gap
+            // that is our artefact.
             for (_, name, addr, eligible) in due {
-                let changed = {
-                    let Ok(mut r) = self.routable.lock() else { continue };
-                    let present = r.iter().any(|(n, _)| *n == name);
-                    if eligible && !present {
-                        r.push((name.clone(), addr));
-                        true
-                    } else if !eligible && present {
-                        r.retain(|(n, _)| *n != name);
-                        true
-                    } else {
-                        false
+                let present = desired.iter().any(|(n, _)| *n == name);
+                if eligible && !present {
+                    desired.push((name, addr));
+                    dirty = true;
+                } else if !eligible && present {
+                    desired.retain(|(n, _)| *n != name);
+                    removed.push(name);
+                    dirty = true;
+                }
+            }
+            if dirty {
+                let addrs: Vec<SocketAddr> = desired.iter().map(|(_, a)| *a).collect();
+                match self.program(&addrs).await {
+                    Ok(false) => break,
+                    Ok(true) => {
+                        dirty = false;
+                        if let Ok(mut r) = self.routable.lock() {
+                            *r = desired.clone();
+                        }
+                        // Recorded once the kernel has the new rules: from now on no
+                        // new connection reaches these pods.
+                        for name in removed.drain(..) {
+                            self.rec.event(
+                                &name,
+                                "api",
+                                PodEventKind::EndpointRemoved,
+                                "no longer routed for new connections",
+                            );
+                        }
+                        self.rec.endpoints_now(addrs.len() as u32);
                     }
-                };
-                if changed {
-                    if !eligible {
-                        self.rec.event(
-                            &name,
-                            "api",
-                            PodEventKind::EndpointRemoved,
-                            "no longer routed for new connections",
-                        );
-                    }
-                    self.rec.endpoints_now(self.ready_endpoints());
+                    Err(e) => eprintln!("warning: programming the Service failed (retrying): {e:#}"),
                 }
             }
             // Forget pods that are gone for good.
@@ -117,54 +196,12 @@ impl Service {
 
 /// kube-proxy programs its rules in periodic syncs, not per event: changes seen close
 /// together land in the same sync. Rounding up to a 100 ms grid does the same here,
-/// so a replacement and its predecessor's removal are applied together (additions
-/// first) even when this loop noticed them one tick apart.
+/// so a replacement and its predecessor's removal are applied together (in one
+/// transaction) even when this loop noticed them one tick apart.
 fn sync_at(epoch: Instant, at: Instant) -> Instant {
     const SYNC: u128 = 100;
     let ms = at.duration_since(epoch).as_millis();
     epoch + Duration::from_millis((ms.div_ceil(SYNC) * SYNC) as u64)
-}
-
-impl zerodrop_load::Resolver for Service {
-    fn pick(&self) -> Option<SocketAddr> {
-        let r = self.routable.lock().ok()?;
-        if r.is_empty() {
-            return None;
-        }
-        Some(r[rand::thread_rng().gen_range(0..r.len())].1)
-    }
-}
-
-/// A stable address for humans and external tools (curl, wrk), in the manner of
-/// kube-proxy's old userspace mode: accept, pick an endpoint, splice bytes. When the
-/// chosen endpoint refuses, the client's connection is reset (the closest a proxy can
-/// get to passing on a refusal). The experiment's own load does not go through here:
-/// it connects to the picked endpoint directly, so it sees the kernel's real errors.
-pub async fn stable_address(listener: TcpListener, svc: Arc<Service>, stop: CancellationToken) {
-    loop {
-        let (client, _) = tokio::select! {
-            _ = stop.cancelled() => return,
-            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-        };
-        let svc = svc.clone();
-        tokio::spawn(async move {
-            use zerodrop_load::Resolver;
-            let backend = match svc.pick() {
-                Some(addr) => TcpStream::connect(addr).await.ok(),
-                None => None,
-            };
-            match backend {
-                Some(mut b) => {
-                    let mut c = client;
-                    let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
-                }
-                None => {
-                    let _ = socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO));
-                    drop(client);
-                }
-            }
-        });
-    }
 }
 
 #[cfg(test)]
@@ -178,27 +215,41 @@ mod tests {
     }
 
     /// kube-proxy learns every change late, in both directions, and a replacement is
-    /// never programmed after its predecessor's removal.
+    /// never programmed after its predecessor's removal: both land in one ruleset.
     #[tokio::test(start_paused = true)]
     async fn endpoints_follow_pods_one_propagation_delay_late() {
         let rec = Arc::new(Recorder::default());
         let stop = CancellationToken::new();
-        let svc = Service::new(Duration::from_millis(1000), rec.clone(), stop.clone());
+        let scripts = Arc::new(Mutex::new(Vec::new()));
+        let plane = Dataplane::Capture(scripts.clone());
+        let svc = Service::new(Duration::from_millis(1000), rec.clone(), stop.clone(), plane).await.unwrap();
+        let programmed = || scripts.lock().unwrap().clone();
+        assert_eq!(programmed(), [nft::render(nft::VIP, &[])], "an empty Service is programmed at once");
         let old = Pod::fake("old", 1, true);
         svc.watch(old.clone());
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(routed(&svc).is_empty(), "added before the delay");
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(routed(&svc), ["old"]);
+        assert_eq!(programmed().len(), 2);
 
-        let new = Pod::fake("new", 2, true);
+        let new = Pod::fake_at("new", 2, true, "127.77.1.2:8080");
         svc.watch(new.clone());
         old.terminating.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(routed(&svc), ["old"], "a terminating pod stays routed until the change propagates");
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(routed(&svc), ["new"]);
+        let all = programmed();
+        assert_eq!(all.len(), 3, "the swap is one transaction: {all:#?}");
+        assert!(all[2].contains("mod 1 map { 0 : 127.77.1.2 . 8080 }"), "{}", all[2]);
         assert!(rec.endpoint_samples().iter().all(|(_, n)| *n >= 1), "{:?}", rec.endpoint_samples());
+
+        svc.close().await.unwrap();
+        assert_eq!(programmed().last().unwrap(), &nft::render_teardown());
+        new.terminating.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(programmed().len(), 4, "nothing is programmed after close");
         stop.cancel();
     }
 }
