@@ -42,6 +42,17 @@ pub struct Args {
     /// printed as such). Repeatable.
     #[arg(long, value_name = "STAGE")]
     known_gap: Vec<StageName>,
+    /// Run your own client beside the load during each deploy, against the same
+    /// Service address, and put its counts next to ours in the report: a shell
+    /// command with `{url}` for the Service URL, e.g.
+    /// `--alongside "hey -z 10s -c 10 -q 20 '{url}/work?ms=5'"` (hey's summary is
+    /// parsed; any other tool's output is kept in logs/<stage>/third-party.txt).
+    /// Local platform.
+    #[arg(long, value_name = "COMMAND")]
+    alongside: Option<String>,
+    /// With --alongside: only in these stages (comma-separated; default: all).
+    #[arg(long, value_parser = crate::parse_stages)]
+    alongside_stages: Option<std::vec::Vec<StageName>>,
     /// Where the fleet runs: `kind` (a real Kubernetes cluster in Docker), `local`
     /// (processes on this machine), `auto` (kind when `docker info` answers and `kind`
     /// is on PATH, else local). The report names the platform that ran.
@@ -244,6 +255,10 @@ async fn run_stages<P: Platform>(
 ) -> Result<Report> {
     let mut ctx =
         RunCtx::new(run_id.to_string(), out_dir.to_path_buf(), profile.clone(), a.keep_data, platform).await?;
+    ctx.alongside = a.alongside.clone().map(|template| crate::alongside::Alongside {
+        template,
+        stages: a.alongside_stages.clone().unwrap_or_default(),
+    });
     let started_at =
         time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let mut runs = Vec::new();

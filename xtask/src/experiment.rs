@@ -29,6 +29,8 @@ pub struct RunCtx<P: Platform> {
     pub keep_data: bool,
     pub progress: Arc<Progress>,
     pub platform: P,
+    /// A third-party client to run beside the load during the deploy.
+    pub alongside: Option<crate::alongside::Alongside>,
     amqp: Connection,
     channel: Channel,
     db: tokio_postgres::Client,
@@ -48,7 +50,18 @@ impl<P: Platform> RunCtx<P> {
             .with_context(|| format!("connecting to RabbitMQ at {amqp_url}"))?;
         let channel = amqp.create_channel().await.context("opening an AMQP channel")?;
         let db = zerodrop_ledger::connect(platform.database_url()).await.context("connecting to PostgreSQL")?;
-        Ok(RunCtx { run_id, out_dir, profile, keep_data, progress: Progress::new(), platform, amqp, channel, db })
+        Ok(RunCtx {
+            run_id,
+            out_dir,
+            profile,
+            keep_data,
+            progress: Progress::new(),
+            platform,
+            alongside: None,
+            amqp,
+            channel,
+            db,
+        })
     }
 
     pub async fn close(self) {
@@ -109,6 +122,7 @@ impl<P: Platform> RunCtx<P> {
         self.sleep_tracking(p.warmup + p.steady, &endpoints).await;
         self.progress.phase("rolling deploy");
         let trigger = now_ms();
+        let third_party = self.start_alongside(stage.name, &log_dir, &pod_logs_dir);
         let rollout = self.platform.rollout().await;
         endpoints.store(self.platform.ready_endpoints(), Ordering::Relaxed);
         self.progress.phase("old pods terminating");
@@ -117,6 +131,10 @@ impl<P: Platform> RunCtx<P> {
         let roll_end = now_ms() + 1000;
         self.progress.phase("cool-down");
         let mut result = load.await.context("the load generator task failed")??;
+        let third_party = match third_party {
+            Some(h) => Some(h.await.context("the third-party client task failed")??),
+            None => None,
+        };
         result.accepted_jobs.extend(backlog);
         stop_watch.cancel();
         let rollout_seconds = rollout.context("the rolling deploy failed")?.as_secs_f64();
@@ -198,7 +216,38 @@ impl<P: Platform> RunCtx<P> {
             logs,
             jobs,
             pod_logs_dir,
+            third_party: third_party.map(|mut t| {
+                t.started_ms -= origin;
+                t.ended_ms -= origin;
+                t
+            }),
         })
+    }
+
+    /// Starts `--alongside` for this stage at the rollout trigger; its times come
+    /// back in unix ms (the caller makes them relative).
+    fn start_alongside(
+        &self,
+        stage: zerodrop_stages::StageName,
+        log_dir: &std::path::Path,
+        rel_dir: &str,
+    ) -> Option<tokio::task::JoinHandle<Result<crate::alongside::ThirdPartyRun>>> {
+        let a = self.alongside.as_ref().filter(|a| a.applies_to(stage))?;
+        let Some(url) = self.platform.service_url() else {
+            eprintln!("warning: --alongside: this platform offers no Service address to aim a client at");
+            return None;
+        };
+        let template = a.template.clone();
+        let out = log_dir.join("third-party.txt");
+        let rel = format!("{rel_dir}/third-party.txt");
+        let limit = self.profile.roll + Duration::from_secs(30);
+        Some(tokio::spawn(async move {
+            let started_ms = now_ms();
+            let (exit_code, command) = crate::alongside::run(&template, &url, &out, limit).await?;
+            let ended_ms = now_ms();
+            let counts = std::fs::read_to_string(&out).ok().and_then(|t| crate::alongside::parse_hey(&t));
+            Ok(crate::alongside::ThirdPartyRun { command, started_ms, ended_ms, exit_code, output: rel, counts })
+        }))
     }
 
     /// Puts `n` jobs in the queue before the load starts, published with confirms:

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the zerodrop runner. See ARCHITECTURE.md for the map.
 
+mod alongside;
 mod cmd_client;
 mod cmd_experiment;
 mod cmd_kill_mid_job;

@@ -77,6 +77,11 @@ pub trait Platform {
     fn client_hint(&self) -> Option<String> {
         None
     }
+    /// The api Service's URL as a process started by this runner reaches it (for
+    /// `--alongside`), where the platform offers one.
+    fn service_url(&self) -> Option<String> {
+        None
+    }
     /// Ready api endpoints right now (for the progress line).
     fn ready_endpoints(&self) -> u32;
     /// Rolling restart of both deployments; returns when both are complete.

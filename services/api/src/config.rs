@@ -26,7 +26,7 @@ impl Config {
             queue: var("ZD_QUEUE", "zerodrop.jobs")?,
             capacity: var("ZD_CAPACITY", "16")?.parse().context("ZD_CAPACITY must be a positive integer")?,
             warm_fill: Duration::from_millis(
-                var("ZD_WARM_FILL_MS", "15")?.parse().context("ZD_WARM_FILL_MS must be milliseconds")?,
+                var("ZD_WARM_FILL_MS", "40")?.parse().context("ZD_WARM_FILL_MS must be milliseconds")?,
             ),
             max_work_ms: var("ZD_MAX_WORK_MS", "60000")?.parse().context("ZD_MAX_WORK_MS must be milliseconds")?,
             behaviour: AppBehaviour::from_env()?,

@@ -106,6 +106,10 @@ impl Platform for LocalPlatform {
         Some(super::netns::client_hint(&self.lab_run, VIP))
     }
 
+    fn service_url(&self) -> Option<String> {
+        Some(format!("http://{}", VIP.ip()))
+    }
+
     fn ready_endpoints(&self) -> u32 {
         self.fleet.as_ref().map(|f| f.service().ready_endpoints()).unwrap_or(0)
     }

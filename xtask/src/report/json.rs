@@ -104,6 +104,7 @@ fn stage(run: &StageRun, s: &StageSummary) -> anyhow::Result<Value> {
         "checks": s.checks,
         "check_notes": s.check_notes,
         "pod_logs_dir": run.pod_logs_dir,
+        "third_party": run.third_party,
         "chart": format!("charts/{}.svg", s.name),
         "stage": serde_json::to_value(&run.stage)?,
     }))

@@ -47,12 +47,14 @@ fn refused(_: &StageRun, s: &StageSummary) -> (u64, u64) {
 }
 
 /// Requests the server cut (reset or closed early), and job submissions that failed
-/// for any reason but a refused connection (which is the readiness lever's).
+/// in the server (500, 502, timeout, other). Refused connections are the readiness
+/// lever's, and 503s (an instance at capacity) the surge lever's.
 fn cut_mid_flight(r: &StageRun, s: &StageSummary) -> (u64, u64) {
     let cut = in_window(r)
         .filter(|rec| {
             rec.class == Class::Reset
-                || (rec.kind == Kind::Job && rec.class.is_failure() && rec.class != Class::Refused)
+                || (rec.kind == Kind::Job
+                    && matches!(rec.class, Class::Http500 | Class::Http502 | Class::Timeout | Class::Other))
         })
         .count() as u64;
     (cut, s.roll.total)
@@ -62,8 +64,22 @@ fn lost_or_duplicated_jobs(r: &StageRun, _: &StageSummary) -> (u64, u64) {
     (r.jobs.lost + r.jobs.duplicated, r.jobs.accepted)
 }
 
-fn capacity_dip(_: &StageRun, s: &StageSummary) -> (u64, u64) {
-    (s.count(Class::Http503), s.roll.total)
+/// A request slower than this many times the stage's own steady p99 was held up by
+/// the deploy, not by the tail the service always has.
+pub const SLOW_FACTOR: f64 = 2.0;
+
+/// Requests turned away (503: an instance at capacity) or held up well beyond the
+/// steady tail while the fleet was short of warm capacity.
+fn capacity_dip(r: &StageRun, s: &StageSummary) -> (u64, u64) {
+    (dip_hits(r, s).len() as u64, s.roll.total)
+}
+
+/// The requests [`capacity_dip`] counts.
+pub fn dip_hits<'a>(r: &'a StageRun, s: &StageSummary) -> Vec<&'a zerodrop_load::Record> {
+    let slow_us = (s.steady.latency_ms.p99 * SLOW_FACTOR * 1000.0) as u64;
+    in_window(r)
+        .filter(|rec| rec.class == Class::Http503 || (rec.class == Class::Ok && rec.latency_us > slow_us))
+        .collect()
 }
 
 fn in_window(r: &StageRun) -> impl Iterator<Item = &zerodrop_load::Record> {
@@ -89,7 +105,11 @@ pub fn targets(stage: StageName) -> Vec<Target> {
         StageName::RequeueIdempotency => {
             vec![t("lost_or_duplicated_jobs", "jobs lost or applied twice", lost_or_duplicated_jobs)]
         }
-        StageName::SurgeJitter => vec![t("http_503", "503s while the fleet was short or cold", capacity_dip)],
+        StageName::SurgeJitter => vec![t(
+            "capacity_dip",
+            "requests refused with 503 or slower than 2× the steady p99 while the fleet was short or cold",
+            capacity_dip,
+        )],
     }
 }
 

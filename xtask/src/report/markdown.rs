@@ -304,6 +304,7 @@ fn stage_section(md: &mut String, n: usize, run: &StageRun, s: &StageSummary, re
     }
     let _ = writeln!(md, "![{} timeline](charts/{}.svg)\n", s.name, s.name);
     checks(md, run, s);
+    third_party(md, run);
     evidence_table(md, run);
     let _ = writeln!(md, "Raw pod logs: [`{0}`]({0})\n", run.pod_logs_dir.replace(' ', "%20"));
 }
@@ -439,4 +440,63 @@ fn guardian(md: &mut String, g: Option<&GuardianCheck>) {
         }
         let _ = writeln!(md, "```");
     }
+}
+
+/// `--alongside`: the third-party client's own counts next to ours, over the time it
+/// ran (our requests by intended start in that interval), rates with 95% intervals.
+fn third_party(md: &mut String, run: &StageRun) {
+    let Some(t) = &run.third_party else { return };
+    let from_us = (t.started_ms.max(0) as u64) * 1000;
+    let to_us = (t.ended_ms.max(0) as u64) * 1000;
+    let ours = zerodrop_load::window_stats(&run.load.records, from_us, to_us);
+    let c = |k: Class| ours.by_class.get(k.key()).copied().unwrap_or(0);
+    let _ = writeln!(
+        md,
+        "Third-party client, from {:.3} s to {:.3} s: `{}` (exit {}; output in [`{}`]({})).\n",
+        t.started_ms as f64 / 1000.0,
+        t.ended_ms as f64 / 1000.0,
+        cell(&t.command),
+        t.exit_code.map_or("none".into(), |c| c.to_string()),
+        cell(&t.output),
+        t.output.replace(' ', "%20")
+    );
+    let Some(k) = &t.counts else {
+        let _ = writeln!(md, "Its output is not hey's summary, so it is kept but not tallied.\n");
+        return;
+    };
+    let theirs_503 = k.responses.get(&503).copied().unwrap_or(0);
+    let rows = [
+        ("the third-party client", k.total(), k.failed(), k.refused, k.reset, theirs_503),
+        (
+            "zerodrop's load, same interval",
+            ours.total,
+            ours.failed,
+            c(Class::Refused),
+            c(Class::Reset),
+            c(Class::Http503),
+        ),
+    ];
+    let _ = writeln!(md, "| client | requests | failed (rate, 95% CI) | refused (rate, 95% CI) | reset | 503 |\n|---|---:|---|---|---:|---:|");
+    for (who, total, failed, refused, reset, r503) in rows {
+        let _ = writeln!(
+            md,
+            "| {who} | {total} | {} | {} | {reset} | {r503} |",
+            stats::describe(&stats::wilson(failed, total)),
+            stats::describe(&stats::wilson(refused, total))
+        );
+    }
+    let overlap = |a: stats::Rate, b: stats::Rate| a.ci95[0] <= b.ci95[1] && b.ci95[0] <= a.ci95[1];
+    let (tf, of) = (stats::wilson(k.failed(), k.total()), stats::wilson(ours.failed, ours.total));
+    let (tr, or) = (stats::wilson(k.refused, k.total()), stats::wilson(c(Class::Refused), ours.total));
+    let agree = overlap(tf, of) && overlap(tr, or);
+    let _ = writeln!(
+        md,
+        "\n{}\n",
+        if agree {
+            "The two failure rates, and the two refused rates, agree: their 95% intervals overlap."
+        } else {
+            "The rates differ beyond their 95% intervals: the clients differ in request mix and connection reuse, so read \
+             the kinds of failure (refused vs reset vs 503) rather than the exact rates."
+        }
+    );
 }

@@ -6,6 +6,7 @@
 //! share one clock.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use zerodrop_load::RunResult;
 use zerodrop_stages::Stage;
 
@@ -90,6 +91,8 @@ pub struct StageRun {
     pub jobs: Jobs,
     /// Where this stage's raw per-pod logs are, relative to the report directory.
     pub pod_logs_dir: String,
+    #[serde(default)]
+    pub third_party: Option<ThirdPartyRun>,
 }
 
 /// `Stage` holds `&'static str` (lever, targets), so it only deserialises from
@@ -177,4 +180,36 @@ pub struct GuardianCheck {
     /// What the client of the long request saw (a class key).
     pub client_outcome: String,
     pub logs: Vec<LogLine>,
+}
+
+/// A third-party client (`--alongside`) run during the stage's deploy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThirdPartyRun {
+    pub command: String,
+    /// Milliseconds from the stage's load start: when the client started and ended.
+    pub started_ms: i64,
+    pub ended_ms: i64,
+    pub exit_code: Option<i32>,
+    /// Relative to the report directory.
+    pub output: String,
+    /// Parsed from hey's summary; `None` for another tool's output.
+    pub counts: Option<ClientCounts>,
+}
+
+/// A client's own tally: responses per status code and connection-level errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCounts {
+    pub responses: BTreeMap<u16, u64>,
+    pub refused: u64,
+    pub reset: u64,
+    pub other_errors: u64,
+}
+
+impl ClientCounts {
+    pub fn total(&self) -> u64 {
+        self.responses.values().sum::<u64>() + self.refused + self.reset + self.other_errors
+    }
+    pub fn failed(&self) -> u64 {
+        self.total() - self.responses.iter().filter(|(c, _)| (200..300).contains(*c)).map(|(_, n)| n).sum::<u64>()
+    }
 }

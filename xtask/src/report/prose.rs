@@ -39,29 +39,25 @@ fn parts(stage: StageName, g: &StageGroup, prev: &StageGroup) -> Option<String> 
             ))
         }
         StageName::SurgeJitter => {
-            let (dip_b, cold_b) = split_503(prev);
-            let (dip_a, cold_a) = split_503(g);
+            let (dip_b, cold_b) = split_dip(prev);
+            let (dip_a, cold_a) = split_dip(g);
             Some(format!(
-                "Of its parts, maxSurge 1 / maxUnavailable 0 acts on 503s while fewer api endpoints than desired were ready \
-                 ({dip_b} → {dip_a}); warming before ready and the jittered keep-alive close act on 503s with the fleet at full \
-                 size, on cold replacement pods hit by reconnecting clients ({cold_b} → {cold_a})."
+                "Of its parts, maxSurge 1 / maxUnavailable 0 acts on what was hit while fewer api endpoints than desired were \
+                 ready ({dip_b} → {dip_a} requests over all repeats); warming before ready and the jittered keep-alive close \
+                 act on what was hit with the fleet at full size, on cold replacement pods taking reconnecting clients \
+                 ({cold_b} → {cold_a})."
             ))
         }
         _ => None,
     }
 }
 
-/// 503s in the deploy window, split by whether the Service had fewer ready
+/// The surge lever's target hits, split by whether the Service had fewer ready
 /// endpoints than desired at that moment.
-fn split_503(g: &StageGroup) -> (u64, u64) {
+fn split_dip(g: &StageGroup) -> (u64, u64) {
     let (mut dip, mut full) = (0, 0);
     for (r, s) in &g.runs {
-        for rec in r
-            .load
-            .records
-            .iter()
-            .filter(|x| x.class == Class::Http503 && x.at_us >= r.roll.from_us && x.at_us < r.roll.to_us)
-        {
+        for rec in super::levers::dip_hits(r, s) {
             let t_ms = (rec.at_us / 1000) as i64;
             let ready = r
                 .endpoints

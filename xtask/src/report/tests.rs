@@ -46,6 +46,7 @@ fn stage_run(name: StageName, failures: &[(Class, u64)]) -> StageRun {
         logs: Vec::new(),
         jobs: Jobs { accepted: 10, applied_rows: 7, lost: 3, settled: true, ..Jobs::default() },
         pod_logs_dir: format!("pods/{}", name.as_str()),
+        third_party: None,
     }
 }
 
