@@ -305,6 +305,8 @@ async fn run_stages<P: Platform>(
             api_replicas: p.api_replicas,
             worker_replicas: p.worker_replicas,
             propagation_delay_ms: p.propagation_delay.as_millis() as u64,
+            job_backlog: p.job_backlog,
+            api_capacity: p.api_capacity,
         },
         stages: runs,
         repeats: a.repeat,

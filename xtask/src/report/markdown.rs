@@ -202,8 +202,23 @@ fn profile(md: &mut String, r: &Report) {
         l.connect_timeout.as_millis(),
         l.seed
     );
-    let _ = writeln!(md, "| Deploy window | {:.0} s from the rollout trigger, the same in every stage |", window_s(r));
-    let _ = writeln!(md, "| Replicas | api {}, worker {} |", p.api_replicas, p.worker_replicas);
+    let _ = writeln!(
+        md,
+        "| Deploy window | {:.0} s, opening 1 s before the rollout trigger (requests in flight at the trigger belong to the deploy); the same in every stage |",
+        window_s(r)
+    );
+    let _ = writeln!(
+        md,
+        "| Replicas | api {} ({} request slots each), worker {} |",
+        p.api_replicas, p.api_capacity, p.worker_replicas
+    );
+    if p.job_backlog > 0 {
+        let _ = writeln!(
+            md,
+            "| Job backlog | {} jobs queued (with publisher confirms) before the load starts |",
+            p.job_backlog
+        );
+    }
     let _ = writeln!(
         md,
         "| Propagation delay | {} ms (Service keeps routing to a terminating pod) |\n",

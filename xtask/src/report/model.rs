@@ -57,6 +57,12 @@ pub struct ExperimentProfile {
     pub worker_replicas: u32,
     /// How long the Service keeps routing new connections to a terminating pod.
     pub propagation_delay_ms: u64,
+    /// Jobs queued by the runner before the load starts.
+    #[serde(default)]
+    pub job_backlog: u32,
+    /// Request slots per api instance.
+    #[serde(default)]
+    pub api_capacity: u32,
 }
 
 /// A `[from_us, to_us)` slice of a stage's load run.

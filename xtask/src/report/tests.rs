@@ -109,6 +109,8 @@ fn report() -> Report {
             api_replicas: 2,
             worker_replicas: 1,
             propagation_delay_ms: 1000,
+            job_backlog: 0,
+            api_capacity: 16,
         },
         stages: vec![naive, pid1, drain],
         repeats: 1,
