@@ -29,12 +29,46 @@ pub struct Live {
     by_class: [AtomicU64; Class::ALL.len()],
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LiveSnapshot {
     pub sent: u64,
     pub ok: u64,
     /// Failure class key -> count.
     pub errors: std::collections::BTreeMap<String, u64>,
+}
+
+impl LiveSnapshot {
+    /// The per-second progress line `zerodrop-load run` prints on stderr, `t` seconds
+    /// in: `   3s  sent 600  ok 597  errors refused=3` (`errors 0` when there are none).
+    pub fn progress_line(&self, t: u64) -> String {
+        let errors = if self.errors.is_empty() {
+            "0".to_string()
+        } else {
+            self.errors.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" ")
+        };
+        format!("{t:>4}s  sent {}  ok {}  errors {errors}", self.sent, self.ok)
+    }
+
+    /// A [`LiveSnapshot::progress_line`] read back: (seconds, counts); `None` for any
+    /// other line.
+    pub fn parse_progress_line(line: &str) -> Option<(u64, LiveSnapshot)> {
+        let mut w = line.split_whitespace();
+        let t = w.next()?.strip_suffix('s')?.parse().ok()?;
+        let mut num = |key: &str| if w.next()? == key { w.next()?.parse::<u64>().ok() } else { None };
+        let (sent, ok) = (num("sent")?, num("ok")?);
+        if w.next()? != "errors" {
+            return None;
+        }
+        let mut errors = BTreeMap::new();
+        for e in w {
+            if e == "0" {
+                continue;
+            }
+            let (k, n) = e.split_once('=')?;
+            errors.insert(k.to_string(), n.parse().ok()?);
+        }
+        Some((t, LiveSnapshot { sent, ok, errors }))
+    }
 }
 
 impl Live {
@@ -51,6 +85,16 @@ impl Live {
             .filter(|&(_, n)| n > 0)
             .collect();
         LiveSnapshot { sent: self.sent.load(Ordering::Relaxed), ok: count(Class::Ok), errors }
+    }
+
+    /// Shows the counts of another process's run (read off its progress lines):
+    /// afterwards [`Live::snapshot`] returns `s`.
+    pub fn show(&self, s: &LiveSnapshot) {
+        self.sent.store(s.sent, Ordering::Relaxed);
+        for c in Class::ALL {
+            let n = if c == Class::Ok { s.ok } else { s.errors.get(c.key()).copied().unwrap_or(0) };
+            self.by_class[c as usize].store(n, Ordering::Relaxed);
+        }
     }
 
     fn record(&self, class: Class) {

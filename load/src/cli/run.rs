@@ -3,7 +3,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use zerodrop_load::{window_stats, Class, FixedResolver, Live, LiveSnapshot, Mix, Profile, RunResult};
+use zerodrop_load::{window_stats, Class, FixedResolver, Live, Mix, Profile, RunResult};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -109,13 +109,8 @@ async fn progress(live: Arc<Live>) {
     tick.tick().await;
     for t in 1.. {
         tick.tick().await;
-        let LiveSnapshot { sent, ok, errors } = live.snapshot();
-        let errors = if errors.is_empty() {
-            "0".to_string()
-        } else {
-            errors.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" ")
-        };
-        eprintln!("{t:>4}s  sent {sent}  ok {ok}  errors {errors}");
+        // The kind platform reads these lines back for its live counters.
+        eprintln!("{}", live.snapshot().progress_line(t));
     }
 }
 

@@ -11,6 +11,8 @@
 pub mod apply;
 pub mod cluster;
 pub mod endpoints;
+#[cfg(test)]
+mod fake_api;
 pub mod forward;
 pub mod guardian;
 pub mod load_job;
@@ -239,6 +241,45 @@ pub async fn connect(context: &str) -> Result<Client> {
     Client::try_from(config).with_context(|| format!("creating a Kubernetes client for context {context}"))
 }
 
+/// Stops every log stream and watch of a stage (`stop`) and waits for them to end.
+async fn cut_streams(shared: &Shared, stop: &CancellationToken, watchers: Vec<JoinHandle<()>>) {
+    stop.cancel();
+    let tasks = shared.with(|s| {
+        let mut t = std::mem::take(&mut s.log_tasks);
+        t.extend(s.load.log_task.take());
+        t
+    });
+    for t in tasks.into_iter().chain(watchers) {
+        let abort = t.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(15), t).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
+/// After the load pod started or exited: requests are flowing if its log had a line.
+/// A pod that exited before its followed stream showed a line gets its whole log read
+/// (the stream may have opened too early, or broken off) before the Job is declared
+/// silent; what that read finds replaces the streamed file.
+async fn confirm_started(pods: &Api<Pod>, shared: &Shared, job: &str) -> Result<()> {
+    let (started, exit, pod, path) =
+        shared.with(|s| (s.load.started, s.load.exit.clone(), s.load.pod.clone(), s.load.log_path.clone()));
+    if started {
+        return Ok(());
+    }
+    let exit = exit.map(|e| e.describe()).unwrap_or_default();
+    let Some(pod) = pod else { bail!("the load Job {job} ended before its pod was seen: {exit}") };
+    let full = pods.logs(&pod, &LogParams::default()).await.with_context(|| format!("reading the log of {pod}"))?;
+    if full.trim().is_empty() {
+        bail!("the load Job {job} ended before printing anything: {exit} (its pod {pod}'s whole log is empty)");
+    }
+    if let Some(path) = path {
+        std::fs::write(&path, &full).with_context(|| format!("writing {}", path.display()))?;
+    }
+    shared.with(|s| s.load.started = true);
+    Ok(())
+}
+
 /// One stage's fleet as the platform keeps track of it.
 struct Fleet {
     stage: Stage,
@@ -427,15 +468,17 @@ impl Platform for KindPlatform {
     }
 
     async fn start_load(&mut self, profile: &Profile, job_prefix: &str, live: Arc<Live>) -> Result<LoadRun> {
-        // The generator runs in the cluster: its live counters stay here at zero, and
-        // its own per-second progress is in its pod's log.
-        drop(live);
+        // The generator runs in the cluster: its per-second progress lines, read off
+        // its pod's log, feed `live`.
         let (shared, job) = {
             let f = self.fleet()?;
             let job = load_job::job_object(&self.opts, &f.render, &f.objects, profile, job_prefix, f.env.index)?;
             (f.shared.clone(), Rendered::from_object(&job))
         };
-        shared.with(|s| s.load.job = Some(job.name.clone()));
+        shared.with(|s| {
+            s.load.job = Some(job.name.clone());
+            s.load.live = Some(live);
+        });
         if let Some(f) = self.fleet.as_mut() {
             f.load_job = Some(job.name.clone());
         }
@@ -444,17 +487,10 @@ impl Platform for KindPlatform {
             let why = shared.with(|s| s.load.waiting.clone()).unwrap_or_else(|| "no pod yet".into());
             bail!("the load Job {} did not start within 120 s: {why}", job.name);
         }
-        let (started, exit) = shared.with(|s| (s.load.started, s.load.exit.clone()));
-        if !started {
-            bail!(
-                "the load Job {} ended before printing anything: {}",
-                job.name,
-                exit.map(|e| e.describe()).unwrap_or_default()
-            );
-        }
+        let pods = self.pods();
+        confirm_started(&pods, &shared, &job.name).await?;
         let n = shared.ready_endpoints.load(Ordering::Relaxed);
         shared.with(|s| s.samples.push((now_ms(), n)));
-        let pods = self.pods();
         let limit = profile.duration + profile.request_timeout + Duration::from_secs(120);
         Ok(tokio::spawn(async move {
             if !Self::wait_or(&shared, limit, |s| s.load.exit.is_some()).await {
@@ -522,22 +558,14 @@ impl Platform for KindPlatform {
             f.shared.with(|s| (s.events.clone(), s.samples.clone(), s.pod_logs.clone()));
         endpoints::annotate_removals(&mut events);
         events.sort_by_key(|e| e.unix_ms);
+        // The stage ends here: the log streams are cut and the watches stopped before
+        // the fleet is deleted, so the surviving pods' shutdown after the delete never
+        // enters this stage's logs (its events already stopped at the snapshot).
+        cut_streams(&f.shared, &f.stop, f.watchers).await;
         let jobs: Vec<String> = f.load_job.iter().cloned().collect();
         let down =
             apply::delete_fleet(&self.client, &self.opts.namespace, &DEPLOYMENTS, &jobs, Duration::from_secs(120))
                 .await;
-        f.stop.cancel();
-        let tasks = f.shared.with(|s| {
-            let mut t = std::mem::take(&mut s.log_tasks);
-            t.extend(s.load.log_task.take());
-            t
-        });
-        for t in tasks.into_iter().chain(f.watchers) {
-            let abort = t.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(15), t).await.is_err() {
-                abort.abort();
-            }
-        }
         let delays = endpoints::removal_delays(&events);
         if !delays.is_empty() {
             let mut ms: Vec<i64> = delays.iter().map(|(_, d)| *d).collect();
@@ -560,5 +588,61 @@ impl Platform for KindPlatform {
 
     async fn guardian_exercise(&mut self, log_dir: &Path) -> Result<GuardianCheck> {
         guardian::run(&self.client, &self.opts, &self.amqp_url, log_dir).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fake_api::Reply;
+
+    fn exited_silently(path: &Path) -> Arc<Shared> {
+        let shared = Arc::new(Shared::default());
+        shared.with(|s| {
+            s.load.job = Some("load-0-20261123-130150".into());
+            s.load.pod = Some("load-0-20261123-130150-x7k2m".into());
+            s.load.log_path = Some(path.to_path_buf());
+            s.load.exit = Some(pods::Terminated { exit_code: 0, signal: None, reason: Some("Completed".into()) });
+        });
+        std::fs::write(path, "").unwrap(); // what the too-early stream left
+        shared
+    }
+
+    /// Defect 1 (issue #8), the load Job: its pod exited (exit code 0) while the
+    /// followed stream, opened too early, had shown nothing. The whole log, read once
+    /// more, has the run: the stage goes on instead of "ended before printing anything".
+    #[tokio::test]
+    async fn a_load_job_is_silent_only_if_its_whole_log_is_empty() {
+        let full = format!(
+            "200 rps for 37s to 10.96.0.12:80\n   1s  sent 200  ok 200  errors 0\n{}\n{{}}\n{}\n",
+            load_job::BEGIN,
+            load_job::END
+        );
+        let body = full.clone();
+        let (client, requests) = fake_api::client(move |req| {
+            if req.starts_with("GET /api/v1/namespaces/zerodrop/pods/load-0-20261123-130150-x7k2m/log") {
+                Reply::ok(body.clone())
+            } else {
+                Reply::not_found()
+            }
+        });
+        let path = std::env::temp_dir().join(format!("zerodrop-kind-{}-load.log", std::process::id()));
+        let shared = exited_silently(&path);
+        let pods = Api::<Pod>::namespaced(client, "zerodrop");
+        confirm_started(&pods, &shared, "load-0-20261123-130150").await.unwrap();
+        assert!(shared.with(|s| s.load.started));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), full);
+        assert!(!requests.lock().unwrap()[0].contains("follow=true"), "the whole log, not a followed stream");
+
+        // A pod whose whole log is empty did print nothing.
+        let (client, _) = fake_api::client(|_| Reply::ok(""));
+        let shared = exited_silently(&path);
+        let err = confirm_started(&Api::namespaced(client, "zerodrop"), &shared, "load-0-20261123-130150")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ended before printing anything: exit code 0"), "{err}");
+        assert!(err.contains("whole log is empty"), "{err}");
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -203,6 +203,13 @@ impl PodTracker {
     }
 }
 
+/// Whether the pod's log can be followed yet: the pod is bound to a node and its
+/// container has started (or already ended). Before that the API server answers a
+/// log request with `200` and an empty body, and a followed stream ends at once.
+pub fn log_ready(f: &PodFacts) -> bool {
+    f.node.is_some() && (f.running || f.terminated.is_some())
+}
+
 /// Which of the stage's apps a pod belongs to, by the manifests' `app` label.
 pub fn app_of(labels: &BTreeMap<String, String>) -> Option<&'static str> {
     match labels.get(zerodrop_manifests::APP_LABEL).map(String::as_str) {
@@ -298,6 +305,8 @@ fn on_pod(
             push(&mut s.events, &f.name, app, seen);
             if new {
                 s.pod_logs.push(PodLog { pod: f.name.clone(), app, path: path.clone() });
+            }
+            if log_ready(f) && s.streaming.insert(f.name.clone()) {
                 let task = spawn_log_stream(api.clone(), f.name.clone(), path.clone(), None, stop.clone());
                 s.log_tasks.push(task);
             }
@@ -306,20 +315,17 @@ fn on_pod(
             if l.pod.is_none() {
                 l.pod = Some(f.name.clone());
                 l.log_path = Some(path.clone());
-                let sh = shared.clone();
-                let first_line: LineHook = Box::new(move |_| {
-                    let was = sh.with(|s| std::mem::replace(&mut s.load.started, true));
-                    if !was {
-                        sh.changed.notify_waiters();
-                    }
-                });
-                l.log_task =
-                    Some(spawn_log_stream(api.clone(), f.name.clone(), path.clone(), Some(first_line), stop.clone()));
             }
             if l.pod.as_deref() == Some(f.name.as_str()) {
                 l.waiting = f.waiting.clone();
                 if l.exit.is_none() {
                     l.exit = f.terminated.clone();
+                }
+                if log_ready(f) && !l.streaming {
+                    l.streaming = true;
+                    let hook = load_line_hook(shared.clone());
+                    l.log_task =
+                        Some(spawn_log_stream(api.clone(), f.name.clone(), path.clone(), Some(hook), stop.clone()));
                 }
             }
         }
@@ -330,9 +336,37 @@ fn on_pod(
 /// Called with every line of a streamed log.
 pub type LineHook = Box<dyn FnMut(&str) + Send>;
 
+/// The load pod's line hook: its first line says requests are flowing, and its
+/// per-second progress lines (`   3s  sent 600  ok 597  errors refused=3`, on stderr,
+/// which the pod log carries) feed the run's live counters.
+pub fn load_line_hook(shared: Arc<Shared>) -> LineHook {
+    Box::new(move |line| {
+        let (was, live) = shared.with(|s| (std::mem::replace(&mut s.load.started, true), s.load.live.clone()));
+        if let (Some(live), Some((_, counts))) = (live, zerodrop_load::LiveSnapshot::parse_progress_line(line)) {
+            live.show(&counts);
+        }
+        if !was {
+            shared.changed.notify_waiters();
+        }
+    })
+}
+
+/// How one opening of a followed log ended.
+enum Ended {
+    /// The body ended; `lines` lines had come.
+    Eof {
+        lines: u64,
+    },
+    Broke,
+    /// `stop` fired: the stage is over and nothing after it belongs to its evidence.
+    Cut,
+}
+
 /// Streams `pod`'s log (following, from the container's start) into `path`. Retries
-/// while the container has not started; gives up on that after two minutes, or when
-/// `stop` fires first. Once streaming it runs until the container's log ends.
+/// while the log cannot be opened; gives up on that after two minutes, or when `stop`
+/// fires first. A stream that ends without a line while the container still runs
+/// (the API server's empty answer for a container not started yet) is opened again.
+/// When `stop` fires the stream is cut there: no later line is written.
 pub fn spawn_log_stream(
     api: Api<Pod>,
     pod: String,
@@ -343,50 +377,82 @@ pub fn spawn_log_stream(
     tokio::spawn(async move {
         let deadline = Instant::now() + Duration::from_secs(120);
         let params = LogParams { follow: true, ..LogParams::default() };
-        let reader = loop {
-            match api.log_stream(&pod, &params).await {
-                Ok(r) => break r,
-                Err(kube::Error::Api(s)) if s.code == 404 => return,
-                Err(e) => {
-                    if Instant::now() > deadline || stop.is_cancelled() {
-                        eprintln!("warning: no log stream for pod {pod}: {e}");
+        let mut out: Option<std::io::LineWriter<std::fs::File>> = None;
+        loop {
+            let reader = loop {
+                match api.log_stream(&pod, &params).await {
+                    Ok(r) => break r,
+                    Err(kube::Error::Api(s)) if s.code == 404 => return,
+                    Err(e) => {
+                        if Instant::now() > deadline || stop.is_cancelled() {
+                            eprintln!("warning: no log stream for pod {pod}: {e}");
+                            return;
+                        }
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        }
+                    }
+                }
+            };
+            if out.is_none() {
+                match std::fs::File::create(&path) {
+                    Ok(f) => out = Some(std::io::LineWriter::new(f)),
+                    Err(e) => {
+                        eprintln!("warning: cannot write {}: {e}", path.display());
                         return;
                     }
+                }
+            }
+            let Some(w) = out.as_mut() else { return };
+            let mut lines = std::pin::pin!(reader.lines());
+            let mut n = 0u64;
+            let ended = loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break Ended::Cut,
+                    next = lines.try_next() => next,
+                };
+                match next {
+                    Ok(Some(line)) => {
+                        n += 1;
+                        if let Some(h) = hook.as_mut() {
+                            h(&line);
+                        }
+                        if writeln!(w, "{line}").is_err() {
+                            break Ended::Broke;
+                        }
+                    }
+                    Ok(None) => break Ended::Eof { lines: n },
+                    Err(e) => {
+                        let _ = writeln!(w, "# zerodrop: the log stream broke off: {e}");
+                        break Ended::Broke;
+                    }
+                }
+            };
+            match ended {
+                Ended::Eof { lines: 0 } if Instant::now() < deadline && still_running(&api, &pod).await => {
                     tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     }
                 }
-            }
-        };
-        let file = match std::fs::File::create(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("warning: cannot write {}: {e}", path.display());
-                return;
-            }
-        };
-        let mut out = std::io::LineWriter::new(file);
-        let mut lines = std::pin::pin!(reader.lines());
-        loop {
-            match lines.try_next().await {
-                Ok(Some(line)) => {
-                    if let Some(h) = hook.as_mut() {
-                        h(&line);
-                    }
-                    if writeln!(out, "{line}").is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = writeln!(out, "# zerodrop: the log stream broke off: {e}");
+                Ended::Cut => {
+                    let _ = writeln!(w, "# zerodrop: cut at the end of the stage");
                     break;
                 }
+                _ => break,
             }
         }
-        let _ = out.flush();
+        if let Some(mut w) = out {
+            let _ = w.flush();
+        }
     })
+}
+
+/// The pod exists and its container runs (so an empty log stream was premature).
+async fn still_running(api: &Api<Pod>, pod: &str) -> bool {
+    api.get_opt(pod).await.ok().flatten().is_some_and(|p| facts(&p).running)
 }
 
 #[cfg(test)]
@@ -485,6 +551,160 @@ mod tests {
         t.observe(0, &pod(base(serde_json::json!({}), waiting)), 0);
         assert_eq!(t.not_ready(), vec!["api-7c9f6d5b8d-4xk2p: ErrImageNeverPull: image not present".to_string()]);
         assert_eq!(app_of(&pod(base(serde_json::json!({}), running(true))).labels), Some("api"));
+    }
+
+    use crate::kind::fake_api::{self, Reply};
+    use std::sync::Mutex;
+
+    fn recorded(name: &str) -> serde_json::Value {
+        let text = match name {
+            "pending" => include_str!("testdata/pod-pending.json"),
+            "scheduled" => include_str!("testdata/pod-scheduled.json"),
+            _ => include_str!("testdata/pod-running.json"),
+        };
+        serde_json::from_str(text).unwrap()
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("zerodrop-kind-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        f()
+    }
+
+    const WORKER_LINES: &str = "{\"timestamp\":\"2026-11-23T13:02:11.204Z\",\"level\":\"INFO\",\"fields\":{\"message\":\"starting\",\"step\":\"started\",\"service\":\"worker\",\"pid\":1},\"target\":\"zerodrop_lifecycle::telemetry\"}\n{\"timestamp\":\"2026-11-23T13:02:11.391Z\",\"level\":\"INFO\",\"fields\":{\"message\":\"consuming\",\"step\":\"consuming\"},\"target\":\"zerodrop_worker\"}\n";
+
+    #[test]
+    fn a_log_can_be_followed_once_the_pod_has_a_node_and_its_container_started() {
+        assert!(!log_ready(&pod(recorded("pending"))), "no spec.nodeName yet");
+        assert!(!log_ready(&pod(recorded("scheduled"))), "node, but the container is still being created");
+        assert!(log_ready(&pod(recorded("running"))));
+    }
+
+    /// Defect 1 (issue #8): the watcher saw the pod before it had a node and opened
+    /// its log then; the API server answered 200 with an empty body and the log stayed
+    /// empty. The fake API server answers the log request exactly so until the
+    /// kubelet has started the container (which it does 300 ms after the watch opens,
+    /// the watch then delivering the scheduled and the running pod objects).
+    #[tokio::test]
+    async fn a_pod_seen_before_it_had_a_node_still_gets_its_whole_log() {
+        let watch_opened: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let opened = watch_opened.clone();
+        let started = move || opened.lock().unwrap().is_some_and(|t| t.elapsed() >= Duration::from_millis(300));
+        let list = serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "4211"}, "items": [recorded("pending")]});
+        let event = |ty: &str, o: &str| format!("{}\n", serde_json::json!({"type": ty, "object": recorded(o)}));
+        let (client, requests) = fake_api::client(move |req| {
+            let long = Duration::from_secs(30);
+            if req.contains("/log?") {
+                if started() {
+                    Reply::chunked(vec![(Duration::ZERO, WORKER_LINES.to_string()), (long, String::new())])
+                } else {
+                    Reply::ok("") // what the API server answers for a pod with no node
+                }
+            } else if req.contains("watch=true") {
+                let mut w = watch_opened.lock().unwrap();
+                if w.is_some() {
+                    return Reply::chunked(vec![(long, String::new())]);
+                }
+                *w = Some(Instant::now());
+                Reply::chunked(vec![
+                    (Duration::from_millis(100), event("MODIFIED", "scheduled")),
+                    (Duration::from_millis(300), event("MODIFIED", "running")),
+                    (long, String::new()),
+                ])
+            } else if req.starts_with("GET /api/v1/namespaces/zerodrop/pods/worker-6d8f7b9c4-q7zpl") {
+                Reply::ok(recorded(if started() { "running" } else { "scheduled" }).to_string())
+            } else if req.starts_with("GET /api/v1/namespaces/zerodrop/pods?") {
+                Reply::ok(list.to_string())
+            } else {
+                Reply::not_found()
+            }
+        });
+        let dir = scratch("early-log");
+        let shared = Arc::new(Shared::default());
+        let stop = CancellationToken::new();
+        let watch = spawn_watch(Api::namespaced(client, "zerodrop"), shared.clone(), dir.clone(), stop.clone());
+        let path = dir.join("worker-6d8f7b9c4-q7zpl.log");
+        let got = wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&path).is_ok_and(|l| l.contains("\"step\":\"consuming\""))
+        })
+        .await;
+        stop.cancel();
+        let _ = watch.await;
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        let reqs = requests.lock().unwrap().clone();
+        assert!(got, "the worker's log is {} bytes: {log:?}; requests: {reqs:#?}", log.len());
+        assert!(log.starts_with(WORKER_LINES), "{log}");
+        assert_eq!(shared.with(|s| s.pod_logs.len()), 1);
+    }
+
+    /// Defect 2 (issue #8): a pod's log went on being written after the stage's
+    /// snapshot (the delete's shutdown lines). Once `stop` fires, nothing more enters.
+    #[tokio::test]
+    async fn a_log_stream_is_cut_when_the_stage_ends() {
+        let before = "{\"timestamp\":\"2026-11-23T13:02:30.000Z\",\"level\":\"INFO\",\"fields\":{\"message\":\"listening\",\"step\":\"listening\"},\"target\":\"zerodrop_api\"}\n";
+        let after = "{\"timestamp\":\"2026-11-23T13:03:10.000Z\",\"level\":\"INFO\",\"fields\":{\"message\":\"SIGTERM\",\"step\":\"sigterm\"},\"target\":\"zerodrop_lifecycle\"}\n";
+        let (client, _) = fake_api::client(move |req| {
+            if req.contains("/log?") {
+                Reply::chunked(vec![(Duration::ZERO, before.into()), (Duration::from_millis(700), after.into())])
+            } else {
+                Reply::not_found()
+            }
+        });
+        let dir = scratch("cut");
+        let path = dir.join("api.log");
+        let stop = CancellationToken::new();
+        let task =
+            spawn_log_stream(Api::namespaced(client, "zerodrop"), "api-x".into(), path.clone(), None, stop.clone());
+        assert!(
+            wait_until(Duration::from_secs(5), || std::fs::read_to_string(&path)
+                .is_ok_and(|l| l.contains("listening")))
+            .await
+        );
+        stop.cancel(); // the stage's snapshot
+        let ended = tokio::time::timeout(Duration::from_secs(3), task).await.is_ok();
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let log = std::fs::read_to_string(&path).unwrap();
+        assert!(!log.contains("sigterm"), "a line from after the stage's end entered its log:\n{log}");
+        assert!(ended, "the stream did not end when the stage did");
+    }
+
+    /// Defect 3 (issue #8): the load pod's per-second progress lines feed the live
+    /// counters (they stayed at `sent=0 ok=0`).
+    #[test]
+    fn the_load_pods_progress_lines_feed_the_live_counters() {
+        let shared = Arc::new(Shared::default());
+        let live = Arc::new(zerodrop_load::Live::new());
+        shared.with(|s| s.load.live = Some(live.clone()));
+        let mut hook = load_line_hook(shared.clone());
+        for line in [
+            "200 rps for 37s to 10.96.0.12:80",
+            "   1s  sent 200  ok 200  errors 0",
+            "   2s  sent 400  ok 391  errors refused=3 reset=1 http_503=5",
+        ] {
+            hook(line);
+        }
+        let s = live.snapshot();
+        assert_eq!((s.sent, s.ok), (400, 391));
+        assert_eq!(s.errors.get("refused"), Some(&3));
+        assert_eq!(s.errors.values().sum::<u64>(), 9);
+        assert!(shared.with(|s| s.load.started));
+        // The generator prints exactly what is parsed back.
+        let line = s.progress_line(2);
+        assert_eq!(line, "   2s  sent 400  ok 391  errors http_503=5 refused=3 reset=1");
+        assert_eq!(zerodrop_load::LiveSnapshot::parse_progress_line(&line), Some((2, s)));
+        assert_eq!(zerodrop_load::LiveSnapshot::parse_progress_line("total 7400  failed 0 (0.00%)"), None);
     }
 
     #[test]

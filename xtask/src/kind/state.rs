@@ -24,6 +24,8 @@ pub struct StageState {
     pub samples: Vec<(i64, u32)>,
     pub pod_logs: Vec<PodLog>,
     pub log_tasks: Vec<JoinHandle<()>>,
+    /// Pods whose log stream was opened (once each: when the container has started).
+    pub streaming: std::collections::BTreeSet<String>,
     pub load: LoadState,
     /// The stage's preStop, for the terminating events' detail.
     pub pre_stop_ms: u64,
@@ -43,6 +45,10 @@ pub struct LoadState {
     /// Why the pod is not running yet (image pull, scheduling ...), for errors.
     pub waiting: Option<String>,
     pub log_task: Option<JoinHandle<()>>,
+    /// The log stream was opened (the task may since have been taken).
+    pub streaming: bool,
+    /// The run's live counters, fed from the generator's per-second progress lines.
+    pub live: Option<std::sync::Arc<zerodrop_load::Live>>,
 }
 
 impl Shared {
