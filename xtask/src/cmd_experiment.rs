@@ -526,10 +526,16 @@ mod tests {
             ));
         }
         want.extend(tags.iter().map(|t| format!("docker push registry.local:5000/lab/{t}")));
-        assert_eq!(cmds, want, "builds, then pushes, and nothing else");
+        // Issue #8, defect 5: RabbitMQ and PostgreSQL are mirrored under the prefix too.
+        for public in ["rabbitmq:3.13-alpine", "postgres:16-alpine"] {
+            want.push(format!("docker pull {public}"));
+            want.push(format!("docker tag {public} registry.local:5000/lab/{public}"));
+            want.push(format!("docker push registry.local:5000/lab/{public}"));
+        }
+        assert_eq!(cmds, want, "builds, pushes, the mirrored public images, and nothing else");
 
-        // Every pod image of every applied object comes from the registry, except the
-        // public rabbitmq and postgres images.
+        // Every pod image of every applied object comes from the registry, the
+        // mirrored rabbitmq and postgres images included.
         let mut images = Vec::new();
         for s in &plan.steps {
             if let Step::Apply { yaml, .. } = s {
@@ -542,6 +548,9 @@ mod tests {
         assert_eq!(ours.len(), 2 * 2 + 2 + 1, "{images:#?}");
         assert!(ours.iter().all(|i| i.starts_with("registry.local:5000/lab/zerodrop-")), "{images:#?}");
         assert_eq!(images.len() - ours.len(), 2, "rabbitmq and postgres: {images:#?}");
+        assert!(images.iter().all(|i| i.starts_with("registry.local:5000/lab/")), "{images:#?}");
+        assert!(text.contains("image: registry.local:5000/lab/rabbitmq:3.13-alpine"), "{text}");
+        assert!(text.contains("image: registry.local:5000/lab/postgres:16-alpine"), "{text}");
         assert!(
             text.contains("image: registry.local:5000/lab/zerodrop-api:shell-r2"),
             "naive runs the shell-form image"

@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 /// `loopback_users.guest = false`, which is what lets `guest` log in from other pods.
 pub const RABBITMQ_IMAGE: &str = "rabbitmq:3.13-alpine";
 pub const POSTGRES_IMAGE: &str = "postgres:16-alpine";
+/// The public images the base objects run. With [`RenderOptions::image_registry`]
+/// the pods name them behind that prefix (the runner mirrors them there).
+pub const INFRA_IMAGES: [&str; 2] = [RABBITMQ_IMAGE, POSTGRES_IMAGE];
 pub const AMQP_PORT: i32 = 5672;
 pub const POSTGRES_PORT: i32 = 5432;
 
@@ -23,9 +26,9 @@ pub fn base(o: &RenderOptions) -> Vec<Object> {
             metadata: meta(&o.namespace, None, &BTreeMap::new()),
             ..Namespace::default()
         })),
-        Object::Deployment(Box::new(infra("rabbitmq", o, rabbitmq()))),
+        Object::Deployment(Box::new(infra("rabbitmq", o, rabbitmq(o)))),
         Object::Service(Box::new(service("rabbitmq", &o.namespace, "rabbitmq", AMQP_PORT, "amqp"))),
-        Object::Deployment(Box::new(infra("postgres", o, postgres()))),
+        Object::Deployment(Box::new(infra("postgres", o, postgres(o)))),
         Object::Service(Box::new(service("postgres", &o.namespace, "postgres", POSTGRES_PORT, "postgres"))),
     ]
 }
@@ -57,10 +60,10 @@ fn port(name: &str, port: i32) -> ContainerPort {
     }
 }
 
-fn rabbitmq() -> Container {
+fn rabbitmq(o: &RenderOptions) -> Container {
     Container {
         name: "rabbitmq".into(),
-        image: Some(RABBITMQ_IMAGE.into()),
+        image: Some(o.registry_image(RABBITMQ_IMAGE.into())),
         image_pull_policy: Some("IfNotPresent".into()),
         ports: Some(vec![port("amqp", AMQP_PORT)]),
         // A TCP check rather than `rabbitmq-diagnostics`: each diagnostics run boots
@@ -81,10 +84,10 @@ fn rabbitmq() -> Container {
     }
 }
 
-fn postgres() -> Container {
+fn postgres(o: &RenderOptions) -> Container {
     Container {
         name: "postgres".into(),
-        image: Some(POSTGRES_IMAGE.into()),
+        image: Some(o.registry_image(POSTGRES_IMAGE.into())),
         image_pull_policy: Some("IfNotPresent".into()),
         // A lab database reachable only inside the cluster: no password to manage.
         env: Some(vec![env("POSTGRES_HOST_AUTH_METHOD", "trust")]),

@@ -14,7 +14,7 @@ mod pod;
 mod stage;
 mod strict;
 
-pub use base::{base, AMQP_PORT, POSTGRES_IMAGE, POSTGRES_PORT, RABBITMQ_IMAGE};
+pub use base::{base, AMQP_PORT, INFRA_IMAGES, POSTGRES_IMAGE, POSTGRES_PORT, RABBITMQ_IMAGE};
 pub use files::{files, RenderedFile, HEADER};
 pub use job::{load_image, load_job, LoadJobSpec};
 pub use kind::{kind_cluster_config, KindCluster, KindNode};
@@ -66,8 +66,8 @@ impl RenderOptions {
         format!("{service}.{}.svc.cluster.local", self.namespace)
     }
 
-    /// `image` (one of the runner's own, e.g. `zerodrop-load:<tag>`) as the pods
-    /// reference it: behind [`RenderOptions::image_registry`] when there is one.
+    /// `image` (one of the runner's own, e.g. `zerodrop-load:<tag>`, or one of
+    /// [`INFRA_IMAGES`], which the runner mirrors) as the pods reference it: behind [`RenderOptions::image_registry`] when there is one.
     pub fn registry_image(&self, image: String) -> String {
         match self.image_registry.as_deref().map(|r| r.trim_end_matches('/')) {
             Some(r) if !r.is_empty() => format!("{r}/{image}"),

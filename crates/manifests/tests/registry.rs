@@ -53,8 +53,13 @@ fn the_registry_prefix_reaches_every_pod_image() {
     // A trailing slash does not double up.
     let slash = RenderOptions { image_registry: Some("ghcr.io/me/".into()), ..RenderOptions::default() };
     assert_eq!(slash.load_image(), "ghcr.io/me/zerodrop-load:dev");
-    // RabbitMQ and PostgreSQL still come from their public repositories.
-    assert_eq!(pod_images(&base(&o)), [RABBITMQ_IMAGE, POSTGRES_IMAGE]);
+    // RabbitMQ and PostgreSQL too: the runner mirrors them under the prefix (a
+    // cluster that pulls only from the registry could not start them otherwise).
+    assert_eq!(
+        pod_images(&base(&o)),
+        [format!("registry.local:5000/lab/{RABBITMQ_IMAGE}"), format!("registry.local:5000/lab/{POSTGRES_IMAGE}")]
+    );
+    assert_eq!(pod_images(&base(&plain)), [RABBITMQ_IMAGE, POSTGRES_IMAGE]);
 }
 
 #[test]
@@ -65,13 +70,13 @@ fn without_a_registry_the_render_is_unchanged() {
         assert!(i.starts_with("zerodrop-") && !i.contains('/'), "{i}");
     }
     // Byte for byte: the only difference a registry makes is the prefix on the
-    // runner's image lines (the checked-in files are `files(&default)`; see
+    // image lines (the checked-in files are `files(&default)`; see
     // checked_in.rs for the drift test against k8s/).
     let o = RenderOptions { image_registry: Some("ghcr.io/me".into()), ..RenderOptions::default() };
     let (a, b) = (files(&plain), files(&o));
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.contents, y.contents.replace("image: ghcr.io/me/zerodrop-", "image: zerodrop-"), "{}", x.path);
+        assert_eq!(x.contents, y.contents.replace("image: ghcr.io/me/", "image: "), "{}", x.path);
     }
     assert!(b.iter().any(|f| f.contents.contains("image: ghcr.io/me/zerodrop-load:dev")));
 }

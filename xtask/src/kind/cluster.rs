@@ -110,6 +110,24 @@ pub fn docker_push(image: &Image) -> Cmd {
     Cmd::new("docker", &["push", &image.tag])
 }
 
+/// With --registry: RabbitMQ's and PostgreSQL's public images, mirrored under the
+/// prefix (pull, tag, push) so a cluster that pulls only from there can start them;
+/// the base objects name them so.
+pub fn mirror_infra(opts: &KindOptions) -> Vec<Cmd> {
+    let render = opts.render_options("q", "s");
+    zerodrop_manifests::INFRA_IMAGES
+        .iter()
+        .flat_map(|public| {
+            let mirrored = render.registry_image(public.to_string());
+            [
+                Cmd::new("docker", &["pull", public]),
+                Cmd::new("docker", &["tag", public, &mirrored]),
+                Cmd::new("docker", &["push", &mirrored]),
+            ]
+        })
+        .collect()
+}
+
 pub fn create_cluster(opts: &KindOptions) -> Cmd {
     let config = opts.config_path().display().to_string();
     Cmd::new("kind", &["create", "cluster", "--name", &opts.cluster, "--config", &config, "--wait", "120s"])
@@ -129,6 +147,7 @@ pub fn setup_commands(opts: &KindOptions) -> Result<Vec<Cmd>> {
     cmds.extend(images.iter().map(|i| docker_build(opts, i)));
     if opts.registry.is_some() {
         cmds.extend(images.iter().map(docker_push));
+        cmds.extend(mirror_infra(opts));
     } else {
         cmds.extend(images.iter().map(|i| kind_load(opts, i)));
     }

@@ -104,6 +104,10 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
     }
     if let Some(r) = &opts.registry {
         p.api(format!("you are logged in to {r} (`docker login`) and the cluster can pull from it; not checked before the first push"));
+        p.api(format!(
+            "the public {} images are pulled (Docker Hub), tagged and pushed under {r}: the cluster pulls nothing else",
+            zerodrop_manifests::INFRA_IMAGES.join(" and ")
+        ));
     }
 
     p.section("Cluster and images");
