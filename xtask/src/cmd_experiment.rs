@@ -288,6 +288,7 @@ async fn run_stages<P: Platform>(
         }
     };
     let ctx_platform = ctx.platform.describe();
+    let propagation = ctx.platform.propagation();
     ctx.close().await;
     let p = &profile;
     Ok(Report {
@@ -307,6 +308,7 @@ async fn run_stages<P: Platform>(
             propagation_delay_ms: p.propagation_delay.as_millis() as u64,
             job_backlog: p.job_backlog,
             api_capacity: p.api_capacity,
+            propagation,
         },
         stages: runs,
         repeats: a.repeat,

@@ -82,6 +82,11 @@ pub trait Platform {
     fn service_url(&self) -> Option<String> {
         None
     }
+    /// How long the Service keeps routing to a terminating pod, as this platform
+    /// knows it (a delay it applies, or what it measured over the stages so far).
+    fn propagation(&self) -> Option<crate::report::model::Propagation> {
+        None
+    }
     /// Ready api endpoints right now (for the progress line).
     fn ready_endpoints(&self) -> u32;
     /// Rolling restart of both deployments; returns when both are complete.

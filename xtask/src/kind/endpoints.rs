@@ -341,6 +341,19 @@ mod tests {
         );
     }
 
+    /// Issue #8, defect 4: the report's propagation line on kind is the cluster's own
+    /// measured delay, from these recorded slices.
+    #[test]
+    fn the_measured_propagation_comes_from_the_recorded_slices() {
+        let (_, events) = replay();
+        let ms: Vec<i64> = removal_delays(&events).into_iter().map(|(_, d)| d).collect();
+        let p = crate::kind::measured_propagation(&ms);
+        assert_eq!(p.configured_ms, None, "nothing on a cluster applies a configured delay");
+        assert_eq!(p.measured, Some(crate::report::model::MeasuredDelay { p50_ms: 22, max_ms: 31, n: 3 }));
+        assert!(p.what.contains("terminating") && p.what.contains("EndpointSlice"), "{}", p.what);
+        assert_eq!(crate::kind::measured_propagation(&[]).measured, None);
+    }
+
     #[test]
     fn a_readiness_failure_is_a_removal_without_termination() {
         let mut events = vec![

@@ -241,6 +241,20 @@ pub async fn connect(context: &str) -> Result<Client> {
     Client::try_from(config).with_context(|| format!("creating a Kubernetes client for context {context}"))
 }
 
+/// What the report says about propagation on a cluster: nothing here applies a
+/// delay; the cluster's own, measured per api pod from its deletion (pod watch) to
+/// its endpoint leaving the api Service's EndpointSlices (slice watch).
+pub fn measured_propagation(delays_ms: &[i64]) -> crate::report::model::Propagation {
+    crate::report::model::Propagation {
+        configured_ms: None,
+        measured: crate::report::model::MeasuredDelay::of(delays_ms),
+        what: "the cluster's own delay from an api pod turning terminating (pod watch) to its endpoint leaving the \
+               api Service's EndpointSlices (EndpointSlice watch), on the runner's clock; kube-proxy's rule \
+               update after that is not observed"
+            .into(),
+    }
+}
+
 /// Stops every log stream and watch of a stage (`stop`) and waits for them to end.
 async fn cut_streams(shared: &Shared, stop: &CancellationToken, watchers: Vec<JoinHandle<()>>) {
     stop.cancel();
@@ -304,6 +318,8 @@ pub struct KindPlatform {
     /// Bound on one rolling deploy and on the old pods' exits.
     roll_timeout: Duration,
     fleet: Option<Fleet>,
+    /// Terminating -> endpoint-removed delay (ms) of every api pod of every stage so far.
+    removal_delays: Vec<i64>,
 }
 
 const DEPLOYMENTS: [&str; 2] = ["api", "worker"];
@@ -360,6 +376,7 @@ impl KindPlatform {
             forwards,
             roll_timeout,
             fleet: None,
+            removal_delays: Vec::new(),
         })
     }
 
@@ -403,6 +420,10 @@ impl Platform for KindPlatform {
 
     fn amqp_url(&self) -> &str {
         &self.amqp_url
+    }
+
+    fn propagation(&self) -> Option<crate::report::model::Propagation> {
+        Some(measured_propagation(&self.removal_delays))
     }
 
     fn database_url(&self) -> &str {
@@ -567,6 +588,7 @@ impl Platform for KindPlatform {
             apply::delete_fleet(&self.client, &self.opts.namespace, &DEPLOYMENTS, &jobs, Duration::from_secs(120))
                 .await;
         let delays = endpoints::removal_delays(&events);
+        self.removal_delays.extend(delays.iter().map(|(_, d)| *d));
         if !delays.is_empty() {
             let mut ms: Vec<i64> = delays.iter().map(|(_, d)| *d).collect();
             ms.sort_unstable();

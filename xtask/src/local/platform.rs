@@ -58,6 +58,14 @@ impl Platform for LocalPlatform {
         format!("local ({})", self.isolation.describe())
     }
 
+    fn propagation(&self) -> Option<crate::report::model::Propagation> {
+        Some(crate::report::model::Propagation {
+            configured_ms: Some(self.propagation_delay.as_millis() as u64),
+            measured: None,
+            what: "the local Service applies every endpoint change this late".into(),
+        })
+    }
+
     fn amqp_url(&self) -> &str {
         &self.amqp_url
     }

@@ -219,11 +219,7 @@ fn profile(md: &mut String, r: &Report) {
             p.job_backlog
         );
     }
-    let _ = writeln!(
-        md,
-        "| Propagation delay | {} ms (Service keeps routing to a terminating pod) |\n",
-        p.propagation_delay_ms
-    );
+    let _ = writeln!(md, "| Propagation delay | {} |\n", propagation(p));
 }
 
 fn table(md: &mut String, r: &Report, groups: &[StageGroup]) {
@@ -514,4 +510,21 @@ fn third_party(md: &mut String, run: &StageRun) {
              the kinds of failure (refused vs reset vs 503) rather than the exact rates."
         }
     );
+}
+
+/// The profile's propagation line: what the platform measured, else the delay it
+/// applies (older reports: `propagation_delay_ms`).
+fn propagation(p: &crate::report::model::ExperimentProfile) -> String {
+    let applied = |ms: u64| format!("{ms} ms (Service keeps routing to a terminating pod)");
+    match &p.propagation {
+        None => applied(p.propagation_delay_ms),
+        Some(pr) => match (pr.measured, pr.configured_ms) {
+            (Some(m), configured) => {
+                let configured = configured.map(|c| format!("; configured {c} ms")).unwrap_or_default();
+                format!("measured p50 {} ms, max {} ms over {} pods: {}{configured}", m.p50_ms, m.max_ms, m.n, pr.what)
+            }
+            (None, Some(c)) => applied(c),
+            (None, None) => format!("not measured: {}", pr.what),
+        },
+    }
 }

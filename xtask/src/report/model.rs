@@ -63,6 +63,40 @@ pub struct ExperimentProfile {
     /// Request slots per api instance.
     #[serde(default)]
     pub api_capacity: u32,
+    /// How long the Service kept routing to a terminating pod, as the platform that
+    /// ran knows it: a delay it applies (`configured_ms`), or one it measured. Absent
+    /// in older reports, which show `propagation_delay_ms`.
+    #[serde(default)]
+    pub propagation: Option<Propagation>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Propagation {
+    /// A delay the platform applies itself; `None` where nothing applies one.
+    #[serde(default)]
+    pub configured_ms: Option<u64>,
+    #[serde(default)]
+    pub measured: Option<MeasuredDelay>,
+    /// What the numbers are, in words (printed with them).
+    #[serde(default)]
+    pub what: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeasuredDelay {
+    pub p50_ms: i64,
+    pub max_ms: i64,
+    /// How many measurements (pods).
+    pub n: u32,
+}
+
+impl MeasuredDelay {
+    /// Median (upper for an even count) and maximum of `ms`; `None` when empty.
+    pub fn of(ms: &[i64]) -> Option<MeasuredDelay> {
+        let mut v = ms.to_vec();
+        v.sort_unstable();
+        Some(MeasuredDelay { p50_ms: *v.get(v.len() / 2)?, max_ms: *v.last()?, n: v.len() as u32 })
+    }
 }
 
 /// A `[from_us, to_us)` slice of a stage's load run.

@@ -111,6 +111,7 @@ fn report() -> Report {
             propagation_delay_ms: 1000,
             job_backlog: 0,
             api_capacity: 16,
+            propagation: None,
         },
         stages: vec![naive, pid1, drain],
         repeats: 1,
@@ -467,4 +468,39 @@ fn deregistration_check_compares_endpoint_removal_with_the_listener_close() {
     // Workers have no endpoints and are not judged.
     run.logs = vec![line(4000, "w", "worker", "listener_closed", json!({}))];
     assert_eq!(checks::compute(&run).0.deregistered_before_listener_close, None);
+}
+
+/// Issue #8, defect 4: a kind run showed the local platform's 1500 ms, which nothing
+/// on a cluster applies. The report prints what the platform filled in: the measured
+/// delay and what was measured; the local platform's configured delay reads as before.
+#[test]
+fn the_propagation_line_is_what_the_platform_measured_or_applies() {
+    let line = |r: &Report| {
+        let dir = tmpdir("propagation");
+        super::write(r, &dir).unwrap();
+        let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        md.lines().find(|l| l.starts_with("| Propagation delay |")).unwrap().to_string()
+    };
+    let mut r = report();
+    r.profile.propagation_delay_ms = 1500;
+    assert_eq!(line(&r), "| Propagation delay | 1500 ms (Service keeps routing to a terminating pod) |");
+    r.profile.propagation = Some(Propagation {
+        configured_ms: Some(1500),
+        measured: None,
+        what: "the local Service applies every endpoint change this late".into(),
+    });
+    assert_eq!(line(&r), "| Propagation delay | 1500 ms (Service keeps routing to a terminating pod) |");
+    // The kind platform's, from the recorded EndpointSlices' 14, 31 and 22 ms.
+    r.profile.propagation = Some(crate::kind::measured_propagation(&[14, 31, 22]));
+    let kind = line(&r);
+    assert!(kind.starts_with("| Propagation delay | measured p50 22 ms, max 31 ms over 3 pods: the cluster's own delay from an api pod turning terminating"), "{kind}");
+    assert!(!kind.contains("1500"), "{kind}");
+    let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back.profile.propagation, r.profile.propagation);
+    // Older reports have no such field.
+    let mut old = serde_json::to_value(&r).unwrap();
+    old["profile"].as_object_mut().unwrap().remove("propagation");
+    let old: Report = serde_json::from_value(old).unwrap();
+    assert_eq!(old.profile.propagation, None);
 }
