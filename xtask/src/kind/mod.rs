@@ -294,6 +294,15 @@ async fn confirm_started(pods: &Api<Pod>, shared: &Shared, job: &str) -> Result<
     Ok(())
 }
 
+/// The API server's version, refused when older than the manifests need
+/// ([`prereq::MIN_KUBERNETES`]).
+pub async fn server_version(client: &Client, ctx: &str) -> Result<k8s_openapi::apimachinery::pkg::version::Info> {
+    let v =
+        client.apiserver_version().await.with_context(|| format!("the API server of context {ctx} does not answer"))?;
+    prereq::check_server_version(&v).with_context(|| format!("context {ctx}"))?;
+    Ok(v)
+}
+
 /// One stage's fleet as the platform keeps track of it.
 struct Fleet {
     stage: Stage,
@@ -330,10 +339,7 @@ impl KindPlatform {
     pub async fn connect(opts: KindOptions, roll_timeout: Duration) -> Result<KindPlatform> {
         let ctx = opts.context_name();
         let client = connect(&ctx).await?;
-        let v = client
-            .apiserver_version()
-            .await
-            .with_context(|| format!("the API server of context {ctx} does not answer"))?;
+        let v = server_version(&client, &ctx).await?;
         let ns = opts.namespace.clone();
         let base = Rendered::all(&zerodrop_manifests::base(&opts.render_options("-", "-")));
         eprintln!("[kind] context {ctx}: Kubernetes {}; applying namespace {ns}, rabbitmq, postgres", v.git_version);

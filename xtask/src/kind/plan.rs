@@ -119,7 +119,12 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
         });
     }
     p.steps.extend(setup.into_iter().map(Step::Run));
-    p.api(format!("connect with kube-rs to context {} (rustls + ring); read the server version", opts.context_name()));
+    p.api(format!(
+        "connect with kube-rs to context {} (rustls + ring); read the server version: Kubernetes {}.{} or newer (the preStop `sleep` action), else stop",
+        opts.context_name(),
+        super::prereq::MIN_KUBERNETES.0,
+        super::prereq::MIN_KUBERNETES.1
+    ));
 
     p.section("Broker and database");
     p.apply("the base objects", &zerodrop_manifests::base(&opts.render_options("-", "-")));

@@ -10,6 +10,35 @@ pub const INSTALL_KIND: &str = "install kind with `go install sigs.k8s.io/kind@l
 pub const INSTALL_DOCKER: &str = "install Docker Engine (https://docs.docker.com/engine/install/) and start it \
     (`sudo systemctl start docker`); your user must be allowed to use it (`docker info` must succeed)";
 
+/// The oldest Kubernetes the manifests run on: the preStop hook's `sleep` action is
+/// on by default from 1.30 (feature gate PodLifecycleSleepAction).
+pub const MIN_KUBERNETES: (u32, u32) = (1, 30);
+
+/// The API server's `/version` answer against [`MIN_KUBERNETES`]. `minor` may carry
+/// a provider's suffix (`"30+"` on GKE and EKS).
+pub fn check_server_version(v: &k8s_openapi::apimachinery::pkg::version::Info) -> Result<()> {
+    let num = |s: &str| s.trim_end_matches('+').parse::<u32>().ok();
+    let (Some(major), Some(minor)) = (num(&v.major), num(&v.minor)) else {
+        bail!(
+            "the API server reports version {:?} (major {:?}, minor {:?}), which cannot be compared with 1.30",
+            v.git_version,
+            v.major,
+            v.minor
+        );
+    };
+    let (want_major, want_minor) = MIN_KUBERNETES;
+    if (major, minor) < (want_major, want_minor) {
+        bail!(
+            "the cluster runs Kubernetes {} and the stages need {want_major}.{want_minor} or newer: their preStop \
+             hooks use the `sleep` action (PodLifecycleSleepAction, on by default from 1.30), which older API \
+             servers reject; use a newer kind node image (`kind create cluster --image kindest/node:v1.33.1`) or \
+             cluster",
+            v.git_version
+        );
+    }
+    Ok(())
+}
+
 /// How the checks see the machine; [`System`] is the real one.
 pub trait Probe {
     /// `program` on PATH, if there.
@@ -165,6 +194,44 @@ pub fn check(p: &dyn Probe, opts: &super::KindOptions) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue #8, item 8: the API server's `/version` answer, in its exact shape.
+    fn version(major: &str, minor: &str, git: &str) -> serde_json::Value {
+        serde_json::json!({
+            "major": major, "minor": minor, "emulationMajor": major, "emulationMinor": minor,
+            "minCompatibilityMajor": "1", "minCompatibilityMinor": "32",
+            "gitVersion": git, "gitCommit": "8adc0f041b8e7ad1d30e29cc59c6ae7a15e19828", "gitTreeState": "clean",
+            "buildDate": "2025-05-21T08:05:44Z", "goVersion": "go1.24.2", "compiler": "gc", "platform": "linux/amd64"
+        })
+    }
+
+    #[test]
+    fn the_server_must_be_kubernetes_1_30_or_newer() {
+        let info = |j| serde_json::from_value(j).unwrap();
+        check_server_version(&info(version("1", "33", "v1.33.1"))).unwrap();
+        check_server_version(&info(version("1", "30+", "v1.30.4-gke.1348000"))).unwrap();
+        let err = check_server_version(&info(version("1", "29", "v1.29.14"))).unwrap_err().to_string();
+        assert!(
+            err.contains("Kubernetes v1.29.14") && err.contains("1.30 or newer") && err.contains("`sleep`"),
+            "{err}"
+        );
+        assert!(check_server_version(&info(version("", "", "v0.0.0-master+$Format:%H$"))).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_version_is_read_from_the_api_server() {
+        let body = version("1", "29", "v1.29.14").to_string();
+        let (client, requests) = crate::kind::fake_api::client(move |req| {
+            if req == "GET /version" {
+                crate::kind::fake_api::Reply::ok(body.clone())
+            } else {
+                crate::kind::fake_api::Reply::not_found()
+            }
+        });
+        let err = format!("{:#}", crate::kind::server_version(&client, "kind-zerodrop").await.unwrap_err());
+        assert!(err.contains("v1.29.14"), "{err}");
+        assert_eq!(requests.lock().unwrap().as_slice(), ["GET /version"]);
+    }
     use crate::cmd_experiment::PlatformKind;
 
     /// A directory holding fake `docker` / `kind` scripts: a PATH with exactly them.
