@@ -471,7 +471,7 @@ mod tests {
             }
         }
         let want = [
-            ("Namespace", "zerodrop"),
+            ("Namespace", "zerodrop-20261123-130150"),
             ("Deployment", "rabbitmq"),
             ("Service", "rabbitmq"),
             ("Deployment", "postgres"),
@@ -560,7 +560,10 @@ mod tests {
         assert!(text.contains("image: registry.local:5000/lab/zerodrop-load:r2"), "the load Job pulls too");
         assert!(text.contains("`kind` is not needed"), "{text}");
         assert!(text.contains("context prod is in the kubeconfig"));
-        assert!(text.contains("delete namespace zerodrop (the cluster of context prod stays)"));
+        assert!(
+            text.contains("delete namespace zerodrop-r2 and wait until it is gone (the cluster of context prod stays)"),
+            "{text}"
+        );
     }
 
     #[test]

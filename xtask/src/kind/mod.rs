@@ -71,6 +71,36 @@ pub struct KindOptions {
     pub root: PathBuf,
 }
 
+/// The run's own namespace, `zerodrop-<run id>` (a DNS-1123 label): a run never
+/// shares one with an earlier run's leftovers, or with another run on the cluster.
+pub fn run_namespace(run_id: &str) -> String {
+    let base = zerodrop_manifests::RenderOptions::default().namespace;
+    let id: String = run_id.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let mut ns = format!("{base}-{id}");
+    ns.truncate(63);
+    ns.trim_end_matches('-').to_string()
+}
+
+/// Deletes namespace `ns` and waits until the API server no longer has it (its
+/// objects are finalized first), up to `limit`.
+pub async fn delete_namespace(client: &Client, ns: &str, limit: Duration) -> Result<()> {
+    let api = Api::<Namespace>::all(client.clone());
+    match api.delete(ns, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("deleting namespace {ns}")),
+    }
+    let until = Instant::now() + limit;
+    loop {
+        match api.get_opt(ns).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(_)) | Err(_) if Instant::now() < until => tokio::time::sleep(Duration::from_millis(500)).await,
+            Ok(Some(_)) => bail!("namespace {ns} is still terminating after {limit:?}"),
+            Err(e) => return Err(e).with_context(|| format!("waiting for namespace {ns} to go")),
+        }
+    }
+}
+
 impl KindOptions {
     pub fn new(
         context: Option<String>,
@@ -85,7 +115,7 @@ impl KindOptions {
             context,
             registry: None,
             keep,
-            namespace: zerodrop_manifests::RenderOptions::default().namespace,
+            namespace: run_namespace(&run_id),
             image_tag,
             run_id,
             out_dir,
@@ -219,11 +249,7 @@ impl Session {
             let ns = self.opts.namespace.clone();
             let deleted = async {
                 let client = connect(&ctx).await?;
-                match Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await {
-                    Ok(_) => Ok(()),
-                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                    Err(e) => Err(e).with_context(|| format!("deleting namespace {ns}")),
-                }
+                delete_namespace(&client, &ns, Duration::from_secs(180)).await
             };
             match deleted.await {
                 Ok(()) => eprintln!("[kind] deleted namespace {ns} (context {ctx}; the cluster stays)"),
@@ -672,5 +698,40 @@ mod tests {
         assert!(err.contains("ended before printing anything: exit code 0"), "{err}");
         assert!(err.contains("whole log is empty"), "{err}");
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn each_run_has_its_own_namespace() {
+        assert_eq!(run_namespace("20261123-130150"), "zerodrop-20261123-130150");
+        assert_eq!(run_namespace("R2_x"), "zerodrop-r2-x");
+        assert!(run_namespace(&"9".repeat(80)).len() <= 63);
+        let opts = KindOptions::new(None, false, "20261123-130150".into(), "t".into(), PathBuf::from("/tmp"));
+        assert_eq!(opts.namespace, "zerodrop-20261123-130150");
+        assert_eq!(opts.render_options("q", "s").namespace, opts.namespace);
+    }
+
+    /// Teardown deletes the run's namespace and returns only once the API server no
+    /// longer has it (it answers the namespace as Terminating first, then 404).
+    #[tokio::test]
+    async fn the_namespace_is_gone_before_teardown_returns() {
+        let ns = serde_json::json!({"kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": "zerodrop-r1", "uid": "1f0e3c2a-5b4d-4e6f-8a7b-9c0d1e2f3a4b", "resourceVersion": "9120", "creationTimestamp": "2026-11-23T13:01:52Z", "deletionTimestamp": "2026-11-23T13:09:40Z", "labels": {"kubernetes.io/metadata.name": "zerodrop-r1"}},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Terminating"}});
+        let gets = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let g = gets.clone();
+        let (client, requests) = fake_api::client(move |req| match req {
+            "DELETE /api/v1/namespaces/zerodrop-r1?" | "DELETE /api/v1/namespaces/zerodrop-r1" => {
+                Reply::ok(ns.to_string())
+            }
+            "GET /api/v1/namespaces/zerodrop-r1" if g.fetch_add(1, Ordering::SeqCst) < 2 => Reply::ok(ns.to_string()),
+            _ => Reply::not_found(),
+        });
+        delete_namespace(&client, "zerodrop-r1", Duration::from_secs(10)).await.unwrap();
+        let reqs = requests.lock().unwrap().clone();
+        assert!(reqs[0].starts_with("DELETE /api/v1/namespaces/zerodrop-r1"), "{reqs:#?}");
+        assert_eq!(gets.load(Ordering::SeqCst), 3, "polled until the 404: {reqs:#?}");
+        // Gone already: nothing to wait for.
+        let (client, _) = fake_api::client(|_| Reply::not_found());
+        delete_namespace(&client, "zerodrop-r1", Duration::from_secs(1)).await.unwrap();
     }
 }

@@ -188,7 +188,11 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
     } else if opts.creates_cluster() {
         p.steps.push(Step::Run(cluster::delete_cluster(opts)));
     } else {
-        p.api(format!("delete namespace {} (the cluster of context {} stays)", opts.namespace, opts.context_name()));
+        p.api(format!(
+            "delete namespace {} and wait until it is gone (the cluster of context {} stays)",
+            opts.namespace,
+            opts.context_name()
+        ));
     }
     Ok(p)
 }
