@@ -649,6 +649,40 @@ mod tests {
         assert_eq!(shared.with(|s| s.pod_logs.len()), 1);
     }
 
+    /// Defect 1 (issue #8), the other half: a stream that ends without a line while
+    /// the pod object says its container runs is opened again, not given up.
+    #[tokio::test]
+    async fn an_empty_stream_of_a_running_container_is_reopened() {
+        let opens = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let n = opens.clone();
+        let (client, requests) = fake_api::client(move |req| {
+            if req.contains("/log?") {
+                if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    Reply::ok("")
+                } else {
+                    Reply::ok(WORKER_LINES)
+                }
+            } else if req == "GET /api/v1/namespaces/zerodrop/pods/worker-6d8f7b9c4-q7zpl" {
+                Reply::ok(recorded("running").to_string())
+            } else {
+                Reply::not_found()
+            }
+        });
+        let dir = scratch("reopen");
+        let path = dir.join("worker.log");
+        let task = spawn_log_stream(
+            Api::namespaced(client, "zerodrop"),
+            "worker-6d8f7b9c4-q7zpl".into(),
+            path.clone(),
+            None,
+            CancellationToken::new(),
+        );
+        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+        let reqs = requests.lock().unwrap().clone();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), WORKER_LINES, "{reqs:#?}");
+        assert_eq!(opens.load(std::sync::atomic::Ordering::SeqCst), 2, "{reqs:#?}");
+    }
+
     /// Defect 2 (issue #8): a pod's log went on being written after the stage's
     /// snapshot (the delete's shutdown lines). Once `stop` fires, nothing more enters.
     #[tokio::test]
