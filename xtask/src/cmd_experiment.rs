@@ -50,6 +50,11 @@ pub struct Args {
     /// Local platform.
     #[arg(long, value_name = "COMMAND")]
     alongside: Option<String>,
+    /// Keep one CPU core busy for the whole run (a spinning thread at normal
+    /// priority, like a noisy neighbour), to show the steady windows stay clean on a
+    /// loaded machine.
+    #[arg(long)]
+    busy_core: bool,
     /// With --alongside: only in these stages (comma-separated; default: all).
     #[arg(long, value_parser = crate::parse_stages)]
     alongside_stages: Option<std::vec::Vec<StageName>>,
@@ -253,6 +258,7 @@ async fn run_stages<P: Platform>(
     stages: Vec<Stage>,
     command: String,
 ) -> Result<Report> {
+    let _neighbour = a.busy_core.then(BusyCore::start);
     let mut ctx =
         RunCtx::new(run_id.to_string(), out_dir.to_path_buf(), profile.clone(), a.keep_data, platform).await?;
     ctx.alongside = a.alongside.clone().map(|template| crate::alongside::Alongside {
@@ -314,6 +320,29 @@ async fn run_stages<P: Platform>(
         repeats: a.repeat,
         guardian,
     })
+}
+
+/// A noisy neighbour: one OS thread spinning until dropped.
+struct BusyCore(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl BusyCore {
+    fn start() -> BusyCore {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        eprintln!("[busy-core] one thread keeps a CPU core busy for the whole run");
+        std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        BusyCore(stop)
+    }
+}
+
+impl Drop for BusyCore {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn print_summary(r: &Report, dir: &std::path::Path) {
