@@ -1,7 +1,7 @@
 //! report.md: readable at a glance. Every number comes from the summaries.
 
 use super::evidence::{self, MAX_ROWS};
-use super::levers::{self, LeverEffect};
+use super::levers;
 use super::model::{GuardianCheck, Report, StageRun};
 use super::prose;
 use super::stats::{self, Verdict};
@@ -131,12 +131,6 @@ fn repeats(md: &mut String, groups: &[StageGroup]) {
         let _ = writeln!(md, "| {} | {} |", g.first().1.name, row.join(" | "));
     }
     let _ = writeln!(md);
-}
-
-/// One line per lever for the prose: its primary target before → after and verdict.
-pub fn effect_line(e: &LeverEffect) -> String {
-    let t = &e.per_target[0];
-    format!("{}: {} → {} — **{}**", t.label, stats::describe(&t.before), stats::describe(&t.after), t.verdict.as_str())
 }
 
 /// Escapes text for a markdown table cell.

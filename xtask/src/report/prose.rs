@@ -3,7 +3,6 @@
 //! the intervals say so.
 
 use super::levers::TargetEffect;
-use super::markdown::effect_line;
 use super::model::StageRun;
 use super::stats::{self, Verdict};
 use super::summary::StageSummary;
@@ -150,7 +149,9 @@ pub fn closing(groups: &[StageGroup]) -> Vec<String> {
     let mut paras = Vec::new();
     let list: Vec<String> = groups
         .iter()
-        .filter_map(|g| g.effect.as_ref().map(|e| format!("- **{}** — {}", g.first().1.name, effect_line(e))))
+        .filter_map(|g| {
+            g.effect.as_ref().map(|e| format!("- **{}** — {}", g.first().1.name, target_sentence(&e.per_target[0])))
+        })
         .collect();
     if !list.is_empty() {
         paras.push(list.join("\n"));
