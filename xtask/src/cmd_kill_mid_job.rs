@@ -82,8 +82,8 @@ async fn once(
     topology.declare(&ch).await?;
     let job = Job { id: format!("kmj-{tag}-1"), amount: 42 };
     ch.basic_publish(
-        "",
-        &topology.queue,
+        "".into(),
+        topology.queue.as_str().into(),
         BasicPublishOptions::default(),
         &job.to_payload(),
         BasicProperties::default().with_delivery_mode(2),
@@ -164,7 +164,7 @@ async fn once(
     eprintln!("[{tag}] after redelivery to {}: {rows_after_redelivery} ledger row(s)", second.name);
     let _ = topology.delete(&ch).await;
     let _ = zerodrop_ledger::drop_schema(&db, &schema).await;
-    let _ = conn.close(200, "done").await;
+    let _ = conn.close(200, "done".into()).await;
     Ok(Outcome { idempotent, rows_when_killed, rows_after_redelivery, settled })
 }
 

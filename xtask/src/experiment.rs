@@ -65,8 +65,8 @@ impl<P: Platform> RunCtx<P> {
     }
 
     pub async fn close(self) {
-        let _ = self.channel.close(200, "done").await;
-        let _ = self.amqp.close(200, "done").await;
+        let _ = self.channel.close(200, "done".into()).await;
+        let _ = self.amqp.close(200, "done".into()).await;
     }
 
     /// Runs one stage end to end. `index` keeps queue, schema and addresses unique.
@@ -270,8 +270,8 @@ impl<P: Platform> RunCtx<P> {
             let props = lapin::BasicProperties::default().with_delivery_mode(2);
             let confirm = ch
                 .basic_publish(
-                    "",
-                    &topology.queue,
+                    "".into(),
+                    topology.queue.as_str().into(),
                     lapin::options::BasicPublishOptions::default(),
                     &job.to_payload(),
                     props,
@@ -282,14 +282,11 @@ impl<P: Platform> RunCtx<P> {
             ids.push(job.id);
         }
         for c in pending {
-            if !matches!(
-                c.await.context("waiting for the broker's confirm")?,
-                lapin::publisher_confirm::Confirmation::Ack(_)
-            ) {
+            if !matches!(c.await.context("waiting for the broker's confirm")?, lapin::Confirmation::Ack(_)) {
                 anyhow::bail!("the broker refused a backlog job");
             }
         }
-        let _ = ch.close(200, "backlog seeded").await;
+        let _ = ch.close(200, "backlog seeded".into()).await;
         Ok(ids)
     }
 

@@ -33,6 +33,6 @@ pub async fn delete_queues(amqp_url: &str, topology: &Topology) {
         if let Ok(ch) = conn.create_channel().await {
             let _ = topology.delete(&ch).await;
         }
-        let _ = conn.close(200, "done").await;
+        let _ = conn.close(200, "done".into()).await;
     }
 }

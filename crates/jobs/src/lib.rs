@@ -1,6 +1,8 @@
 //! The job message and the queue topology, shared by the producer (api), the consumer
 //! (worker) and the runner (which reconciles and cleans up).
 
+pub mod broker;
+
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::Channel;
@@ -76,14 +78,14 @@ impl Topology {
     /// to it through the default exchange.
     pub async fn declare(&self, ch: &Channel) -> Result<(), lapin::Error> {
         let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-        ch.queue_declare(&self.dead_letter_queue(), durable, FieldTable::default()).await?;
+        ch.queue_declare(self.dead_letter_queue().into(), durable, FieldTable::default()).await?;
         let mut args = FieldTable::default();
         args.insert(ShortString::from("x-dead-letter-exchange"), AMQPValue::LongString("".into()));
         args.insert(
             ShortString::from("x-dead-letter-routing-key"),
             AMQPValue::LongString(self.dead_letter_queue().into()),
         );
-        ch.queue_declare(&self.queue, durable, args).await?;
+        ch.queue_declare(self.queue.as_str().into(), durable, args).await?;
         Ok(())
     }
 
@@ -91,15 +93,15 @@ impl Topology {
     /// counted by the broker here.
     pub async fn depths(&self, ch: &Channel) -> Result<(u32, u32), lapin::Error> {
         let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-        let q = ch.queue_declare(&self.queue, passive, FieldTable::default()).await?;
-        let d = ch.queue_declare(&self.dead_letter_queue(), passive, FieldTable::default()).await?;
+        let q = ch.queue_declare(self.queue.as_str().into(), passive, FieldTable::default()).await?;
+        let d = ch.queue_declare(self.dead_letter_queue().into(), passive, FieldTable::default()).await?;
         Ok((q.message_count(), d.message_count()))
     }
 
     /// Deletes both queues. Only ever called on queues this project created.
     pub async fn delete(&self, ch: &Channel) -> Result<(), lapin::Error> {
-        ch.queue_delete(&self.queue, QueueDeleteOptions::default()).await?;
-        ch.queue_delete(&self.dead_letter_queue(), QueueDeleteOptions::default()).await?;
+        ch.queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default()).await?;
+        ch.queue_delete(self.dead_letter_queue().into(), QueueDeleteOptions::default()).await?;
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
 use crate::http::ConnStats;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +49,9 @@ struct Inner {
     shutdown: CancellationToken,
     sigterm_at: OnceLock<Instant>,
     conns: Arc<ConnStats>,
+    /// False while a dependency the instance cannot serve without (the broker) is
+    /// being reconnected.
+    dependencies_up: AtomicBool,
 }
 
 impl Lifecycle {
@@ -60,6 +63,7 @@ impl Lifecycle {
                 shutdown: CancellationToken::new(),
                 sigterm_at: OnceLock::new(),
                 conns: Arc::new(ConnStats::default()),
+                dependencies_up: AtomicBool::new(true),
             }),
         }
     }
@@ -85,10 +89,24 @@ impl Lifecycle {
     /// What `/readyz` answers. Without a readiness gate the app keeps claiming to be
     /// ready while it shuts down, which is exactly the naive behaviour.
     pub fn is_ready(&self) -> bool {
+        let up = self.inner.dependencies_up.load(Ordering::SeqCst);
         match self.phase() {
             Phase::Starting => false,
-            Phase::Serving => true,
-            _ => !self.inner.behaviour.readiness_gate,
+            Phase::Serving => up,
+            _ => up && !self.inner.behaviour.readiness_gate,
+        }
+    }
+
+    /// Reported by whoever owns a connection the instance cannot serve without: while
+    /// it is down, readiness fails, so the platform routes around this instance
+    /// instead of restarting it. Logged on every change.
+    pub fn set_dependencies_up(&self, up: bool, reason: &str) {
+        if self.inner.dependencies_up.swap(up, Ordering::SeqCst) != up {
+            if up {
+                tracing::info!(step = "dependency_up", reason, "dependency back; readiness follows the phase again");
+            } else {
+                tracing::warn!(step = "dependency_down", reason, "dependency lost; readiness fails until it is back");
+            }
         }
     }
 

@@ -67,6 +67,16 @@ pub struct AppBehaviour {
     pub idempotent: bool,
     /// Fill caches and pools before reporting ready.
     pub warm_before_ready: bool,
+    /// HTTP: a connection that has not sent a full request head within this is
+    /// closed (slowloris). The same in every stage: not a lever.
+    #[serde(with = "ms")]
+    pub header_read_timeout: Duration,
+    /// HTTP: connections served at once per listener; beyond it, new ones wait in
+    /// the kernel's backlog. Sized for 4,096 keep-alive clients per pod.
+    pub max_connections: u32,
+    /// Worker, manual ack: tries of a job failing for a transient reason (database)
+    /// before it is parked in the dead-letter queue with its reason.
+    pub max_deliveries: u32,
 }
 
 impl AppBehaviour {
@@ -85,6 +95,9 @@ impl AppBehaviour {
             prefetch: 0,
             idempotent: false,
             warm_before_ready: false,
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 8_192,
+            max_deliveries: 10,
         }
     }
 

@@ -39,6 +39,9 @@ impl AppBehaviour {
             ("ZD_PREFETCH", self.prefetch.to_string()),
             ("ZD_IDEMPOTENT", bool_str(self.idempotent)),
             ("ZD_WARM_BEFORE_READY", bool_str(self.warm_before_ready)),
+            ("ZD_HEADER_READ_TIMEOUT_MS", self.header_read_timeout.as_millis().to_string()),
+            ("ZD_MAX_CONNECTIONS", self.max_connections.to_string()),
+            ("ZD_MAX_DELIVERIES", self.max_deliveries.to_string()),
         ]
     }
 
@@ -102,6 +105,15 @@ impl AppBehaviour {
         }
         if let Some(v) = r.boolean("ZD_WARM_BEFORE_READY")? {
             b.warm_before_ready = v;
+        }
+        if let Some(v) = r.millis("ZD_HEADER_READ_TIMEOUT_MS")? {
+            b.header_read_timeout = v;
+        }
+        if let Some(v) = r.parse("ZD_MAX_CONNECTIONS", |s| s.parse::<u32>().ok().filter(|n| *n > 0))? {
+            b.max_connections = v;
+        }
+        if let Some(v) = r.parse("ZD_MAX_DELIVERIES", |s| s.parse::<u32>().ok().filter(|n| *n > 0))? {
+            b.max_deliveries = v;
         }
         Ok(b)
     }

@@ -11,6 +11,7 @@ mod routes;
 use anyhow::Context;
 use capacity::{Capacity, WarmCache};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 use zerodrop_jobs::Topology;
 use zerodrop_lifecycle::http::Server;
 use zerodrop_lifecycle::{telemetry, Lifecycle, Teardown};
@@ -34,19 +35,23 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
 
     // Acquired in dependency order; the lifecycle disposes them in reverse.
     let mut teardown = Teardown::new();
-    let conn = Arc::new(publisher::connect(&cfg.amqp_url).await?);
-    let conn_close = conn.clone();
-    teardown.acquired("amqp_connection", move || async move {
-        let _ = conn_close.close(200, "api shutting down").await;
-    });
     let publisher =
-        Arc::new(publisher::Publisher::open(&conn, Topology::new(&cfg.queue), cfg.behaviour.publisher_confirms).await?);
-    let channel = publisher.channel();
-    teardown.acquired("amqp_channel", move || async move {
-        let _ = channel.close(200, "api shutting down").await;
+        publisher::Publisher::connect(&cfg.amqp_url, Topology::new(&cfg.queue), cfg.behaviour.publisher_confirms)
+            .await?;
+    // Stopped by the teardown's first step, so a connection closed on purpose is not
+    // mistaken for a lost one.
+    let supervising = CancellationToken::new();
+    let supervisor = publisher.supervise(lc.clone(), supervising.clone());
+    let p = publisher.clone();
+    teardown.acquired("amqp_connection", move || async move { p.close_connection().await });
+    let p = publisher.clone();
+    teardown.acquired("amqp_channel", move || async move { p.close_channel().await });
+    let p = publisher.clone();
+    teardown.acquired("publisher", move || async move {
+        supervising.cancel();
+        let _ = supervisor.await;
+        p.settle().await
     });
-    let settle = publisher.clone();
-    teardown.acquired("publisher", move || async move { settle.settle().await });
 
     let state = Arc::new(routes::AppState {
         lc: lc.clone(),

@@ -1,19 +1,21 @@
+//! Publishes jobs to the work queue over a broker connection that may go away: a
+//! supervisor task reconnects with backoff and jitter, and readiness fails meanwhile.
+
 use anyhow::{Context, Result};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::publisher_confirm::Confirmation;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use zerodrop_jobs::broker::{self, Backoff};
 use zerodrop_jobs::{Job, Topology};
-
-/// Publishes jobs to the work queue, with or without publisher confirms.
-pub struct Publisher {
-    channel: Channel,
-    topology: Topology,
-    confirms: bool,
-}
+use zerodrop_lifecycle::Lifecycle;
 
 /// How long a publish may wait for the broker's confirm before giving up.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts at startup: the broker may still be starting (about 30 s in all).
+const STARTUP_ATTEMPTS: u32 = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -21,45 +23,122 @@ pub enum PublishError {
     Nacked,
     #[error("no confirm from the broker within {CONFIRM_TIMEOUT:?}")]
     ConfirmTimeout,
+    #[error("not connected to the broker (reconnecting)")]
+    Disconnected,
     #[error("publish failed: {0}")]
     Broker(#[from] lapin::Error),
 }
 
-/// Connects, retrying for a while: the broker may still be starting.
-pub async fn connect(url: &str) -> Result<Connection> {
-    let mut last = None;
-    for _ in 0..60 {
-        match Connection::connect(url, ConnectionProperties::default()).await {
-            Ok(c) => return Ok(c),
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("no attempt made")))
-        .with_context(|| format!("connecting to RabbitMQ at {url}"))
+/// One connection and its publishing channel. Replaced whole on reconnect: a confirm
+/// pending on the old channel fails with it, so the job is answered 503, never 202.
+struct Session {
+    connection: Arc<Connection>,
+    channel: Channel,
+}
+
+pub struct Publisher {
+    url: String,
+    topology: Topology,
+    confirms: bool,
+    current: Mutex<Option<Session>>,
 }
 
 impl Publisher {
-    pub async fn open(conn: &Connection, topology: Topology, confirms: bool) -> Result<Publisher> {
-        let channel = conn.create_channel().await.context("opening an AMQP channel")?;
-        topology.declare(&channel).await.context("declaring the job queues")?;
-        if confirms {
-            channel.confirm_select(ConfirmSelectOptions::default()).await.context("enabling publisher confirms")?;
-        }
-        Ok(Publisher { channel, topology, confirms })
+    /// Connects (retrying while the broker starts), declares the queues and, with
+    /// confirms, puts the channel in confirm mode.
+    pub async fn connect(url: &str, topology: Topology, confirms: bool) -> Result<Arc<Publisher>> {
+        let p = Arc::new(Publisher { url: url.to_string(), topology, confirms, current: Mutex::new(None) });
+        let session = p
+            .open(Some(STARTUP_ATTEMPTS), &CancellationToken::new())
+            .await?
+            .context("connecting to RabbitMQ was abandoned")?;
+        p.replace(Some(session));
+        Ok(p)
     }
 
-    pub fn channel(&self) -> Channel {
-        self.channel.clone()
+    async fn open(&self, attempts: Option<u32>, stop: &CancellationToken) -> Result<Option<Session>> {
+        let mut backoff = Backoff::default();
+        loop {
+            let Some(conn) = broker::connect(&self.url, "zerodrop-api", &mut backoff, attempts, stop)
+                .await
+                .with_context(|| format!("connecting to RabbitMQ at {}", redact(&self.url)))?
+            else {
+                return Ok(None);
+            };
+            match self.open_channel(&conn).await {
+                Ok(channel) => return Ok(Some(Session { connection: Arc::new(conn), channel })),
+                // The broker may accept connections before it is ready for channels.
+                Err(e) if attempts.is_none() => {
+                    tracing::warn!(error = format!("{e:#}"), "opening the publishing channel failed; retrying");
+                    let _ = conn.close(200, "retrying".into()).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn open_channel(&self, conn: &Connection) -> Result<Channel> {
+        let channel = conn.create_channel().await.context("opening an AMQP channel")?;
+        self.topology.declare(&channel).await.context("declaring the job queues")?;
+        if self.confirms {
+            channel.confirm_select(ConfirmSelectOptions::default()).await.context("enabling publisher confirms")?;
+        }
+        Ok(channel)
+    }
+
+    fn replace(&self, session: Option<Session>) -> Option<Session> {
+        std::mem::replace(&mut *self.current.lock().unwrap_or_else(PoisonError::into_inner), session)
+    }
+
+    fn channel(&self) -> Option<Channel> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|s| s.channel.clone())
+    }
+
+    fn connection(&self) -> Option<Arc<Connection>> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(|s| s.connection.clone())
+    }
+
+    /// Watches the connection and replaces it when it is lost, until `stop`.
+    pub fn supervise(self: &Arc<Self>, lc: Lifecycle, stop: CancellationToken) -> JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(conn) = me.connection() else { return };
+                let reason = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    reason = broker::lost(&conn) => reason,
+                };
+                lc.set_dependencies_up(false, &format!("broker connection lost: {reason}"));
+                me.replace(None);
+                match me.open(None, &stop).await {
+                    Ok(Some(session)) => {
+                        me.replace(Some(session));
+                        lc.set_dependencies_up(true, "broker reconnected");
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::error!(error = format!("{e:#}"), "giving up reconnecting to the broker");
+                        return;
+                    }
+                }
+            }
+        })
     }
 
     /// With confirms, returns only once the broker has taken responsibility for the
     /// message; without, as soon as it is handed to the client library.
     pub async fn publish(&self, job: &Job) -> Result<(), PublishError> {
+        let channel = self.channel().ok_or(PublishError::Disconnected)?;
         let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
-        let pending = self
-            .channel
-            .basic_publish("", &self.topology.queue, BasicPublishOptions::default(), &job.to_payload(), props)
+        let pending = channel
+            .basic_publish(
+                "".into(),
+                self.topology.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &job.to_payload(),
+                props,
+            )
             .await?;
         if !self.confirms {
             return Ok(());
@@ -73,16 +152,35 @@ impl Publisher {
         }
     }
 
-    pub fn is_connected(&self) -> bool {
-        self.channel.status().connected()
-    }
-
     /// Waits for outstanding confirms: the publisher's disposal step.
     pub async fn settle(&self) {
+        let Some(channel) = self.channel() else { return };
         if self.confirms {
-            if let Err(e) = self.channel.wait_for_confirms().await {
+            if let Err(e) = channel.wait_for_confirms().await {
                 tracing::warn!(error = %e, "waiting for publisher confirms failed");
             }
         }
+    }
+
+    pub async fn close_channel(&self) {
+        if let Some(channel) = self.channel() {
+            let _ = channel.close(200, "api shutting down".into()).await;
+        }
+    }
+
+    pub async fn close_connection(&self) {
+        if let Some(session) = self.replace(None) {
+            let _ = session.connection.close(200, "api shutting down".into()).await;
+        }
+    }
+}
+
+/// The URL without its password, for errors and logs.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_string() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
     }
 }

@@ -54,8 +54,9 @@ async fn healthz() -> impl IntoResponse {
 
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     let phase = s.lc.phase().as_str();
-    // An instance whose broker channel died cannot accept jobs: take it out.
-    if s.lc.is_ready() && s.publisher.is_connected() {
+    // An instance whose broker connection died cannot accept jobs: the publisher's
+    // supervisor marks the dependency down until it has reconnected.
+    if s.lc.is_ready() {
         Json(json!({ "ready": true, "phase": phase })).into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "ready": false, "phase": phase }))).into_response()

@@ -1,28 +1,26 @@
 //! One job at a time from the consumer stream, and the consumer's part of the drain.
 
 use crate::admin::Metrics;
+use crate::retry::{self, Next};
+use crate::session::BrokerLink;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions, BasicPublishOptions, BasicRejectOptions};
-use lapin::{Channel, Consumer};
+use lapin::Consumer;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use zerodrop_jobs::{Job, JobError};
 use zerodrop_ledger::{Applied, Ledger, LedgerError};
-
-/// Pause before handing a job back after a database error, so a database outage does
-/// not turn into a hot redelivery loop.
-const DB_ERROR_BACKOFF: Duration = Duration::from_millis(500);
+use zerodrop_lifecycle::Lifecycle;
 
 /// What processing a delivery needs.
 pub struct Worker {
     pub ledger: Ledger,
-    pub channel: Channel,
+    pub link: Arc<BrokerLink>,
     pub metrics: Arc<Metrics>,
     /// Manual acks (after the commit) rather than `no_ack`.
     pub manual_ack: bool,
@@ -31,6 +29,8 @@ pub struct Worker {
     pub dead_letter_queue: String,
     pub job_work: Duration,
     pub post_commit: Duration,
+    /// Tries of a job failing for a transient reason before it is parked.
+    pub max_deliveries: u32,
 }
 
 impl Worker {
@@ -58,10 +58,16 @@ impl Worker {
             tokio::time::sleep(self.post_commit).await;
         }
         if self.manual_ack {
-            if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
-                tracing::warn!(job_id = %job.id, error = %e, "ack failed after commit; the broker will redeliver this job");
-            } else {
-                tracing::debug!(job_id = %job.id, "job acked");
+            // `Ok(false)`: the channel died since the delivery, so the broker has
+            // requeued it already; its tag means nothing on any other channel.
+            match d.acker.ack(BasicAckOptions::default()).await {
+                Ok(true) => tracing::debug!(job_id = %job.id, "job acked"),
+                Ok(false) => {
+                    tracing::warn!(job_id = %job.id, "channel lost before the ack; the broker redelivers this job")
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = %job.id, error = %e, "ack failed after commit; the broker will redeliver this job")
+                }
             }
         }
     }
@@ -71,22 +77,24 @@ impl Worker {
         Metrics::inc(&self.metrics.dead_lettered);
         let outcome = if self.manual_ack {
             // The queue's dead-letter exchange routes the rejected message to the DLQ.
-            d.acker.reject(BasicRejectOptions { requeue: false }).await
+            d.acker.reject(BasicRejectOptions { requeue: false }).await.map(|_| ()).map_err(|e| e.to_string())
         } else {
             // Already acked by the broker: the only copy is ours, so publish it there.
-            match self
-                .channel
-                .basic_publish(
-                    "",
-                    &self.dead_letter_queue,
-                    BasicPublishOptions::default(),
-                    &d.data,
-                    d.properties.clone(),
-                )
-                .await
-            {
-                Ok(confirm) => confirm.await.map(|_| ()),
-                Err(e) => Err(e),
+            match self.link.channel() {
+                None => Err("no broker channel".to_string()),
+                Some(ch) => match ch
+                    .basic_publish(
+                        "".into(),
+                        self.dead_letter_queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &d.data,
+                        d.properties.clone(),
+                    )
+                    .await
+                {
+                    Ok(confirm) => confirm.await.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
             }
         };
         match outcome {
@@ -108,77 +116,119 @@ impl Worker {
         }
     }
 
-    /// A transient failure: with manual ack the job goes back to the queue; with
-    /// auto-ack it is gone, which is exactly what auto-ack costs.
+    /// A transient failure: with manual ack the job is retried a bounded number of
+    /// times, then parked (see `retry`); with auto-ack it is gone, which is exactly
+    /// what auto-ack costs.
     async fn database_failed(&self, d: Delivery, job: &Job, e: LedgerError) {
-        if self.manual_ack {
-            tracing::warn!(job_id = %job.id, error = %e, backoff_ms = DB_ERROR_BACKOFF.as_millis() as u64, "database error; requeueing the job");
-            tokio::time::sleep(DB_ERROR_BACKOFF).await;
-            Metrics::inc(&self.metrics.requeued);
-            if let Err(e) = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await {
-                tracing::warn!(job_id = %job.id, error = %e, "nack failed; the broker will redeliver when the channel closes");
-            }
-        } else {
+        if !self.manual_ack {
             Metrics::inc(&self.metrics.failed);
             tracing::error!(job_id = %job.id, error = %e, "database error with auto-ack: the job is lost");
+            return;
+        }
+        let attempt = retry::attempts_so_far(&d.properties) + 1;
+        let reason = format!("database error: {e}");
+        let (queue, parking) = match retry::decide(attempt, self.max_deliveries) {
+            Next::Retry => {
+                let pause = retry::pause_before(attempt);
+                tracing::warn!(job_id = %job.id, attempt, max = self.max_deliveries, error = %e, retry_in_ms = pause.as_millis() as u64, "database error; the job will be retried");
+                tokio::time::sleep(pause).await;
+                (self.link.topology.queue.clone(), None)
+            }
+            Next::Park => (self.dead_letter_queue.clone(), Some(reason.as_str())),
+        };
+        let copied = match self.link.channel() {
+            None => Err("no broker channel".to_string()),
+            Some(ch) => retry::publish_copy(&ch, &queue, &d.data, &d.properties, attempt, parking).await,
+        };
+        if let Err(err) = copied {
+            tracing::warn!(job_id = %job.id, attempt, error = %err, "could not re-publish the job; handing the original back");
+            Metrics::inc(&self.metrics.requeued);
+            return retry::requeue_original(&d.acker).await;
+        }
+        if parking.is_some() {
+            Metrics::inc(&self.metrics.dead_lettered);
+            tracing::error!(job_id = %job.id, attempts = attempt, reason = %reason, dead_letter_queue = %self.dead_letter_queue, "job parked in the dead-letter queue after its last attempt");
+        } else {
+            Metrics::inc(&self.metrics.requeued);
+        }
+        if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
+            // The copy is in the queue already; the original comes back too, and the
+            // idempotent ledger absorbs the second application.
+            tracing::warn!(job_id = %job.id, error = %e, "ack of the retried original failed");
         }
     }
 }
 
-/// Pulls deliveries one at a time until told to stop (after the job in progress) or
-/// until the stream ends. Returns the consumer so the drain can empty its buffer.
-/// `lost` is told when the stream ended without being asked to.
+/// Pulls deliveries one at a time until told to stop (after the job in progress),
+/// replacing the broker session whenever the consumer is lost: readiness fails until
+/// it is back. Returns the live consumer so the drain can empty its buffer (`None`
+/// when stopped while reconnecting).
 pub async fn consume(
     worker: Arc<Worker>,
     mut consumer: Consumer,
     stop: CancellationToken,
-    lost: oneshot::Sender<String>,
-) -> Consumer {
-    let lost_because = loop {
+    lc: Lifecycle,
+) -> Option<Consumer> {
+    loop {
         let next = tokio::select! {
             biased;
-            _ = stop.cancelled() => break None,
+            _ = stop.cancelled() => return Some(consumer),
             next = consumer.next() => next,
         };
-        match next {
-            Some(Ok(delivery)) => worker.handle(delivery).await,
-            Some(Err(e)) => break Some(format!("consumer failed: {e}")),
-            None => break Some("consumer cancelled by the broker".to_string()),
+        let reason = match next {
+            Some(Ok(delivery)) => {
+                worker.handle(delivery).await;
+                continue;
+            }
+            Some(Err(e)) => format!("consumer failed: {e}"),
+            None => "consumer cancelled by the broker".to_string(),
+        };
+        if stop.is_cancelled() {
+            return Some(consumer);
         }
-    };
-    if let Some(reason) = lost_because {
-        if !stop.is_cancelled() {
-            let _ = lost.send(reason);
-        }
+        lc.set_dependencies_up(false, &reason);
+        tracing::warn!(step = "consumer_lost", reason = %reason, "consumer lost; reconnecting");
+        // Unacked deliveries of the old channel return to the queue when it closes.
+        drop(consumer);
+        worker.link.discard().await;
+        consumer = match worker.link.open(None, &stop).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "reconnecting the consumer failed");
+                return None;
+            }
+        };
+        lc.set_dependencies_up(true, "consumer restarted");
+        tracing::info!(step = "consumer_restarted", "consuming again on a new session");
     }
-    consumer
 }
 
 /// The consumer's handle for the drain and the teardown.
 #[derive(Clone)]
 pub struct ConsumerControl {
-    pub channel: Channel,
-    pub tag: String,
+    pub link: Arc<BrokerLink>,
     pub stop: CancellationToken,
     cancelled: Arc<AtomicBool>,
 }
 
 impl ConsumerControl {
-    pub fn new(channel: Channel, tag: String) -> Self {
-        ConsumerControl { channel, tag, stop: CancellationToken::new(), cancelled: Arc::new(AtomicBool::new(false)) }
+    pub fn new(link: Arc<BrokerLink>) -> Self {
+        ConsumerControl { link, stop: CancellationToken::new(), cancelled: Arc::new(AtomicBool::new(false)) }
     }
 
-    /// Stops taking new jobs and sends `basic.cancel`, once. Returns whether this
-    /// call did it and the broker confirmed.
+    /// Stops taking new jobs and sends `basic.cancel` on the current session, once.
+    /// Returns whether this call did it and the broker confirmed.
     pub async fn cancel(&self) -> bool {
         self.stop.cancel();
         if self.cancelled.swap(true, Ordering::SeqCst) {
             return false;
         }
-        match self.channel.basic_cancel(&self.tag, BasicCancelOptions::default()).await {
+        let (Some(channel), Some(tag)) = (self.link.channel(), self.link.consumer_tag()) else { return false };
+        match channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!(consumer_tag = %self.tag, error = %e, "basic.cancel failed");
+                tracing::warn!(consumer_tag = %tag, error = %e, "basic.cancel failed");
                 false
             }
         }
@@ -198,13 +248,23 @@ const DRAIN_MARGIN: Duration = Duration::from_millis(100);
 /// Whatever is still running when the budget ends is abandoned: its transaction rolls
 /// back; with manual ack the broker redelivers it once the channel closes, with
 /// auto-ack it is lost. Either way the teardown then runs in order.
-pub async fn drain(worker: Arc<Worker>, control: ConsumerControl, mut running: JoinHandle<Consumer>, budget: Duration) {
+pub async fn drain(
+    worker: Arc<Worker>,
+    control: ConsumerControl,
+    mut running: JoinHandle<Option<Consumer>>,
+    budget: Duration,
+) {
     let deadline = Instant::now() + budget.saturating_sub(DRAIN_MARGIN);
     if tokio::time::timeout_at(deadline, control.cancel()).await == Ok(true) {
-        tracing::info!(step = "consumer_cancelled", consumer_tag = %control.tag, "consumer cancelled; the broker sends no more deliveries");
+        let tag = control.link.consumer_tag().map(|t| t.to_string()).unwrap_or_default();
+        tracing::info!(step = "consumer_cancelled", consumer_tag = %tag, "consumer cancelled; the broker sends no more deliveries");
     }
     let mut consumer = match tokio::time::timeout_at(deadline, &mut running).await {
-        Ok(Ok(c)) => c,
+        Ok(Ok(Some(c))) => c,
+        Ok(Ok(None)) => {
+            tracing::info!(step = "inflight_finished", "no consumer at shutdown (the broker was being reconnected)");
+            return;
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "the consumer task failed");
             return;

@@ -12,25 +12,24 @@
 mod admin;
 mod config;
 mod consumer;
+mod retry;
+mod session;
 
 use admin::Metrics;
 use anyhow::Context as _;
 use config::Config;
 use consumer::{ConsumerControl, Worker};
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use session::BrokerLink;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use zerodrop_jobs::Topology;
 use zerodrop_ledger::Ledger;
 use zerodrop_lifecycle::{http, telemetry, Drain, Lifecycle, Teardown};
 use zerodrop_stages::AckMode;
 
-/// Bound on connecting to the broker at startup.
-const AMQP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connection attempts at startup (with backoff, about 30 s): the broker may still be
+/// starting. After startup a lost broker is retried for as long as the process lives.
+const AMQP_STARTUP_ATTEMPTS: u32 = 20;
 
 #[tokio::main]
 async fn main() {
@@ -73,12 +72,11 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
 
     let mut teardown = Teardown::new();
     let mut drains = Vec::new();
-    let (lost_tx, lost_rx) = oneshot::channel();
     let shutdown = lc.shutdown_token();
     // A SIGTERM during startup skips the rest of it: what was acquired is still
     // disposed of in order.
     let started = tokio::select! {
-        started = start(&cfg, &metrics, &mut teardown, &mut drains, lost_tx) => Some(started),
+        started = start(&cfg, &lc, &metrics, &mut teardown, &mut drains) => Some(started),
         _ = shutdown.cancelled() => None,
     };
     match started {
@@ -89,33 +87,17 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
         None => tracing::warn!("shutdown requested during startup; not consuming"),
     }
 
-    let sequence = lc.run_shutdown(server, drains, teardown, telemetry);
-    tokio::pin!(sequence);
-    let code = tokio::select! {
-        code = &mut sequence => code,
-        Ok(reason) = lost_rx => {
-            if lc.shutdown_token().is_cancelled() {
-                // Shutting down anyway: let the sequence finish what it can.
-                tracing::warn!(reason = %reason, "consumer lost during shutdown");
-                sequence.await
-            } else {
-                // Without a consumer the worker is useless; let the platform restart it.
-                tracing::error!(reason = %reason, code = 1, "consumer lost; exiting");
-                1
-            }
-        }
-    };
-    Ok(code)
+    Ok(lc.run_shutdown(server, drains, teardown, telemetry).await)
 }
 
 /// Acquires every resource, in dependency order, registering each with the teardown
 /// right after acquiring it; ends with the consumer running.
 async fn start(
     cfg: &Config,
+    lc: &Lifecycle,
     metrics: &Arc<Metrics>,
     teardown: &mut Teardown,
     drains: &mut Vec<Drain>,
-    lost: oneshot::Sender<String>,
 ) -> anyhow::Result<()> {
     let b = cfg.behaviour;
     let manual_ack = b.ack == AckMode::AfterCommit;
@@ -139,53 +121,26 @@ async fn start(
         tracing::info!(connections = open, "database pool warmed");
     }
 
-    // amqp_connection
-    let props = ConnectionProperties::default().with_connection_name(format!("zerodrop-worker {}", cfg.pod).into());
-    let connection = tokio::time::timeout(AMQP_CONNECT_TIMEOUT, Connection::connect(&cfg.amqp_url, props))
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within {AMQP_CONNECT_TIMEOUT:?}"))
-        .and_then(|r| r.map_err(anyhow::Error::from))
-        .with_context(|| format!("connecting to RabbitMQ at {} (AMQP_URL)", cfg.amqp_url_redacted()))?;
-    connection.on_error(|e| tracing::error!(error = %e, "AMQP connection error"));
-    let connection = Arc::new(connection);
-    {
-        let connection = connection.clone();
-        teardown.acquired("amqp_connection", move || async move {
-            if let Err(e) = connection.close(200, "bye").await {
-                tracing::warn!(error = %e, "closing the AMQP connection failed");
-            }
-        });
-    }
-
-    // amqp_channel
-    let channel = connection.create_channel().await.context("opening an AMQP channel")?;
-    {
-        let channel = channel.clone();
-        teardown.acquired("amqp_channel", move || async move {
-            if let Err(e) = channel.close(200, "bye").await {
-                tracing::warn!(error = %e, "closing the AMQP channel failed");
-            }
-        });
-    }
+    // amqp_connection, amqp_channel, consumer: one session, replaced whole when lost.
     let topology = Topology::new(cfg.queue.clone());
-    topology.declare(&channel).await.with_context(|| {
-        format!("declaring the queues {} and {} (ZD_QUEUE)", topology.queue, topology.dead_letter_queue())
-    })?;
-    if b.prefetch > 0 {
-        channel
-            .basic_qos(b.prefetch, BasicQosOptions::default())
-            .await
-            .context("setting the prefetch (ZD_PREFETCH)")?;
-    }
-
-    // consumer
-    let options = BasicConsumeOptions { no_ack: !manual_ack, ..Default::default() };
-    let consumer = channel
-        .basic_consume(&topology.queue, "", options, FieldTable::default())
+    let link = Arc::new(BrokerLink::new(
+        cfg.amqp_url.clone(),
+        format!("zerodrop-worker {}", cfg.pod),
+        topology.clone(),
+        b.prefetch,
+        manual_ack,
+    ));
+    let control = ConsumerControl::new(link.clone());
+    let consumer = link
+        .open(Some(AMQP_STARTUP_ATTEMPTS), &control.stop)
         .await
-        .with_context(|| format!("consuming from {}", topology.queue))?;
-    let control = ConsumerControl::new(channel.clone(), consumer.tag().to_string());
+        .with_context(|| format!("starting the consumer at {}", cfg.amqp_url_redacted()))?
+        .context("startup interrupted")?;
     {
+        let l = link.clone();
+        teardown.acquired("amqp_connection", move || async move { l.close_connection().await });
+        let l = link.clone();
+        teardown.acquired("amqp_channel", move || async move { l.close_channel().await });
         let control = control.clone();
         teardown.acquired("consumer", move || async move {
             // A no-op when the drain already cancelled it.
@@ -194,7 +149,7 @@ async fn start(
     }
     let worker = Arc::new(Worker {
         ledger,
-        channel,
+        link,
         metrics: metrics.clone(),
         manual_ack,
         idempotent: b.idempotent,
@@ -202,9 +157,10 @@ async fn start(
         dead_letter_queue: topology.dead_letter_queue(),
         job_work: cfg.job_work,
         post_commit: cfg.post_commit,
+        max_deliveries: b.max_deliveries,
     });
-    let tag = control.tag.clone();
-    let running = tokio::spawn(consumer::consume(worker.clone(), consumer, control.stop.clone(), lost));
+    let tag = consumer.tag().to_string();
+    let running = tokio::spawn(consumer::consume(worker.clone(), consumer, control.stop.clone(), lc.clone()));
     let budget = b.drain_budget;
     drains.push(Drain::new("consumer", move || consumer::drain(worker, control, running, budget)));
     tracing::info!(

@@ -298,16 +298,34 @@ async fn database_error_loses_the_job_with_auto_ack() {
 }
 
 #[tokio::test]
-async fn losing_the_consumer_outside_shutdown_exits_non_zero() {
+async fn a_consumer_cancelled_by_the_broker_is_restarted_and_readiness_tells_the_truth() {
     bounded(async {
         let fx = Fixture::new("lost").await;
         let mut w = fx.spawn_worker(&stage_env(StageName::RequeueIdempotency));
         w.wait_ready(READY_TIMEOUT).await;
-        // The broker cancels the consumer of a deleted queue.
+        // The broker cancels the consumer of a deleted queue; the worker declares the
+        // queues again on a new session and consumes from them.
         fx.topology.delete(&fx.channel).await.expect("delete the queues");
-        let status = w.wait_exit(EXIT_TIMEOUT).await.expect("the worker exits without its consumer");
-        assert_eq!(status.code(), Some(1), "{}", w.dump());
-        assert!(w.dump().contains("consumer lost"), "{}", w.dump());
+        assert!(
+            wait_until(Duration::from_secs(10), || async { w.has_step("consumer_restarted") }).await,
+            "the consumer was not restarted:\n{}",
+            w.dump()
+        );
+        assert!(w.has_step("dependency_down") && w.has_step("dependency_up"), "{}", w.dump());
+        assert!(
+            wait_until(Duration::from_secs(5), || async { w.get("/readyz").await.is_some_and(|(c, _)| c == 200) })
+                .await
+        );
+        let id = fx.job_id("after");
+        fx.publish_job(&id, 3).await;
+        assert!(
+            wait_until(Duration::from_secs(10), || async { fx.count_rows(&id).await == 1 }).await,
+            "a job published after the restart was not applied:\n{}",
+            w.dump()
+        );
+        w.sigterm();
+        let status = w.wait_exit(EXIT_TIMEOUT).await.expect("the worker exits on SIGTERM");
+        assert!(status.success(), "exit {status}:\n{}", w.dump());
         fx.cleanup().await;
     })
     .await;
@@ -394,6 +412,50 @@ async fn manual_ack_drain_cut_by_the_budget_loses_nothing() {
         let not_applied: BTreeSet<String> = r.lost.iter().cloned().collect();
         assert!(!back.is_empty(), "{}", w.dump());
         assert_eq!(back, not_applied, "every job not in the ledger is back in the queue");
+        fx.cleanup().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_failing_every_time_is_retried_up_to_the_limit_then_parked_with_its_reason() {
+    bounded(async {
+        use lapin::options::BasicGetOptions;
+        use lapin::types::AMQPValue;
+        let fx = Fixture::new("retry_limit").await;
+        let id = fx.job_id("doomed");
+        let env = with(stage_env(StageName::RequeueIdempotency), &[("ZD_MAX_DELIVERIES", "3")]);
+        let mut w = fx.spawn_worker(&env);
+        w.wait_ready(READY_TIMEOUT).await;
+        // The database keeps failing for this job: its schema is gone.
+        zerodrop_ledger::drop_schema(&fx.db, &fx.schema).await.expect("drop the schema");
+        fx.publish_job(&id, 4).await;
+        assert!(
+            wait_until(Duration::from_secs(15), || async { w.metric(DEAD_LETTERED).await == Some(1) }).await,
+            "the job was not parked:\n{}",
+            w.dump()
+        );
+        let got = fx
+            .channel
+            .basic_get(fx.topology.dead_letter_queue().into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+            .expect("the parked job is in the dead-letter queue");
+        let headers = got.delivery.properties.headers().clone().expect("headers on the parked job");
+        assert_eq!(headers.inner().get("x-zd-attempts"), Some(&AMQPValue::LongLongInt(3)));
+        let reason = match headers.inner().get("x-zd-reason") {
+            Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+            other => panic!("no reason header: {other:?}"),
+        };
+        assert!(reason.starts_with("database error"), "{reason}");
+        assert_eq!(w.metric("zerodrop_worker_jobs_total{outcome=\"requeued\"}").await, Some(2), "{}", w.dump());
+        // Never looped: nothing left in the work queue, nothing unacked.
+        assert_eq!(fx.depths().await, (0, 0));
+        zerodrop_ledger::create_schema(&fx.db, &fx.schema).await.expect("recreate the schema");
+        w.sigterm();
+        let status = w.wait_exit(EXIT_TIMEOUT).await.expect("the worker exits on SIGTERM");
+        assert!(status.success(), "exit {status}:\n{}", w.dump());
+        assert_eq!(fx.count_rows(&id).await, 0);
         fx.cleanup().await;
     })
     .await;

@@ -196,7 +196,7 @@ where
         let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
         let ch = conn.create_channel().await?;
         let out = f(ch).await;
-        let _ = conn.close(200, "test done").await;
+        let _ = conn.close(200, "test done".into()).await;
         out
     })
 }

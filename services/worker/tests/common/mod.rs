@@ -102,7 +102,13 @@ impl Fixture {
         let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
         let confirm = self
             .channel
-            .basic_publish("", &self.topology.queue, BasicPublishOptions::default(), payload, props)
+            .basic_publish(
+                "".into(),
+                self.topology.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                payload,
+                props,
+            )
             .await
             .expect("publish");
         let confirmation = confirm.await.expect("publisher confirm");
@@ -121,7 +127,9 @@ impl Fixture {
     /// Takes every ready message off `queue` (acking it) and returns the payloads.
     pub async fn take_all(&self, queue: &str) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        while let Some(m) = self.channel.basic_get(queue, BasicGetOptions { no_ack: true }).await.expect("basic.get") {
+        while let Some(m) =
+            self.channel.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.expect("basic.get")
+        {
             out.push(m.delivery.data);
         }
         out
@@ -164,7 +172,7 @@ impl Fixture {
         self.cleaned = true;
         let _ = self.topology.delete(&self.channel).await;
         let _ = ledger::drop_schema(&self.db, &self.schema).await;
-        let _ = self.conn.close(200, "bye").await;
+        let _ = self.conn.close(200, "bye".into()).await;
     }
 }
 
@@ -185,7 +193,7 @@ impl Drop for Fixture {
                         if let Ok(ch) = conn.create_channel().await {
                             let _ = topology.delete(&ch).await;
                         }
-                        let _ = conn.close(200, "bye").await;
+                        let _ = conn.close(200, "bye".into()).await;
                     }
                     if let Ok(db) = ledger::connect(&ledger::database_url()).await {
                         let _ = ledger::drop_schema(&db, &schema).await;
