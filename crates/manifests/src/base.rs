@@ -1,6 +1,7 @@
 //! What every stage runs on: the namespace, RabbitMQ and PostgreSQL.
 
 use crate::objects::{labels, meta, Object};
+use crate::placement::Reserve;
 use crate::pod::{deployment, env, pod_spec, service, DeploymentParts};
 use crate::{RenderOptions, APP_LABEL};
 use k8s_openapi::api::apps::v1::DeploymentStrategy;
@@ -66,6 +67,7 @@ fn rabbitmq(o: &RenderOptions) -> Container {
         image: Some(o.registry_image(RABBITMQ_IMAGE.into())),
         image_pull_policy: Some("IfNotPresent".into()),
         ports: Some(vec![port("amqp", AMQP_PORT)]),
+        resources: Some(Reserve::RABBITMQ.requirements()),
         // A TCP check rather than `rabbitmq-diagnostics`: each diagnostics run boots
         // an Erlang VM (seconds of CPU on a 2-core node), while the AMQP listener is
         // the last thing the broker opens at boot, so an accepted connection means
@@ -92,6 +94,7 @@ fn postgres(o: &RenderOptions) -> Container {
         // A lab database reachable only inside the cluster: no password to manage.
         env: Some(vec![env("POSTGRES_HOST_AUTH_METHOD", "trust")]),
         ports: Some(vec![port("postgres", POSTGRES_PORT)]),
+        resources: Some(Reserve::POSTGRES.requirements()),
         // `-h 127.0.0.1`: the image's init phase runs a temporary server on the Unix
         // socket only; asking over TCP is ready only once the real server listens.
         readiness_probe: Some(Probe {

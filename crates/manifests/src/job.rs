@@ -2,6 +2,7 @@
 //! through kube-proxy to the api Service exactly as a client's would.
 
 use crate::objects::{labels, meta, Object};
+use crate::placement::{load_affinity, Reserve};
 use crate::pod::pod_spec;
 use crate::{RenderOptions, APP_LABEL};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -62,10 +63,12 @@ pub fn load_job(spec: &LoadJobSpec, o: &RenderOptions) -> Object {
         image_pull_policy: Some("IfNotPresent".into()),
         // The image's ENTRYPOINT is the binary; these are its arguments.
         args: Some(spec.args.clone()),
+        resources: Some(Reserve::LOAD.requirements()),
         ..Container::default()
     };
     let mut pod = pod_spec(vec![container], None);
     pod.restart_policy = Some("Never".into());
+    pod.affinity = Some(load_affinity(labels([(APP_LABEL, "api")])));
     Object::Job(Box::new(Job {
         metadata: meta(&spec.name, Some(&o.namespace), &l),
         spec: Some(JobSpec {

@@ -19,18 +19,31 @@ pub struct KindCluster {
 pub struct KindNode {
     /// `control-plane` or `worker`.
     pub role: String,
+    /// Node labels (kind sets them when it creates the node).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl KindCluster {
-    /// One control plane and two workers: with pods spread over two nodes, an
-    /// endpoint change has to reach another node's kube-proxy before traffic there
-    /// stops, which is the propagation delay the readiness/preStop stage is about.
+    /// One control plane and two workers: the api and worker pods on the first, the
+    /// load generator on the second (labelled [`crate::POOL_LABEL`]` = load`). Every
+    /// request then crosses nodes, and an endpoint change has to reach the load
+    /// node's kube-proxy before its traffic stops: the propagation delay the
+    /// readiness/preStop stage is about.
     pub fn zerodrop() -> KindCluster {
+        let node = |role: &str, labels: &[(&str, &str)]| KindNode {
+            role: role.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
         KindCluster {
             kind: "Cluster".into(),
             api_version: "kind.x-k8s.io/v1alpha4".into(),
             name: "zerodrop".into(),
-            nodes: ["control-plane", "worker", "worker"].map(|role| KindNode { role: role.into() }).to_vec(),
+            nodes: vec![
+                node("control-plane", &[]),
+                node("worker", &[]),
+                node("worker", &[(crate::POOL_LABEL, crate::LOAD_POOL)]),
+            ],
         }
     }
 }

@@ -10,6 +10,7 @@ mod files;
 mod job;
 mod kind;
 mod objects;
+mod placement;
 mod pod;
 mod stage;
 mod strict;
@@ -19,6 +20,7 @@ pub use files::{files, RenderedFile, HEADER};
 pub use job::{load_image, load_job, LoadJobSpec};
 pub use kind::{kind_cluster_config, KindCluster, KindNode};
 pub use objects::{to_yaml, Object};
+pub use placement::{Reserve, LOAD_POOL, POOL_LABEL};
 pub use stage::{stage, App, APP_LABEL, STAGE_LABEL};
 pub use strict::{parse_strict, ManifestError};
 

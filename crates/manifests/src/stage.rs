@@ -1,11 +1,12 @@
 //! One stage of the experiment as two Deployments (api, worker) and the api Service.
 
 use crate::objects::{labels, Object};
+use crate::placement::Reserve;
 use crate::pod::{clamp_i32, deployment, env, env_from_field, pod_spec, service, DeploymentParts};
 use crate::RenderOptions;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler, Probe, SleepAction,
+    Container, ContainerPort, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec, Probe, SleepAction,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::time::Duration;
@@ -102,7 +103,10 @@ fn app_deployment(app: App, stage: &Stage, o: &RenderOptions) -> Deployment {
         },
         // Rounded up: rounding down could SIGKILL before the app's guardian fires,
         // which the stage's timing budget (`Stage::validate`) rules out.
-        pod: pod_spec(vec![container(app, stage, o)], Some(ceil_secs(stage.pod.grace))),
+        pod: PodSpec {
+            affinity: Some(crate::placement::app_affinity()),
+            ..pod_spec(vec![container(app, stage, o)], Some(ceil_secs(stage.pod.grace)))
+        },
     })
 }
 
@@ -117,6 +121,13 @@ fn container(app: App, stage: &Stage, o: &RenderOptions) -> Container {
         // the first use pulls it either way.
         image_pull_policy: Some("IfNotPresent".into()),
         env: Some(app_env(app, stage, o)),
+        resources: Some(
+            match app {
+                App::Api => Reserve::API,
+                App::Worker => Reserve::WORKER,
+            }
+            .requirements(),
+        ),
         ports: Some(vec![ContainerPort {
             name: Some(port_name.into()),
             container_port: port,
@@ -165,6 +176,9 @@ fn app_env(app: App, stage: &Stage, o: &RenderOptions) -> Vec<EnvVar> {
         env("ZD_LISTEN", format!("0.0.0.0:{}", app.port().1)),
         env("ZD_LOG_FORMAT", "json"),
         env("AMQP_URL", amqp),
+        // The preStop the kubelet actually runs (whole seconds, see `container`): the
+        // app counts termination from SIGTERM minus this.
+        env("ZD_PRESTOP_MS", (ceil_secs(stage.pod.pre_stop) * 1000).to_string()),
     ];
     match app {
         App::Api => env_vars.extend([env("ZD_QUEUE", o.queue.clone()), env("ZD_CAPACITY", o.api_capacity.to_string())]),

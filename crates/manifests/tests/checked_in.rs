@@ -77,4 +77,7 @@ fn the_kind_cluster_has_a_control_plane_and_two_workers() {
     assert_eq!(cluster.api_version, "kind.x-k8s.io/v1alpha4");
     let roles: Vec<_> = cluster.nodes.iter().map(|n| n.role.as_str()).collect();
     assert_eq!(roles, ["control-plane", "worker", "worker"]);
+    // The second worker is kept for the load generator; the app pods avoid it.
+    let pools: Vec<_> = cluster.nodes.iter().map(|n| n.labels.get("zerodrop.dev/pool").map(String::as_str)).collect();
+    assert_eq!(pools, [None, None, Some("load")]);
 }

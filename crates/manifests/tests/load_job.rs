@@ -16,4 +16,17 @@ fn the_load_job_runs_once_with_the_given_args() {
     assert_eq!(c.image.as_deref(), Some("zerodrop-load:dev"));
     assert_eq!(c.args.as_ref(), Some(&spec.args));
     assert_eq!(c.command, None, "the image's ENTRYPOINT is the binary");
+    let requests = c.resources.as_ref().unwrap().requests.as_ref().unwrap();
+    assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
+    // Away from the api pods' node: preferred, so a one-node cluster still runs it.
+    let affinity = pod.affinity.as_ref().unwrap();
+    let anti = affinity.pod_anti_affinity.as_ref().unwrap();
+    assert!(anti.required_during_scheduling_ignored_during_execution.is_none());
+    let term = &anti.preferred_during_scheduling_ignored_during_execution.as_ref().unwrap()[0].pod_affinity_term;
+    assert_eq!(term.topology_key, "kubernetes.io/hostname");
+    let selector = term.label_selector.as_ref().unwrap().match_labels.as_ref().unwrap();
+    assert_eq!(selector.get("app").map(String::as_str), Some("api"));
+    let node = affinity.node_affinity.as_ref().unwrap().preferred_during_scheduling_ignored_during_execution.as_ref();
+    let expr = &node.unwrap()[0].preference.match_expressions.as_ref().unwrap()[0];
+    assert_eq!((expr.key.as_str(), expr.operator.as_str()), ("zerodrop.dev/pool", "In"));
 }

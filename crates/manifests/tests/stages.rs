@@ -93,6 +93,20 @@ fn every_deployment_reflects_its_stage() {
             let port = if app == App::Api { "8080" } else { "9090" };
             assert_eq!(get("ZD_LISTEN"), Some(format!("0.0.0.0:{port}").as_str()));
             assert_eq!(get("ZD_LOG_FORMAT"), Some("json"));
+            // What the kubelet sleeps in preStop, which the app subtracts from SIGTERM.
+            let slept = pre_stop.map(|p| p.seconds * 1000).unwrap_or(0);
+            assert_eq!(get("ZD_PRESTOP_MS"), Some(slept.to_string().as_str()), "{}", s.name);
+            let res = c.resources.as_ref().unwrap();
+            let requests = res.requests.as_ref().unwrap();
+            assert!(requests.contains_key("cpu") && requests.contains_key("memory"), "{} {}", s.name, app.name());
+            assert!(res.limits.as_ref().unwrap().contains_key("memory"));
+            assert!(!res.limits.as_ref().unwrap().contains_key("cpu"), "a CPU limit would throttle the timings");
+            let avoid = pod.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()).unwrap();
+            let term =
+                &avoid.required_during_scheduling_ignored_during_execution.as_ref().unwrap().node_selector_terms[0];
+            let expr = &term.match_expressions.as_ref().unwrap()[0];
+            assert_eq!((expr.key.as_str(), expr.operator.as_str()), ("zerodrop.dev/pool", "NotIn"));
+            assert_eq!(expr.values.as_deref(), Some(&["load".to_string()][..]));
             assert_eq!(get("ZD_QUEUE"), Some("zerodrop.jobs"));
             assert_eq!(get("AMQP_URL"), Some("amqp://guest:guest@rabbitmq.zerodrop.svc.cluster.local:5672/%2f"));
             match app {
@@ -194,4 +208,9 @@ fn base_has_a_namespace_and_ready_checked_infrastructure() {
     let tcp = mq.readiness_probe.as_ref().unwrap().tcp_socket.as_ref().unwrap();
     assert_eq!(tcp.port, IntOrString::String("amqp".into()));
     assert_eq!(mq.ports.as_ref().unwrap()[0].container_port, 5672);
+    for c in [pg, mq] {
+        let r = c.resources.as_ref().unwrap();
+        assert_eq!(r.requests.as_ref().unwrap().len(), 2, "{}: cpu and memory requested", c.name);
+        assert!(r.limits.as_ref().unwrap().contains_key("memory"), "{}", c.name);
+    }
 }

@@ -16,6 +16,7 @@ mod fake_api;
 pub mod forward;
 pub mod guardian;
 pub mod load_job;
+pub mod log_stream;
 pub mod objects;
 pub mod plan;
 pub mod pods;

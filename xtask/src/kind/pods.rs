@@ -3,19 +3,18 @@
 //! timestamps each change on the runner's clock and streams every pod's log from its
 //! container's start into `<log_dir>/<pod>.log` (a deleted pod's log is gone).
 
+pub use super::log_stream::{spawn_log_stream, LineHook};
 use super::state::Shared;
 use crate::platform::{now_ms, PodLog, RawEvent};
 use crate::report::model::PodEventKind;
-use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, LogParams};
+use kube::api::Api;
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -333,9 +332,6 @@ fn on_pod(
     shared.changed.notify_waiters();
 }
 
-/// Called with every line of a streamed log.
-pub type LineHook = Box<dyn FnMut(&str) + Send>;
-
 /// The load pod's line hook: its first line says requests are flowing, and its
 /// per-second progress lines (`   3s  sent 600  ok 597  errors refused=3`, on stderr,
 /// which the pod log carries) feed the run's live counters.
@@ -349,110 +345,6 @@ pub fn load_line_hook(shared: Arc<Shared>) -> LineHook {
             shared.changed.notify_waiters();
         }
     })
-}
-
-/// How one opening of a followed log ended.
-enum Ended {
-    /// The body ended; `lines` lines had come.
-    Eof {
-        lines: u64,
-    },
-    Broke,
-    /// `stop` fired: the stage is over and nothing after it belongs to its evidence.
-    Cut,
-}
-
-/// Streams `pod`'s log (following, from the container's start) into `path`. Retries
-/// while the log cannot be opened; gives up on that after two minutes, or when `stop`
-/// fires first. A stream that ends without a line while the container still runs
-/// (the API server's empty answer for a container not started yet) is opened again.
-/// When `stop` fires the stream is cut there: no later line is written.
-pub fn spawn_log_stream(
-    api: Api<Pod>,
-    pod: String,
-    path: PathBuf,
-    mut hook: Option<LineHook>,
-    stop: CancellationToken,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let params = LogParams { follow: true, ..LogParams::default() };
-        let mut out: Option<std::io::LineWriter<std::fs::File>> = None;
-        loop {
-            let reader = loop {
-                match api.log_stream(&pod, &params).await {
-                    Ok(r) => break r,
-                    Err(kube::Error::Api(s)) if s.code == 404 => return,
-                    Err(e) => {
-                        if Instant::now() > deadline || stop.is_cancelled() {
-                            eprintln!("warning: no log stream for pod {pod}: {e}");
-                            return;
-                        }
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                        }
-                    }
-                }
-            };
-            if out.is_none() {
-                match std::fs::File::create(&path) {
-                    Ok(f) => out = Some(std::io::LineWriter::new(f)),
-                    Err(e) => {
-                        eprintln!("warning: cannot write {}: {e}", path.display());
-                        return;
-                    }
-                }
-            }
-            let Some(w) = out.as_mut() else { return };
-            let mut lines = std::pin::pin!(reader.lines());
-            let mut n = 0u64;
-            let ended = loop {
-                let next = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => break Ended::Cut,
-                    next = lines.try_next() => next,
-                };
-                match next {
-                    Ok(Some(line)) => {
-                        n += 1;
-                        if let Some(h) = hook.as_mut() {
-                            h(&line);
-                        }
-                        if writeln!(w, "{line}").is_err() {
-                            break Ended::Broke;
-                        }
-                    }
-                    Ok(None) => break Ended::Eof { lines: n },
-                    Err(e) => {
-                        let _ = writeln!(w, "# zerodrop: the log stream broke off: {e}");
-                        break Ended::Broke;
-                    }
-                }
-            };
-            match ended {
-                Ended::Eof { lines: 0 } if Instant::now() < deadline && still_running(&api, &pod).await => {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    }
-                }
-                Ended::Cut => {
-                    let _ = writeln!(w, "# zerodrop: cut at the end of the stage");
-                    break;
-                }
-                _ => break,
-            }
-        }
-        if let Some(mut w) = out {
-            let _ = w.flush();
-        }
-    })
-}
-
-/// The pod exists and its container runs (so an empty log stream was premature).
-async fn still_running(api: &Api<Pod>, pod: &str) -> bool {
-    api.get_opt(pod).await.ok().flatten().is_some_and(|p| facts(&p).running)
 }
 
 #[cfg(test)]
@@ -555,11 +447,19 @@ mod tests {
 
     use crate::kind::fake_api::{self, Reply};
     use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    /// `text` as the API server sends it with `timestamps=true`: each line after the
+    /// kubelet's RFC 3339 nanosecond time of it (here 13:02:11 plus `i` ms).
+    pub(crate) fn stamped(text: &str) -> String {
+        text.lines().enumerate().map(|(i, l)| format!("2026-11-23T13:02:11.{:03}000000Z {l}\n", i)).collect()
+    }
 
     fn recorded(name: &str) -> serde_json::Value {
         let text = match name {
             "pending" => include_str!("testdata/pod-pending.json"),
             "scheduled" => include_str!("testdata/pod-scheduled.json"),
+            "completed" => include_str!("testdata/pod-completed.json"),
             _ => include_str!("testdata/pod-running.json"),
         };
         serde_json::from_str(text).unwrap()
@@ -608,7 +508,7 @@ mod tests {
             let long = Duration::from_secs(30);
             if req.contains("/log?") {
                 if started() {
-                    Reply::chunked(vec![(Duration::ZERO, WORKER_LINES.to_string()), (long, String::new())])
+                    Reply::chunked(vec![(Duration::ZERO, stamped(WORKER_LINES)), (long, String::new())])
                 } else {
                     Reply::ok("") // what the API server answers for a pod with no node
                 }
@@ -660,10 +560,12 @@ mod tests {
                 if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
                     Reply::ok("")
                 } else {
-                    Reply::ok(WORKER_LINES)
+                    Reply::ok(stamped(WORKER_LINES))
                 }
             } else if req == "GET /api/v1/namespaces/zerodrop/pods/worker-6d8f7b9c4-q7zpl" {
-                Reply::ok(recorded("running").to_string())
+                // Running after the empty answer; completed once its log has ended.
+                let done = n.load(std::sync::atomic::Ordering::SeqCst) > 1;
+                Reply::ok(recorded(if done { "completed" } else { "running" }).to_string())
             } else {
                 Reply::not_found()
             }
@@ -683,6 +585,50 @@ mod tests {
         assert_eq!(opens.load(std::sync::atomic::Ordering::SeqCst), 2, "{reqs:#?}");
     }
 
+    /// A followed stream that ends after some lines while the container still runs
+    /// (the API server closed it) is opened again at `sinceTime` = the last line's
+    /// second. The API repeats that second's lines; none is written twice.
+    #[tokio::test]
+    async fn a_stream_that_ends_while_its_container_runs_is_reopened_without_repeats() {
+        let all: Vec<String> = (0..5)
+            .map(|i| format!("{{\"timestamp\":\"2026-11-23T13:02:11.{i:03}Z\",\"level\":\"INFO\",\"fields\":{{\"message\":\"job done\",\"n\":{i}}},\"target\":\"zerodrop_worker\"}}\n"))
+            .collect();
+        let (first, rest) = (all[..3].concat(), all.concat());
+        let opens = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let n = opens.clone();
+        let (client, requests) = fake_api::client(move |req| {
+            if req.contains("/log?") {
+                match n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                    0 => Reply::ok(stamped(&first)),
+                    // From 13:02:11 on: the three lines already written, then two new.
+                    _ => Reply::ok(stamped(&rest)),
+                }
+            } else if req == "GET /api/v1/namespaces/zerodrop/pods/worker-6d8f7b9c4-q7zpl" {
+                let done = n.load(std::sync::atomic::Ordering::SeqCst) > 1;
+                Reply::ok(recorded(if done { "completed" } else { "running" }).to_string())
+            } else {
+                Reply::not_found()
+            }
+        });
+        let path = scratch("reopen-repeats").join("worker.log");
+        let task = spawn_log_stream(
+            Api::namespaced(client, "zerodrop"),
+            "worker-6d8f7b9c4-q7zpl".into(),
+            path.clone(),
+            None,
+            CancellationToken::new(),
+        );
+        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+        let reqs = requests.lock().unwrap().clone();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), all.concat(), "{reqs:#?}");
+        let logs: Vec<&String> = reqs.iter().filter(|r| r.contains("/log?")).collect();
+        assert_eq!(logs.len(), 2, "{reqs:#?}");
+        assert!(
+            logs[0].contains("follow=true") && logs[0].contains("timestamps=true") && !logs[0].contains("sinceTime")
+        );
+        assert!(logs[1].contains("sinceTime=2026-11-23T13%3A02%3A11Z"), "{}", logs[1]);
+    }
+
     /// Defect 2 (issue #8): a pod's log went on being written after the stage's
     /// snapshot (the delete's shutdown lines). Once `stop` fires, nothing more enters.
     #[tokio::test]
@@ -691,7 +637,7 @@ mod tests {
         let after = "{\"timestamp\":\"2026-11-23T13:03:10.000Z\",\"level\":\"INFO\",\"fields\":{\"message\":\"SIGTERM\",\"step\":\"sigterm\"},\"target\":\"zerodrop_lifecycle\"}\n";
         let (client, _) = fake_api::client(move |req| {
             if req.contains("/log?") {
-                Reply::chunked(vec![(Duration::ZERO, before.into()), (Duration::from_millis(700), after.into())])
+                Reply::chunked(vec![(Duration::ZERO, stamped(before)), (Duration::from_millis(700), stamped(after))])
             } else {
                 Reply::not_found()
             }
