@@ -77,6 +77,11 @@ pub struct Args {
     /// kind: leave the cluster (with --context: the namespace) up at the end.
     #[arg(long)]
     keep: bool,
+    /// Apply a stage override (JSON: pre_stop_ms, deregistration_wait_ms,
+    /// api_drain_budget_ms, grace_ms), e.g. the `recommended.json` that `cargo xtask
+    /// tune` writes, to every stage from readiness-prestop on.
+    #[arg(long = "override", value_name = "FILE")]
+    overrides: Option<PathBuf>,
     /// kind: print the plan (every command and every manifest it would apply) and
     /// exit, without touching Docker or a cluster.
     #[arg(long)]
@@ -114,8 +119,14 @@ pub async fn run(a: Args) -> Result<()> {
     }
 }
 
-fn stages_of(a: &Args) -> Vec<Stage> {
-    a.stages.clone().unwrap_or_else(|| StageName::ALL.to_vec()).into_iter().map(Stage::get).collect()
+fn stages_of(a: &Args) -> Result<Vec<Stage>> {
+    let mut stages: Vec<Stage> =
+        a.stages.clone().unwrap_or_else(|| StageName::ALL.to_vec()).into_iter().map(Stage::get).collect();
+    if let Some(path) = &a.overrides {
+        let o = crate::tune::overrides::StageOverride::read(path)?;
+        crate::tune::overrides::apply_all(&o, path, &mut stages)?;
+    }
+    Ok(stages)
 }
 
 fn profile_of(a: &Args) -> ExperimentProfile {
@@ -147,12 +158,12 @@ fn kind_options(a: &Args, run_id: &str) -> crate::kind::KindOptions {
 
 /// `--dry-run`'s output: the plan, built as data (no process is started).
 pub fn dry_run_plan(a: &Args, run_id: &str) -> Result<crate::kind::plan::Plan> {
-    crate::kind::plan::build(&kind_options(a, run_id), &profile_of(a), &stages_of(a))
+    crate::kind::plan::build(&kind_options(a, run_id), &profile_of(a), &stages_of(a)?)
 }
 
 async fn run_kind(a: Args) -> Result<()> {
     let profile = profile_of(&a);
-    let stages = stages_of(&a);
+    let stages = stages_of(&a)?;
     let run_id = workspace::run_id();
     if a.dry_run {
         let plan = dry_run_plan(&a, &run_id)?;
@@ -199,8 +210,7 @@ async fn run_local(a: Args) -> Result<()> {
         std::process::exit(netns::exit_code(status));
     }
     let profile = if a.quick { ExperimentProfile::quick() } else { ExperimentProfile::default_profile() };
-    let stages: Vec<Stage> =
-        a.stages.clone().unwrap_or_else(|| StageName::ALL.to_vec()).into_iter().map(Stage::get).collect();
+    let stages = stages_of(&a)?;
     let run_id = workspace::run_id();
     let out_dir = if a.out.is_absolute() { a.out.join(&run_id) } else { workspace::root().join(&a.out).join(&run_id) };
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;

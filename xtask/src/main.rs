@@ -5,6 +5,7 @@ mod cmd_client;
 mod cmd_experiment;
 mod cmd_kill_mid_job;
 mod cmd_test;
+mod cmd_tune;
 mod cmd_up;
 mod evidence;
 mod experiment;
@@ -16,6 +17,7 @@ mod platform;
 mod profile;
 mod progress;
 mod report;
+mod tune;
 mod workspace;
 
 use clap::{Parser, Subcommand};
@@ -37,6 +39,10 @@ enum Cmd {
     /// Run every stage under identical load across a rolling deploy and write the
     /// before/after report to reports/<run-id>/.
     Experiment(cmd_experiment::Args),
+    /// Measure the deregistration delay over 30+ pod terminations under load and
+    /// recommend preStop, drain budget and grace (a stage override for `experiment
+    /// --override`); `--compare` runs tuned / folklore 15 s / too short side by side.
+    Tune(cmd_tune::Args),
     /// Run the test suite against real RabbitMQ and PostgreSQL (private servers
     /// unless AMQP_URL / DATABASE_URL are set).
     Test(cmd_test::Args),
@@ -73,6 +79,7 @@ fn main() -> std::process::ExitCode {
         match cli.cmd {
             Cmd::Experiment(a) => cmd_experiment::run(a).await,
             Cmd::Test(a) => cmd_test::run(a).await,
+            Cmd::Tune(a) => cmd_tune::run(a).await,
             Cmd::KillMidJob(a) => cmd_kill_mid_job::run(a).await,
             Cmd::Up(a) => cmd_up::up(a).await,
             Cmd::Client(a) => cmd_client::run(a),

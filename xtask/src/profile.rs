@@ -83,6 +83,26 @@ impl ExperimentProfile {
     }
 }
 
+impl ExperimentProfile {
+    /// `cargo xtask tune`: the quick load on five api pods (five terminations per
+    /// rolling deploy), with a deploy window long enough for the folklore 15 s
+    /// preStop's last pod to exit, used unchanged for the measurement and for every
+    /// setting of the comparison.
+    pub fn tune() -> Self {
+        let mut p = Self::quick();
+        let (warmup, steady, roll, cooldown) = (secs(3), secs(3), secs(30), secs(2));
+        p.name = "tune";
+        p.warmup = warmup;
+        p.steady = steady;
+        p.roll = roll;
+        p.cooldown = cooldown;
+        p.api_replicas = 5;
+        p.job_backlog = 100;
+        p.load.duration = warmup + steady + roll + cooldown;
+        p
+    }
+}
+
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }

@@ -30,6 +30,8 @@ pub struct ConnStats {
     open: AtomicUsize,
     in_flight: AtomicUsize,
     all_closed: Notify,
+    /// Accept instants of traffic connections (the deregistration measurement).
+    pub accepts: crate::accepts::AcceptLog,
 }
 
 impl ConnStats {
@@ -164,6 +166,7 @@ impl Connection {
         let stats = self.stats.clone();
         let _open = Counted::new(&stats.open, Some(&stats.all_closed));
         let close_next = Arc::new(AtomicBool::new(false));
+        let (accepted_at, traffic_seen) = (Instant::now(), Arc::new(AtomicBool::new(false)));
         let svc = {
             let close_next = close_next.clone();
             let stats = self.stats.clone();
@@ -172,6 +175,9 @@ impl Connection {
                 let router = router.clone();
                 let close_next = close_next.clone();
                 let stats = stats.clone();
+                if !crate::accepts::is_probe(req.uri().path()) && !traffic_seen.swap(true, Ordering::SeqCst) {
+                    stats.accepts.record(accepted_at.into_std());
+                }
                 async move {
                     let in_flight = Counted::new(&stats.in_flight, None);
                     let mut res = match router.oneshot(req).await {

@@ -13,6 +13,7 @@
 //! Every step writes one structured log line with a `step` field, so a report can
 //! prove the order from the logs alone.
 
+pub mod accepts;
 mod guardian;
 pub mod http;
 mod sequence;

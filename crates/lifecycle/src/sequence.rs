@@ -80,10 +80,15 @@ impl Lifecycle {
             );
         }
         server.stop_accepting().await;
+        // The pod-side deregistration delay: how long after termination began the
+        // Service still sent this pod new connections.
+        let after = self.termination_start().map(|t| stats.accepts.since(t));
         tracing::info!(
             step = "listener_closed",
             connections = stats.open(),
             in_flight = stats.in_flight(),
+            accepted_after_term = after.map(|a| a.accepted),
+            last_accept_after_term_ms = after.and_then(|a| a.last_ms),
             "listener closed"
         );
 

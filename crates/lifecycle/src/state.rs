@@ -48,6 +48,7 @@ struct Inner {
     phase: AtomicU8,
     shutdown: CancellationToken,
     sigterm_at: OnceLock<Instant>,
+    born: Instant,
     conns: Arc<ConnStats>,
     /// False while a dependency the instance cannot serve without (the broker) is
     /// being reconnected.
@@ -62,6 +63,7 @@ impl Lifecycle {
                 phase: AtomicU8::new(Phase::Starting as u8),
                 shutdown: CancellationToken::new(),
                 sigterm_at: OnceLock::new(),
+                born: Instant::now(),
                 conns: Arc::new(ConnStats::default()),
                 dependencies_up: AtomicBool::new(true),
             }),
@@ -119,6 +121,18 @@ impl Lifecycle {
     /// Milliseconds since SIGTERM, if it arrived.
     pub fn since_sigterm_ms(&self) -> Option<u64> {
         self.inner.sigterm_at.get().map(|t| t.elapsed().as_millis() as u64)
+    }
+
+    /// When termination began: SIGTERM minus the preStop the platform ran first
+    /// (`ZD_PRESTOP_MS`). `None` before SIGTERM; an unreadable `ZD_PRESTOP_MS` is
+    /// logged and counts as no preStop.
+    pub(crate) fn termination_start(&self) -> Option<Instant> {
+        let sigterm = *self.inner.sigterm_at.get()?;
+        let pre_stop = zerodrop_stages::pre_stop_from_lookup(|k| std::env::var(k).ok()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "ignoring {}; measuring from SIGTERM", zerodrop_stages::PRESTOP_ENV);
+            std::time::Duration::ZERO
+        });
+        Some(crate::accepts::termination_start(sigterm, pre_stop, self.inner.born))
     }
 
     pub(crate) fn record_sigterm(&self) {

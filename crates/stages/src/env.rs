@@ -119,6 +119,24 @@ impl AppBehaviour {
     }
 }
 
+/// The pod's preStop duration as the app learns it (`ZD_PRESTOP_MS`, rendered from
+/// `Stage.pod.pre_stop` on both platforms). The kubelet runs preStop to completion
+/// before SIGTERM, so SIGTERM minus this is when termination began: the instant the
+/// pod-side deregistration measurement counts from.
+pub const PRESTOP_ENV: &str = "ZD_PRESTOP_MS";
+
+impl crate::PodSpec {
+    /// The pod-level facts an app needs to know about itself, as environment.
+    pub fn to_app_env(&self) -> Vec<(&'static str, String)> {
+        vec![(PRESTOP_ENV, self.pre_stop.as_millis().to_string())]
+    }
+}
+
+/// Reads `ZD_PRESTOP_MS`; unset means no preStop (SIGTERM starts termination).
+pub fn pre_stop_from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Duration, EnvError> {
+    Ok(Reader { get: &get }.millis(PRESTOP_ENV)?.unwrap_or(Duration::ZERO))
+}
+
 struct Reader<'a, F: Fn(&str) -> Option<String>> {
     get: &'a F,
 }
@@ -159,6 +177,17 @@ mod tests {
                 assert_eq!(back, app, "stage {}", s.name);
             }
         }
+    }
+
+    #[test]
+    fn pre_stop_round_trips_and_a_bad_value_names_the_variable() {
+        for s in Stage::all() {
+            let env: HashMap<_, _> = s.pod.to_app_env().into_iter().collect();
+            assert_eq!(super::pre_stop_from_lookup(|k| env.get(k).cloned()).unwrap(), s.pod.pre_stop);
+        }
+        assert_eq!(super::pre_stop_from_lookup(|_| None).unwrap(), std::time::Duration::ZERO);
+        let err = super::pre_stop_from_lookup(|_| Some("3s".into())).unwrap_err();
+        assert!(err.to_string().contains("ZD_PRESTOP_MS"), "{err}");
     }
 
     #[test]

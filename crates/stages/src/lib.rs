@@ -13,7 +13,7 @@ mod behaviour;
 mod env;
 
 pub use behaviour::{AckMode, AppBehaviour, KeepAliveClose, SigtermResponse};
-pub use env::EnvError;
+pub use env::{pre_stop_from_lookup, EnvError, PRESTOP_ENV};
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

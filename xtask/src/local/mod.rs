@@ -131,6 +131,7 @@ impl Fleet {
             env.extend(self.cfg.worker_env.iter().cloned());
         }
         env.extend(b.to_env().into_iter().map(|(k, v)| (k.to_string(), v)));
+        env.extend(self.stage.pod.to_app_env().into_iter().map(|(k, v)| (k.to_string(), v)));
         let t = PodTemplate {
             app,
             revision,

@@ -1,0 +1,216 @@
+//! `cargo xtask tune`: measured deregistration delay → recommended preStop, drain
+//! budget and grace, written as a stage override; `--compare` adds the three-setting
+//! comparison. See `tune/`.
+
+use crate::cmd_experiment::PlatformKind;
+use crate::experiment::{machine, RunCtx};
+use crate::infra::Backends;
+use crate::local::netns;
+use crate::local::nft::VIP;
+use crate::local::platform::LocalPlatform;
+use crate::local::pod::Isolation;
+use crate::platform::Platform;
+use crate::profile::ExperimentProfile;
+use crate::tune::{compare, recommend, report, Plan};
+use crate::workspace;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use zerodrop_stages::{Stage, StageName};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Api pod terminations to measure (five per rolling deploy); at least 30.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(30..=500))]
+    terminations: u32,
+    /// Requests per second that each open a new connection, beside the keep-alive
+    /// load: the measurement's resolution.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    fresh_rate: u32,
+    /// The longest request the service allows (ms), for the drain budget; default:
+    /// the load's slow request.
+    #[arg(long)]
+    longest_request_ms: Option<u64>,
+    /// Then run the tuned, the folklore 15 s and a too-short preStop under identical load.
+    #[arg(long)]
+    compare: bool,
+    /// With --compare: run every setting this many times (interleaved).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+    repeat: u32,
+    /// Where reports go; each run gets its own <run-id> directory inside.
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+    /// `local`, `kind` or `auto`, as for `experiment`.
+    #[arg(long, value_enum, default_value_t = PlatformKind::Auto)]
+    platform: PlatformKind,
+    /// kind: an existing cluster's kube context.
+    #[arg(long)]
+    context: Option<String>,
+}
+
+fn out_dir(a: &Args, run_id: &str) -> PathBuf {
+    if a.out.is_absolute() {
+        a.out.join(run_id)
+    } else {
+        workspace::root().join(&a.out).join(run_id)
+    }
+}
+
+pub async fn run(a: Args) -> Result<()> {
+    let platform = match a.platform {
+        PlatformKind::Auto => crate::kind::prereq::choose_auto(&crate::kind::prereq::System::default()).0,
+        p => p,
+    };
+    match platform {
+        PlatformKind::Kind => run_kind(a).await,
+        _ => run_local(a).await,
+    }
+}
+
+async fn run_local(a: Args) -> Result<()> {
+    if !cfg!(target_os = "linux") {
+        bail!("the local platform needs Linux; use --platform kind elsewhere");
+    }
+    if !netns::inside() {
+        let bin_dir = workspace::build_services()?;
+        let status = netns::run_in_lab(&bin_dir).await?;
+        std::process::exit(netns::exit_code(status));
+    }
+    let profile = ExperimentProfile::tune();
+    let run_id = workspace::run_id();
+    let out = out_dir(&a, &run_id);
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let lab = netns::join(&run_id, VIP).await?;
+    let isolation = Isolation::detect();
+    let backends = Backends::acquire(&out).await?;
+    eprintln!("[infra] {}", backends.describe());
+    let platform = LocalPlatform::new(
+        backends.amqp_url.clone(),
+        backends.database_url.clone(),
+        lab.bin_dir.clone(),
+        isolation,
+        profile.propagation_delay,
+        lab.run().to_string(),
+    );
+    let result = tokio::select! {
+        r = tune(&a, &run_id, &out, platform, profile) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; partial logs kept in {}", out.display())),
+    };
+    if let Err(e) = backends.release().await {
+        eprintln!("warning: stopping the private servers: {e:#}");
+    }
+    result
+}
+
+async fn run_kind(a: Args) -> Result<()> {
+    let profile = ExperimentProfile::tune();
+    let run_id = workspace::run_id();
+    let out = out_dir(&a, &run_id);
+    let opts = crate::kind::KindOptions::new(a.context.clone(), false, run_id.clone(), run_id.to_lowercase(), out.clone());
+    crate::kind::prereq::check(&crate::kind::prereq::System::default(), &opts)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut session = crate::kind::Session::new(opts);
+    let roll_timeout = profile.roll * 3 + std::time::Duration::from_secs(60);
+    let work = async {
+        session.setup().await?;
+        let platform = crate::kind::KindPlatform::connect(session.opts.clone(), roll_timeout).await?;
+        tune(&a, &run_id, &out, platform, profile).await
+    };
+    let result = tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; partial logs kept in {}", out.display())),
+    };
+    session.teardown().await;
+    result
+}
+
+async fn tune<P: Platform>(a: &Args, run_id: &str, out: &Path, platform: P, profile: ExperimentProfile) -> Result<()> {
+    let started = Instant::now();
+    let started_at =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+    let stage = Stage::get(StageName::SurgeJitter);
+    let plan = Plan {
+        terminations: a.terminations,
+        fresh_rate: a.fresh_rate,
+        longest_request_ms: a.longest_request_ms.unwrap_or(profile.load.slow_ms as u64),
+        compare: a.compare,
+        repeat: a.repeat,
+    };
+    eprintln!("[tune] {run_id}: {} terminations on {}", plan.terminations, platform.describe());
+    let mut ctx = RunCtx::new(run_id.to_string(), out.to_path_buf(), profile.clone(), false, platform).await?;
+    let mut k = 0u32;
+    let measured = crate::tune::measure(&mut ctx, &stage, &plan, &mut k).await?;
+    let (Some(dereg), Some(latency)) = (measured.dereg_ms, measured.latency_ms) else {
+        ctx.close().await;
+        bail!(
+            "no api pod logged a deregistration measurement (listener_closed with last_accept_after_term_ms); see the pod logs in {}",
+            out.display()
+        );
+    };
+    let worker_budget = stage.worker.drain_budget.as_millis() as u64;
+    let rec = recommend::recommend(&dereg, &latency, plan.longest_request_ms, worker_budget);
+    let settings = compare::settings(&rec, worker_budget);
+    let tuned = settings[0].over.clone();
+    let override_file = "recommended.json";
+    tuned.write(&out.join(override_file))?;
+    print_measured(&measured, &rec, &out.join(override_file));
+
+    let runs = if plan.compare { compare::run(&mut ctx, &stage, &settings, &plan, &mut k).await? } else { Vec::new() };
+    let platform_name = ctx.platform.describe();
+    let propagation = ctx.platform.propagation();
+    ctx.close().await;
+    let summary = compare::summaries(&settings, &runs);
+    let p = &profile;
+    let r = report::TuneReport {
+        run_id: run_id.to_string(),
+        started_at,
+        platform: platform_name,
+        command,
+        wall_time_s: started.elapsed().as_secs_f64(),
+        machine: machine(),
+        profile: crate::report::model::ExperimentProfile {
+            name: p.name.to_string(),
+            load: p.load.clone(),
+            warmup_s: p.warmup.as_secs() as u32,
+            steady_s: p.steady.as_secs() as u32,
+            cooldown_s: p.cooldown.as_secs() as u32,
+            api_replicas: p.api_replicas,
+            worker_replicas: p.worker_replicas,
+            propagation_delay_ms: p.propagation_delay.as_millis() as u64,
+            job_backlog: p.job_backlog,
+            api_capacity: p.api_capacity,
+            propagation,
+        },
+        roll_s: p.roll.as_secs() as u32,
+        stage: stage.name.to_string(),
+        longest_request_ms: plan.longest_request_ms,
+        worker_drain_budget_ms: worker_budget,
+        measured,
+        recommendation: rec,
+        override_file: override_file.into(),
+        settings: if plan.compare { settings } else { Vec::new() },
+        runs,
+        summary: if plan.compare { summary } else { Vec::new() },
+    };
+    report::write(&r, out)?;
+    if plan.compare {
+        println!("\n{}", report::verdict(&r.summary));
+    }
+    println!("wall time: {:.1} min\nreport: {}", r.wall_time_s / 60.0, out.join("report.md").display());
+    Ok(())
+}
+
+fn print_measured(m: &crate::tune::Measured, r: &recommend::Recommendation, file: &Path) {
+    let d = |x: Option<recommend::Dist>| {
+        x.map(|d| format!("n={} p50={:.0} p99={:.0} max={:.0}", d.n, d.p50, d.p99, d.max)).unwrap_or("none".into())
+    };
+    println!("\nderegistration delay, pod side (ms): {}", d(m.dereg_ms));
+    println!("  platform's own view (ms):          {}", d(m.platform_dereg_ms));
+    println!("request latency, 2xx (ms):           {}", d(m.latency_ms));
+    println!(
+        "recommended: preStop {} ms, api drain budget {} ms, grace {} ms (too short for the comparison: {} ms)",
+        r.pre_stop_ms, r.drain_budget_ms, r.grace_ms, r.too_short_pre_stop_ms
+    );
+    println!("stage override: {} (cargo xtask experiment --override {})", file.display(), file.display());
+}
