@@ -15,6 +15,7 @@ mod local;
 mod platform;
 mod profile;
 mod progress;
+mod reconnect;
 mod report;
 mod workspace;
 
@@ -43,6 +44,9 @@ enum Cmd {
     /// SIGKILL a worker mid-job and count, in the ledger, how often the job was
     /// applied after redelivery, with and without the idempotent consumer.
     KillMidJob(cmd_kill_mid_job::Args),
+    /// The thundering reconnect: 2,000+ keep-alive clients across a rolling deploy,
+    /// keep-alive closed at once vs jittered, side by side (local platform).
+    Reconnect(reconnect::Args),
     /// Start a local fleet of one stage and keep it up (foreground), in a lab network
     /// namespace with the Service as kernel DNAT on 127.96.0.1:80.
     Up(cmd_up::UpArgs),
@@ -74,6 +78,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Experiment(a) => cmd_experiment::run(a).await,
             Cmd::Test(a) => cmd_test::run(a).await,
             Cmd::KillMidJob(a) => cmd_kill_mid_job::run(a).await,
+            Cmd::Reconnect(a) => reconnect::run(a).await,
             Cmd::Up(a) => cmd_up::up(a).await,
             Cmd::Client(a) => cmd_client::run(a),
             Cmd::Rollout => cmd_up::control("rollout").await,
