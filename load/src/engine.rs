@@ -1,4 +1,4 @@
-mod classify;
+pub(crate) mod classify;
 mod pool;
 mod request;
 mod schedule;
@@ -99,6 +99,15 @@ impl Live {
 
     fn record(&self, class: Class) {
         self.by_class[class as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// For other drivers of the same counters (the keep-alive clients).
+    pub(crate) fn count_sent(&self) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count(&self, class: Class) {
+        self.record(class);
     }
 }
 

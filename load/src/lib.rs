@@ -11,6 +11,7 @@
 //! opened. Keep-alive connections stay on the endpoint they were opened to.
 
 mod engine;
+pub mod keepalive;
 pub mod profile;
 pub mod record;
 pub mod stats;

@@ -16,6 +16,7 @@ mod local;
 mod platform;
 mod profile;
 mod progress;
+mod reconnect;
 mod report;
 mod tune;
 mod workspace;
@@ -49,6 +50,9 @@ enum Cmd {
     /// SIGKILL a worker mid-job and count, in the ledger, how often the job was
     /// applied after redelivery, with and without the idempotent consumer.
     KillMidJob(cmd_kill_mid_job::Args),
+    /// The thundering reconnect: 2,000+ keep-alive clients across a rolling deploy,
+    /// keep-alive closed at once vs jittered, side by side (local platform).
+    Reconnect(reconnect::Args),
     /// Start a local fleet of one stage and keep it up (foreground), in a lab network
     /// namespace with the Service as kernel DNAT on 127.96.0.1:80.
     Up(cmd_up::UpArgs),
@@ -81,6 +85,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Test(a) => cmd_test::run(a).await,
             Cmd::Tune(a) => cmd_tune::run(a).await,
             Cmd::KillMidJob(a) => cmd_kill_mid_job::run(a).await,
+            Cmd::Reconnect(a) => reconnect::run(a).await,
             Cmd::Up(a) => cmd_up::up(a).await,
             Cmd::Client(a) => cmd_client::run(a),
             Cmd::Rollout => cmd_up::control("rollout").await,

@@ -87,6 +87,21 @@ pub trait Platform {
     fn propagation(&self) -> Option<crate::report::model::Propagation> {
         None
     }
+    /// Starts the keep-alive client profile against the api Service (the thundering
+    /// reconnect). A platform without a runner-side client in the Service's network
+    /// says so.
+    async fn start_keepalive_load(
+        &mut self,
+        _profile: &zerodrop_load::keepalive::KeepAliveProfile,
+        _live: Arc<Live>,
+    ) -> Result<JoinHandle<zerodrop_load::keepalive::KeepAliveResult>> {
+        anyhow::bail!("{} cannot run the keep-alive client profile", self.describe())
+    }
+    /// A reader of the api pods' listen queues (accept queue length and backlog), where
+    /// the runner shares their network namespace.
+    fn listen_queues(&self) -> Option<crate::reconnect::accept_queue::Reader> {
+        None
+    }
     /// Ready api endpoints right now (for the progress line).
     fn ready_endpoints(&self) -> u32;
     /// Rolling restart of both deployments; returns when both are complete.

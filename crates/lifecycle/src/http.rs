@@ -13,11 +13,11 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use rand::Rng;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +43,22 @@ impl ConnStats {
     }
 }
 
+/// Put into every request's extensions: how many requests this connection served
+/// before it, so a handler can charge the first one on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRequest {
+    pub index: u64,
+}
+
+/// What a new connection costs before it is served (`AppBehaviour.conn_setup`): at
+/// most `slots` are set up at once, and while every slot is busy the accept loop
+/// waits, so new connections queue in the kernel's bounded accept queue.
+#[derive(Clone)]
+struct ConnSetup {
+    cost: Duration,
+    slots: Arc<Semaphore>,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct DrainOrder {
     mode: KeepAliveClose,
@@ -66,7 +82,13 @@ impl Server {
         let stop_accepting = CancellationToken::new();
         let (drain, _) = watch::channel(None);
         let stats = lc.conn_stats().clone();
-        let accept = tokio::spawn(accept_loop(listener, router, stop_accepting.clone(), drain.clone(), stats.clone()));
+        let b = lc.behaviour();
+        let setup = (!b.conn_setup.is_zero()).then(|| ConnSetup {
+            cost: b.conn_setup,
+            slots: Arc::new(Semaphore::new(usize::from(b.conn_setup_concurrency.max(1)))),
+        });
+        let accept =
+            tokio::spawn(accept_loop(listener, router, stop_accepting.clone(), drain.clone(), stats.clone(), setup));
         Server { stop_accepting, drain, stats, accept: Some(accept) }
     }
 
@@ -108,8 +130,16 @@ async fn accept_loop(
     stop: CancellationToken,
     drain: watch::Sender<Option<DrainOrder>>,
     stats: Arc<ConnStats>,
+    setup: Option<ConnSetup>,
 ) {
     loop {
+        let permit = match &setup {
+            Some(s) => tokio::select! {
+                _ = stop.cancelled() => break,
+                p = s.slots.clone().acquire_owned() => p.ok(),
+            },
+            None => None,
+        };
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
             a = listener.accept() => a,
@@ -125,10 +155,23 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let conn = Connection { router: router.clone(), drain: drain.subscribe(), stats: stats.clone() };
-        tokio::spawn(conn.serve(stream));
+        let cost = setup.as_ref().map(|s| s.cost);
+        tokio::spawn(async move {
+            set_up(cost, permit).await;
+            conn.serve(stream).await
+        });
     }
     // Dropping the listener here closes the socket.
     drop(listener);
+}
+
+/// Pays a connection's set-up cost holding its slot; the accept loop takes the next
+/// connection only once a slot is free.
+async fn set_up(cost: Option<Duration>, permit: Option<OwnedSemaphorePermit>) {
+    if let Some(cost) = cost {
+        tokio::time::sleep(cost).await;
+    }
+    drop(permit);
 }
 
 struct Connection {
@@ -167,17 +210,19 @@ impl Connection {
         let _open = Counted::new(&stats.open, Some(&stats.all_closed));
         let close_next = Arc::new(AtomicBool::new(false));
         let (accepted_at, traffic_seen) = (Instant::now(), Arc::new(AtomicBool::new(false)));
+        let served = Arc::new(AtomicU64::new(0));
         let svc = {
             let close_next = close_next.clone();
             let stats = self.stats.clone();
             let router = self.router.clone();
-            service_fn(move |req: Request<Incoming>| {
+            service_fn(move |mut req: Request<Incoming>| {
                 let router = router.clone();
                 let close_next = close_next.clone();
                 let stats = stats.clone();
                 if !crate::accepts::is_probe(req.uri().path()) && !traffic_seen.swap(true, Ordering::SeqCst) {
                     stats.accepts.record(accepted_at.into_std());
                 }
+                req.extensions_mut().insert(ConnRequest { index: served.fetch_add(1, Ordering::Relaxed) });
                 async move {
                     let in_flight = Counted::new(&stats.in_flight, None);
                     let mut res = match router.oneshot(req).await {

@@ -77,6 +77,34 @@ pub struct AppBehaviour {
     /// Worker, manual ack: tries of a job failing for a transient reason (database)
     /// before it is parked in the dead-letter queue with its reason.
     pub max_deliveries: u32,
+    /// API: what each new connection costs before its first byte is read (a TLS
+    /// handshake, per-connection auth). Zero: free.
+    #[serde(with = "ms", default)]
+    pub conn_setup: Duration,
+    /// API: connections set up at once; while all are busy the instance stops
+    /// accepting and new connections wait in the kernel's accept queue.
+    #[serde(default = "default_setup_concurrency")]
+    pub conn_setup_concurrency: u16,
+    /// API: extra work of the first request on a connection (session lookup, cold
+    /// per-connection state), paid while holding a capacity slot.
+    #[serde(with = "ms", default)]
+    pub first_request_cost: Duration,
+    /// API: the listen backlog (the accept queue's bound).
+    #[serde(default = "default_accept_backlog")]
+    pub accept_backlog: u32,
+}
+
+/// Concurrent connection set-ups per instance unless a stage says otherwise.
+pub const DEFAULT_SETUP_CONCURRENCY: u16 = 4;
+/// tokio's own default listen backlog.
+pub const DEFAULT_ACCEPT_BACKLOG: u32 = 1024;
+
+fn default_setup_concurrency() -> u16 {
+    DEFAULT_SETUP_CONCURRENCY
+}
+
+fn default_accept_backlog() -> u32 {
+    DEFAULT_ACCEPT_BACKLOG
 }
 
 impl AppBehaviour {
@@ -98,6 +126,10 @@ impl AppBehaviour {
             header_read_timeout: Duration::from_secs(5),
             max_connections: 8_192,
             max_deliveries: 10,
+            conn_setup: Duration::ZERO,
+            conn_setup_concurrency: DEFAULT_SETUP_CONCURRENCY,
+            first_request_cost: Duration::ZERO,
+            accept_backlog: DEFAULT_ACCEPT_BACKLOG,
         }
     }
 

@@ -25,7 +25,7 @@ fn kebab<T: serde::Serialize>(v: &T) -> String {
 impl AppBehaviour {
     /// The environment a process needs to behave as this stage says.
     pub fn to_env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("ZD_ON_SIGTERM", kebab(&self.on_sigterm)),
             ("ZD_READINESS_GATE", bool_str(self.readiness_gate)),
             ("ZD_DEREGISTRATION_WAIT_MS", self.deregistration_wait.as_millis().to_string()),
@@ -42,7 +42,29 @@ impl AppBehaviour {
             ("ZD_HEADER_READ_TIMEOUT_MS", self.header_read_timeout.as_millis().to_string()),
             ("ZD_MAX_CONNECTIONS", self.max_connections.to_string()),
             ("ZD_MAX_DELIVERIES", self.max_deliveries.to_string()),
-        ]
+        ];
+        env.extend(self.connection_cost_env());
+        env
+    }
+
+    /// The cold-connection knobs, only where they differ from the defaults, so the
+    /// stages' rendered manifests stay as they were.
+    fn connection_cost_env(&self) -> Vec<(&'static str, String)> {
+        let d = AppBehaviour::naive();
+        let mut env = Vec::new();
+        if self.conn_setup != d.conn_setup {
+            env.push(("ZD_CONN_SETUP_MS", self.conn_setup.as_millis().to_string()));
+        }
+        if self.conn_setup_concurrency != d.conn_setup_concurrency {
+            env.push(("ZD_CONN_SETUP_CONCURRENCY", self.conn_setup_concurrency.to_string()));
+        }
+        if self.first_request_cost != d.first_request_cost {
+            env.push(("ZD_FIRST_REQUEST_MS", self.first_request_cost.as_millis().to_string()));
+        }
+        if self.accept_backlog != d.accept_backlog {
+            env.push(("ZD_ACCEPT_BACKLOG", self.accept_backlog.to_string()));
+        }
+        env
     }
 
     /// Reads the behaviour from the process environment; unset variables keep the
@@ -114,6 +136,17 @@ impl AppBehaviour {
         }
         if let Some(v) = r.parse("ZD_MAX_DELIVERIES", |s| s.parse::<u32>().ok().filter(|n| *n > 0))? {
             b.max_deliveries = v;
+        if let Some(v) = r.millis("ZD_CONN_SETUP_MS")? {
+            b.conn_setup = v;
+        }
+        if let Some(v) = r.parse("ZD_CONN_SETUP_CONCURRENCY", |s| s.parse::<u16>().ok().filter(|n| *n > 0))? {
+            b.conn_setup_concurrency = v;
+        }
+        if let Some(v) = r.millis("ZD_FIRST_REQUEST_MS")? {
+            b.first_request_cost = v;
+        }
+        if let Some(v) = r.parse("ZD_ACCEPT_BACKLOG", |s| s.parse::<u32>().ok().filter(|n| *n > 0))? {
+            b.accept_backlog = v;
         }
         Ok(b)
     }
@@ -188,6 +221,19 @@ mod tests {
         assert_eq!(super::pre_stop_from_lookup(|_| None).unwrap(), std::time::Duration::ZERO);
         let err = super::pre_stop_from_lookup(|_| Some("3s".into())).unwrap_err();
         assert!(err.to_string().contains("ZD_PRESTOP_MS"), "{err}");
+    fn connection_costs_round_trip_and_stay_out_of_the_stages_env() {
+        let mut b = super::AppBehaviour::naive();
+        assert!(b.to_env().iter().all(|(k, _)| !k.starts_with("ZD_CONN") && *k != "ZD_ACCEPT_BACKLOG"));
+        b.conn_setup = std::time::Duration::from_millis(7);
+        b.conn_setup_concurrency = 2;
+        b.first_request_cost = std::time::Duration::from_millis(30);
+        b.accept_backlog = 64;
+        let env: HashMap<_, _> = b.to_env().into_iter().collect();
+        assert_eq!(env["ZD_CONN_SETUP_MS"], "7");
+        let back = super::AppBehaviour::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(back, b);
+        let err = super::AppBehaviour::from_lookup(|k| (k == "ZD_ACCEPT_BACKLOG").then(|| "0".to_string()));
+        assert!(err.unwrap_err().to_string().contains("ZD_ACCEPT_BACKLOG"));
     }
 
     #[test]

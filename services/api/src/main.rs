@@ -3,6 +3,7 @@
 
 mod capacity;
 mod config;
+mod conn_cost;
 mod error;
 mod metrics;
 mod publisher;
@@ -61,10 +62,13 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
         metrics: Default::default(),
         max_work_ms: cfg.max_work_ms,
     });
-    let listener =
-        tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
-    tracing::info!(step = "listening", addr = %cfg.listen, capacity = cfg.capacity, "listening");
-    let server = Server::start(listener, routes::router(state.clone()), &lc);
+    let backlog = cfg.behaviour.accept_backlog;
+    let listener = conn_cost::bind(cfg.listen, backlog).with_context(|| format!("binding {}", cfg.listen))?;
+    tracing::info!(step = "listening", addr = %cfg.listen, capacity = cfg.capacity, backlog, "listening");
+    let pod = conn_cost::pod_header_value();
+    let router = routes::router(state.clone())
+        .layer(axum::middleware::map_response(move |res| std::future::ready(conn_cost::tag(res, &pod))));
+    let server = Server::start(listener, router, &lc);
 
     if cfg.behaviour.warm_before_ready {
         state.cache.fill_all().await;

@@ -5,6 +5,8 @@ use crate::publisher::Publisher;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::Extension;
+use zerodrop_lifecycle::http::ConnRequest;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -93,13 +95,18 @@ fn parse_ms(query: Option<&str>, max: u64) -> Result<u64, ApiError> {
 
 /// The slow endpoint: holds the request for `ms` milliseconds, like a report being
 /// generated.
-async fn work(State(s): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+async fn work(
+    State(s): State<Arc<AppState>>,
+    conn: Option<Extension<ConnRequest>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let ms = parse_ms(query.as_deref(), s.max_work_ms)?;
     refuse_if_it_cannot_finish(&s, ms)?;
     let _slot = s.capacity.try_acquire().ok_or_else(|| {
         s.metrics.rejected();
         ApiError::unavailable("instance at capacity; retry shortly", 1)
     })?;
+    crate::conn_cost::first_request(&s, conn.map(|Extension(c)| c)).await;
     s.cache.touch().await;
     tokio::time::sleep(Duration::from_millis(ms)).await;
     Ok(Json(json!({ "worked_ms": ms })).into_response())

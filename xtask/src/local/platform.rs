@@ -110,6 +110,23 @@ impl Platform for LocalPlatform {
         Ok(tokio::spawn(async move { Ok(zerodrop_load::run(&profile, resolver, &prefix, live).await) }))
     }
 
+    async fn start_keepalive_load(
+        &mut self,
+        profile: &zerodrop_load::keepalive::KeepAliveProfile,
+        live: Arc<Live>,
+    ) -> Result<tokio::task::JoinHandle<zerodrop_load::keepalive::KeepAliveResult>> {
+        let svc = self.fleet()?.service();
+        self.rec.endpoints_now(svc.ready_endpoints());
+        let (profile, addr) = (profile.clone(), std::net::SocketAddr::V4(svc.vip()));
+        Ok(tokio::spawn(async move { zerodrop_load::keepalive::run(&profile, addr, live).await }))
+    }
+
+    fn listen_queues(&self) -> Option<crate::reconnect::accept_queue::Reader> {
+        // The runner lives in the lab's network namespace: its /proc/net/tcp lists
+        // every pod's listening socket.
+        Some(crate::reconnect::accept_queue::Reader::new(super::pod::App::Api.port()))
+    }
+
     fn client_hint(&self) -> Option<String> {
         Some(super::netns::client_hint(&self.lab_run, VIP))
     }

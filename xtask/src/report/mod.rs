@@ -10,7 +10,7 @@ pub mod model;
 mod prose;
 pub mod stats;
 pub mod summary;
-mod svg;
+pub(crate) mod svg;
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,134 @@
+//! `cargo xtask reconnect`: the thundering reconnect. The same keep-alive load (2,000+
+//! clients that reconnect at once when closed) runs across a rolling deploy twice, once
+//! with every draining pod closing its connections at once and once with the closes
+//! jittered over the drain; the report puts reconnect rate, accept queue, 503s and
+//! latency on the cold pods side by side.
+
+pub mod accept_queue;
+mod analysis;
+mod chart;
+pub mod profile;
+mod report;
+mod variant;
+
+use crate::infra::Backends;
+use crate::local::netns;
+use crate::local::nft::VIP;
+use crate::local::platform::LocalPlatform;
+use crate::local::pod::Isolation;
+use crate::platform::Platform;
+use crate::workspace;
+use anyhow::{bail, Context, Result};
+use profile::{ReconnectProfile, VARIANTS};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where reports go; the run gets its own <run-id> directory inside.
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+    /// Keep-alive clients (at least 2,000 for the claim; fewer for a quick look).
+    #[arg(long, default_value_t = ReconnectProfile::standard().load.clients,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    clients: u32,
+}
+
+pub async fn run(a: Args) -> Result<()> {
+    if !cfg!(target_os = "linux") {
+        bail!("`reconnect` runs on the local platform, which needs Linux (network and PID namespaces)");
+    }
+    if !netns::inside() {
+        let bin_dir = workspace::build_services()?;
+        let status = netns::run_in_lab(&bin_dir).await?;
+        std::process::exit(netns::exit_code(status));
+    }
+    let wall = Instant::now();
+    raise_nofile();
+    let mut profile = ReconnectProfile::standard();
+    profile.load.clients = a.clients;
+    let run_id = workspace::run_id();
+    let out_dir = if a.out.is_absolute() { a.out.join(&run_id) } else { workspace::root().join(&a.out).join(&run_id) };
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+    eprintln!("zerodrop reconnect {run_id}: {} keep-alive clients, variants at-once and jittered", profile.load.clients);
+
+    let lab = netns::join(&run_id, VIP).await?;
+    let backends = Backends::acquire(&out_dir).await?;
+    eprintln!("[infra] {}", backends.describe());
+    let mut platform = LocalPlatform::new(
+        backends.amqp_url.clone(),
+        backends.database_url.clone(),
+        lab.bin_dir.clone(),
+        Isolation::detect(),
+        profile.propagation_delay,
+        lab.run().to_string(),
+    );
+    let result = tokio::select! {
+        r = run_variants(&mut platform, &profile, &run_id, &out_dir) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; pods stopped, partial logs kept in {}", out_dir.display())),
+    };
+    let platform_name = platform.describe();
+    if let Err(e) = backends.release().await {
+        eprintln!("warning: stopping the private servers: {e:#}");
+    }
+    let variants = result?;
+    let report = report::ReconnectReport {
+        run_id,
+        command,
+        platform: platform_name,
+        machine: crate::experiment::machine(),
+        wall_time_s: wall.elapsed().as_secs_f64(),
+        profile,
+        variants,
+    };
+    report::write(&report, &out_dir)?;
+    for v in &report.variants {
+        let s = &v.summary;
+        eprintln!(
+            "[{}] reconnects {} (peak {}/100 ms), accept queue peak {}, failed {}, 503 on cold pods {}",
+            s.name,
+            s.reconnects,
+            s.peak_reconnects_per_100ms,
+            s.accept_queue_peak,
+            crate::report::stats::describe(&s.failed),
+            crate::report::stats::describe(&s.cold_pods.http_503)
+        );
+    }
+    eprintln!("report: {}", out_dir.join("report.md").display());
+    Ok(())
+}
+
+async fn run_variants<P: Platform>(
+    platform: &mut P,
+    profile: &ReconnectProfile,
+    run_id: &str,
+    out_dir: &std::path::Path,
+) -> Result<Vec<report::Variant>> {
+    let mut ctx = variant::Ctx::connect(platform).await?;
+    let mut out = Vec::new();
+    for (index, (name, close)) in VARIANTS.into_iter().enumerate() {
+        eprintln!("[{name}] variant {}/{}", index + 1, VARIANTS.len());
+        let v = ctx.run(platform, profile, run_id, out_dir, index, name, close).await;
+        let v = v.with_context(|| format!("variant {name}"))?;
+        out.push(v);
+    }
+    ctx.close().await;
+    Ok(out)
+}
+
+/// 2,000+ sockets on each side: lift the soft open-files limit to the hard one (the
+/// pods inherit it).
+fn raise_nofile() {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                eprintln!("warning: could not raise the open-files limit to {}", l.rlim_max);
+            }
+        }
+    }
+    eprintln!("[limits] open files: {}", l.rlim_cur);
+}

@@ -1,0 +1,138 @@
+//! One variant of the reconnect run: a fresh fleet, the keep-alive load, a rolling
+//! deploy, and the raw observations turned into a summary.
+
+use super::accept_queue::{listen_drops, QueueTick};
+use super::analysis::{self, Input};
+use super::profile::ReconnectProfile;
+use super::report::Variant;
+use crate::platform::{now_ms, Platform, StageEnv};
+use crate::report::model::PodEventKind;
+use anyhow::{Context, Result};
+use lapin::{Channel, Connection, ConnectionProperties};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use zerodrop_jobs::Topology;
+use zerodrop_load::Live;
+use zerodrop_stages::KeepAliveClose;
+
+/// Accept-queue sampling period: finer than the 100 ms buckets.
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+pub struct Ctx {
+    amqp: Connection,
+    channel: Channel,
+    db: tokio_postgres::Client,
+}
+
+impl Ctx {
+    pub async fn connect<P: Platform>(platform: &P) -> Result<Ctx> {
+        let url = platform.amqp_url().to_string();
+        let amqp = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .with_context(|| format!("connecting to RabbitMQ at {url}"))?;
+        let channel = amqp.create_channel().await.context("opening an AMQP channel")?;
+        let db = zerodrop_ledger::connect(platform.database_url()).await.context("connecting to PostgreSQL")?;
+        Ok(Ctx { amqp, channel, db })
+    }
+
+    pub async fn close(self) {
+        let _ = self.channel.close(200, "done").await;
+        let _ = self.amqp.close(200, "done").await;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run<P: Platform>(
+        &mut self,
+        platform: &mut P,
+        p: &ReconnectProfile,
+        run_id: &str,
+        out_dir: &std::path::Path,
+        index: usize,
+        name: &str,
+        close: KeepAliveClose,
+    ) -> Result<Variant> {
+        let topology = Topology::new(format!("zerodrop.{run_id}.reconnect.{name}"));
+        let schema = format!("zd_{}_rc{index}", run_id.replace('-', "").to_lowercase());
+        topology.declare(&self.channel).await.context("declaring the variant's queues")?;
+        zerodrop_ledger::create_schema(&self.db, &schema).await.context("creating the variant's ledger schema")?;
+        let result = self.run_fleet(platform, p, out_dir, index, name, close, &topology, &schema).await;
+        if result.is_err() {
+            let _ = platform.finish_stage().await;
+        }
+        let _ = topology.delete(&self.channel).await;
+        let _ = zerodrop_ledger::drop_schema(&self.db, &schema).await;
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_fleet<P: Platform>(
+        &mut self,
+        platform: &mut P,
+        p: &ReconnectProfile,
+        out_dir: &std::path::Path,
+        index: usize,
+        name: &str,
+        close: KeepAliveClose,
+        topology: &Topology,
+        schema: &str,
+    ) -> Result<Variant> {
+        let log_dir = out_dir.join("logs").join(name);
+        std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+        let env = StageEnv {
+            queue: topology.queue.clone(),
+            schema: schema.to_string(),
+            api_replicas: p.api_replicas,
+            worker_replicas: p.worker_replicas,
+            api_capacity: p.api_capacity,
+            job_work: Duration::from_millis(10),
+            index: 100 + index,
+        };
+        platform.deploy(&p.stage(close), &env, &log_dir).await?;
+        let stop = CancellationToken::new();
+        let ticks = platform.listen_queues().map(|r| r.sample(SAMPLE_EVERY, stop.clone()));
+        let drops_before = listen_drops();
+        let live = Arc::new(Live::new());
+        let load = platform.start_keepalive_load(&p.load, live.clone()).await?;
+        tokio::time::sleep(p.load.ramp + p.steady).await;
+        eprintln!("[{name}] {} requests so far; rolling deploy", live.snapshot().sent);
+        let trigger = now_ms();
+        let rollout = platform.rollout().await.context("the rolling deploy failed")?;
+        platform.wait_terminations().await?;
+        let result = load.await.context("the keep-alive load task failed")?;
+        stop.cancel();
+        let drops_after = listen_drops();
+        let observed = platform.finish_stage().await?;
+        let ticks: Vec<QueueTick> = ticks.and_then(|t| t.lock().ok().map(|v| v.clone())).unwrap_or_default();
+        std::fs::write(log_dir.join("keepalive.json"), serde_json::to_vec(&result).unwrap_or_default())
+            .context("writing the raw keep-alive records")?;
+
+        let cold: BTreeSet<String> = observed
+            .events
+            .iter()
+            .filter(|e| e.app == "api" && e.kind == PodEventKind::Created && e.unix_ms >= trigger)
+            .map(|e| e.pod.clone())
+            .collect();
+        let origin = result.started_unix_ms as i64;
+        let input = Input {
+            name,
+            close: match close {
+                KeepAliveClose::AtOnce => "at-once",
+                KeepAliveClose::Jittered => "jittered",
+            },
+            result: &result,
+            trigger_us: ((trigger - origin).max(0) as u64) * 1000,
+            window_us: p.roll.as_micros() as u64,
+            steady_from_us: p.load.ramp.as_micros() as u64,
+            ticks: &ticks,
+            cold: &cold,
+            rollout_s: rollout.as_secs_f64(),
+            drops: (drops_after.0.saturating_sub(drops_before.0), drops_after.1.saturating_sub(drops_before.1)),
+            backlog: p.accept_backlog,
+        };
+        let buckets = analysis::buckets(&input);
+        let summary = analysis::summarise(&input, &buckets);
+        Ok(Variant { summary, buckets })
+    }
+}
