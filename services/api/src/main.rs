@@ -7,6 +7,7 @@ mod error;
 mod metrics;
 mod publisher;
 mod routes;
+mod version;
 
 use anyhow::Context;
 use capacity::{Capacity, WarmCache};
@@ -29,6 +30,8 @@ async fn main() {
 
 async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
     let cfg = config::Config::from_env()?;
+    let version = version::Version::from_env()?;
+    tracing::info!(step = "version", version = %version.name, regression = %version.regression, "version");
     let lc = Lifecycle::new(cfg.behaviour);
     lc.install_signal_handlers().context("installing signal handlers")?;
 
@@ -53,8 +56,9 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
         publisher,
         capacity: Capacity::new(cfg.capacity),
         cache: WarmCache::new(cfg.warm_fill),
-        metrics: Default::default(),
+        metrics: metrics::Metrics::new(&version.name),
         max_work_ms: cfg.max_work_ms,
+        version,
     });
     let listener =
         tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
