@@ -8,6 +8,7 @@ mod error;
 mod metrics;
 mod publisher;
 mod routes;
+mod version;
 
 use anyhow::Context;
 use capacity::{Capacity, WarmCache};
@@ -31,6 +32,8 @@ async fn main() {
 
 async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
     let cfg = config::Config::from_env()?;
+    let version = version::Version::from_env()?;
+    tracing::info!(step = "version", version = %version.name, regression = %version.regression, "version");
     let lc = Lifecycle::new(cfg.behaviour);
     lc.install_signal_handlers().context("installing signal handlers")?;
 
@@ -59,8 +62,9 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
         publisher,
         capacity: Capacity::new(cfg.capacity),
         cache: WarmCache::new(cfg.warm_fill),
-        metrics: Default::default(),
+        metrics: metrics::Metrics::new(&version.name),
         max_work_ms: cfg.max_work_ms,
+        version,
     });
     let backlog = cfg.behaviour.accept_backlog;
     let listener = conn_cost::bind(cfg.listen, backlog).with_context(|| format!("binding {}", cfg.listen))?;

@@ -2,6 +2,7 @@ use crate::capacity::{Capacity, WarmCache};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
+use crate::version::Version;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
@@ -27,6 +28,7 @@ pub struct AppState {
     pub cache: WarmCache,
     pub metrics: Metrics,
     pub max_work_ms: u64,
+    pub version: Version,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -36,6 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -67,7 +70,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(s): State<Arc<AppState>>) -> Response {
     let body = s.metrics.render(&s);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }
 
 /// Parses `ms=N` out of the query string with a reason for every way it can be wrong.
@@ -102,6 +105,7 @@ async fn work(
 ) -> Result<Response, ApiError> {
     let ms = parse_ms(query.as_deref(), s.max_work_ms)?;
     refuse_if_it_cannot_finish(&s, ms)?;
+    s.version.inject().await?;
     let _slot = s.capacity.try_acquire().ok_or_else(|| {
         s.metrics.rejected();
         ApiError::unavailable("instance at capacity; retry shortly", 1)
@@ -158,6 +162,7 @@ async fn submit_job(
         ApiError::new(status, format!("invalid job: {e}; expected {{\"id\": string, \"amount\": integer}}"))
     })?;
     job.validate().map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    s.version.inject().await?;
     let _slot = s.capacity.try_acquire().ok_or_else(|| {
         s.metrics.rejected();
         ApiError::unavailable("instance at capacity; retry shortly", 1)
