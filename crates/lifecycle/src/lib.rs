@@ -14,6 +14,7 @@
 //! prove the order from the logs alone.
 
 mod guardian;
+mod head_timeout;
 pub mod http;
 mod sequence;
 mod signals;
