@@ -2,6 +2,7 @@
 //! (worker) and the runner (which reconciles and cleans up).
 
 pub mod broker;
+pub mod trace;
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};

@@ -3,6 +3,7 @@
 //! when it is told to close, and whether it closes idle (racing the client's next
 //! request) or by answering `Connection: close`.
 
+use crate::head_timeout::{HeadClock, Timed};
 use crate::Lifecycle;
 use axum::Router;
 use hyper::body::Incoming;
@@ -87,8 +88,19 @@ impl Server {
             cost: b.conn_setup,
             slots: Arc::new(Semaphore::new(usize::from(b.conn_setup_concurrency.max(1)))),
         });
-        let accept =
-            tokio::spawn(accept_loop(listener, router, stop_accepting.clone(), drain.clone(), stats.clone(), setup));
+        let limits = Limits {
+            header_read_timeout: b.header_read_timeout,
+            slots: Arc::new(Semaphore::new(b.max_connections.max(1) as usize)),
+        };
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            router,
+            stop_accepting.clone(),
+            drain.clone(),
+            stats.clone(),
+            limits,
+            setup,
+        ));
         Server { stop_accepting, drain, stats, accept: Some(accept) }
     }
 
@@ -124,15 +136,29 @@ impl Server {
     }
 }
 
+/// Per-listener protection: the header-read timeout, and a bound on connections
+/// served at once (beyond it, new ones wait in the kernel's accept backlog).
+#[derive(Clone)]
+struct Limits {
+    header_read_timeout: Duration,
+    slots: Arc<Semaphore>,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
     stop: CancellationToken,
     drain: watch::Sender<Option<DrainOrder>>,
     stats: Arc<ConnStats>,
+    limits: Limits,
     setup: Option<ConnSetup>,
 ) {
     loop {
+        let slot = tokio::select! {
+            _ = stop.cancelled() => break,
+            s = limits.slots.clone().acquire_owned() => s,
+        };
+        let Ok(slot) = slot else { break };
         let permit = match &setup {
             Some(s) => tokio::select! {
                 _ = stop.cancelled() => break,
@@ -154,7 +180,13 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Connection { router: router.clone(), drain: drain.subscribe(), stats: stats.clone() };
+        let conn = Connection {
+            router: router.clone(),
+            drain: drain.subscribe(),
+            stats: stats.clone(),
+            head_timeout: limits.header_read_timeout,
+            _slot: slot,
+        };
         let cost = setup.as_ref().map(|s| s.cost);
         tokio::spawn(async move {
             set_up(cost, permit).await;
@@ -178,6 +210,18 @@ struct Connection {
     router: Router,
     drain: watch::Receiver<Option<DrainOrder>>,
     stats: Arc<ConnStats>,
+    head_timeout: Duration,
+    /// Returned to the listener's limit when the connection ends.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Marks the response as out (or the request abandoned) when dropped.
+struct ResponseDone(Arc<HeadClock>);
+
+impl Drop for ResponseDone {
+    fn drop(&mut self) {
+        self.0.response_done();
+    }
 }
 
 /// Counts something for as long as it lives, so a panicking handler or a future
@@ -211,10 +255,12 @@ impl Connection {
         let close_next = Arc::new(AtomicBool::new(false));
         let (accepted_at, traffic_seen) = (Instant::now(), Arc::new(AtomicBool::new(false)));
         let served = Arc::new(AtomicU64::new(0));
+        let clock = HeadClock::at_accept();
         let svc = {
             let close_next = close_next.clone();
             let stats = self.stats.clone();
             let router = self.router.clone();
+            let clock = clock.clone();
             service_fn(move |mut req: Request<Incoming>| {
                 let router = router.clone();
                 let close_next = close_next.clone();
@@ -223,7 +269,10 @@ impl Connection {
                     stats.accepts.record(accepted_at.into_std());
                 }
                 req.extensions_mut().insert(ConnRequest { index: served.fetch_add(1, Ordering::Relaxed) });
+                let clock = clock.clone();
+                clock.head_complete();
                 async move {
+                    let _done = ResponseDone(clock);
                     let in_flight = Counted::new(&stats.in_flight, None);
                     let mut res = match router.oneshot(req).await {
                         Ok(r) => r,
@@ -239,7 +288,8 @@ impl Connection {
                 }
             })
         };
-        let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
+        let io = TokioIo::new(Timed::new(stream, clock.clone()));
+        let conn = http1::Builder::new().keep_alive(true).serve_connection(io, svc);
         tokio::pin!(conn);
 
         let far = || Instant::now() + Duration::from_secs(86_400);
@@ -251,8 +301,17 @@ impl Connection {
             self.schedule(&mut mark_at, &mut force_at, &mut conn);
         }
         loop {
+            let head_due = clock.deadline(self.head_timeout).unwrap_or_else(far);
             tokio::select! {
                 _ = conn.as_mut() => break,
+                // A head started (or finished): recompute when it is due.
+                _ = clock.changed.notified() => {}
+                _ = tokio::time::sleep_until(head_due) => {
+                    if clock.deadline(self.head_timeout).is_some_and(|d| d <= Instant::now()) {
+                        tracing::debug!(timeout_ms = self.head_timeout.as_millis() as u64, "request head not complete in time; closing the connection");
+                        break;
+                    }
+                }
                 changed = self.drain.changed(), if !draining => {
                     // The server is gone (the process is exiting): stop watching.
                     draining = true;
@@ -275,7 +334,7 @@ impl Connection {
         &self,
         mark_at: &mut Instant,
         force_at: &mut Instant,
-        conn: &mut std::pin::Pin<&mut hyper::server::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, S>>,
+        conn: &mut std::pin::Pin<&mut hyper::server::conn::http1::Connection<TokioIo<Timed<tokio::net::TcpStream>>, S>>,
     ) where
         S: hyper::service::HttpService<Incoming>,
         S::ResBody: 'static,

@@ -15,6 +15,7 @@
 
 pub mod accepts;
 mod guardian;
+mod head_timeout;
 pub mod http;
 mod sequence;
 mod signals;

@@ -100,7 +100,7 @@ impl Lifecycle {
                 code = 0,
                 "exiting without draining"
             );
-            telemetry.flush();
+            telemetry.flush(self.flush_budget());
             return 0;
         }
 
@@ -161,7 +161,7 @@ impl Lifecycle {
                 }
             }
         }
-        telemetry.flush();
+        telemetry.flush(self.flush_budget());
         tracing::info!(step = "exit", code = 0, "exit");
         0
     }

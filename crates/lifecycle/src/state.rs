@@ -135,6 +135,15 @@ impl Lifecycle {
         Some(crate::accepts::termination_start(sigterm, pre_stop, self.inner.born))
     }
 
+    /// What is left of the guardian's deadline for the final telemetry flush, less a
+    /// margin for the exit itself; never more than 2 s.
+    pub(crate) fn flush_budget(&self) -> std::time::Duration {
+        use std::time::Duration;
+        let since = Duration::from_millis(self.since_sigterm_ms().unwrap_or(0));
+        let left = self.inner.behaviour.guardian_deadline().saturating_sub(since);
+        left.saturating_sub(Duration::from_millis(250)).min(Duration::from_secs(2))
+    }
+
     pub(crate) fn record_sigterm(&self) {
         let _ = self.inner.sigterm_at.set(Instant::now());
     }

@@ -4,8 +4,10 @@
 //! set, and are off otherwise. Flushing them is the last teardown step.
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
+use std::time::Duration;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -37,6 +39,8 @@ pub fn init(service: &'static str) -> Telemetry {
         _ => (None, None),
     };
     let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+    // W3C traceparent, so a job's trace crosses the queue (see zerodrop_jobs::trace).
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     let registry =
         tracing_subscriber::registry().with(fmt.with_filter(filter())).with(otel.map(|l| l.with_filter(filter())));
@@ -59,16 +63,36 @@ fn otlp_provider(service: &'static str) -> Result<SdkTracerProvider, Box<dyn std
 }
 
 impl Telemetry {
-    /// Exports what is buffered and stops the exporter; logs `telemetry_flushed`.
-    pub fn flush(self) {
-        let exported = match &self.provider {
-            Some(p) => {
-                let flushed = p.force_flush();
-                let _ = p.shutdown();
-                flushed.is_ok()
-            }
-            None => false,
+    /// Exports what is buffered and stops the exporter, waiting at most `budget`: an
+    /// unreachable collector must not hold the exit until the guardian fires. Logs
+    /// `telemetry_flushed`.
+    pub fn flush(self, budget: Duration) {
+        let Some(provider) = self.provider else {
+            tracing::info!(step = "telemetry_flushed", otlp = false, exported = false, "telemetry flushed");
+            return;
         };
-        tracing::info!(step = "telemetry_flushed", otlp = self.provider.is_some(), exported, "telemetry flushed");
+        // On its own thread: the exporter's HTTP client blocks, and a hung one is
+        // simply left behind when the process exits.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("otlp-flush".into()).spawn(move || {
+            let flushed = provider.force_flush().is_ok();
+            let _ = provider.shutdown_with_timeout(Duration::from_millis(100));
+            let _ = tx.send(flushed);
+        });
+        let (exported, timed_out) = match spawned {
+            Ok(_) => match rx.recv_timeout(budget) {
+                Ok(flushed) => (flushed, false),
+                Err(_) => (false, true),
+            },
+            Err(_) => (false, false),
+        };
+        tracing::info!(
+            step = "telemetry_flushed",
+            otlp = true,
+            exported,
+            timed_out,
+            budget_ms = budget.as_millis() as u64,
+            "telemetry flushed"
+        );
     }
 }

@@ -136,6 +136,7 @@ impl AppBehaviour {
         }
         if let Some(v) = r.parse("ZD_MAX_DELIVERIES", |s| s.parse::<u32>().ok().filter(|n| *n > 0))? {
             b.max_deliveries = v;
+        }
         if let Some(v) = r.millis("ZD_CONN_SETUP_MS")? {
             b.conn_setup = v;
         }
@@ -221,6 +222,9 @@ mod tests {
         assert_eq!(super::pre_stop_from_lookup(|_| None).unwrap(), std::time::Duration::ZERO);
         let err = super::pre_stop_from_lookup(|_| Some("3s".into())).unwrap_err();
         assert!(err.to_string().contains("ZD_PRESTOP_MS"), "{err}");
+    }
+
+    #[test]
     fn connection_costs_round_trip_and_stay_out_of_the_stages_env() {
         let mut b = super::AppBehaviour::naive();
         assert!(b.to_env().iter().all(|(k, _)| !k.starts_with("ZD_CONN") && *k != "ZD_ACCEPT_BACKLOG"));

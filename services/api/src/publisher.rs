@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -127,10 +128,17 @@ impl Publisher {
     }
 
     /// With confirms, returns only once the broker has taken responsibility for the
-    /// message; without, as soon as it is handed to the client library.
+    /// message; without, as soon as it is handed to the client library. The span's
+    /// context travels in the message headers, so the worker continues this trace.
+    #[tracing::instrument(name = "publish", skip_all, fields(job_id = %job.id, queue = %self.topology.queue, otel.kind = "producer"))]
     pub async fn publish(&self, job: &Job) -> Result<(), PublishError> {
         let channel = self.channel().ok_or(PublishError::Disconnected)?;
-        let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+        let mut headers = FieldTable::default();
+        zerodrop_jobs::trace::inject_current(&mut headers);
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_headers(headers);
         let pending = channel
             .basic_publish(
                 "".into(),

@@ -15,6 +15,8 @@ use axum::{Json, Router};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use tower_http::trace::{DefaultMakeSpan, TraceLayer};
+use tracing::Level;
 use zerodrop_jobs::Job;
 use zerodrop_lifecycle::{Lifecycle, Phase};
 
@@ -42,6 +44,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // One span per request (at INFO, so the default filter exports it); a job's
+        // publish span is its child, and the worker's spans continue the same trace.
+        .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(Level::INFO)))
         .with_state(state)
 }
 

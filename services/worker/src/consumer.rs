@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use zerodrop_jobs::{Job, JobError};
 use zerodrop_ledger::{Applied, Ledger, LedgerError};
 use zerodrop_lifecycle::Lifecycle;
@@ -37,13 +38,22 @@ impl Worker {
     /// Processes one delivery to its end. Never panics; every failure is logged and
     /// settled (acked, rejected, requeued, or, with auto-ack, lost and counted).
     pub async fn handle(&self, d: Delivery) {
+        // The job's trace continues from the publisher's context in the headers.
+        let span = tracing::info_span!("consume", otel.kind = "consumer", queue = %self.link.topology.queue, job_id = tracing::field::Empty);
+        zerodrop_jobs::trace::continue_from(&span, d.properties.headers().as_ref());
+        self.process(d).instrument(span).await
+    }
+
+    async fn process(&self, d: Delivery) {
         let _in_flight = self.metrics.in_flight();
         let job = match Job::from_payload(&d.data) {
             Ok(job) => job,
             Err(e) => return self.dead_letter(d, e).await,
         };
+        tracing::Span::current().record("job_id", job.id.as_str());
         tracing::debug!(job_id = %job.id, redelivered = d.redelivered, delivery_tag = d.delivery_tag, "applying job");
-        match self.ledger.apply(&job, &self.pod, self.idempotent, self.job_work).await {
+        let tx = tracing::info_span!("ledger.transaction", idempotent = self.idempotent);
+        match self.ledger.apply(&job, &self.pod, self.idempotent, self.job_work).instrument(tx).await {
             Ok(Applied::Applied) => {
                 Metrics::inc(&self.metrics.applied);
                 tracing::debug!(job_id = %job.id, "job applied");
@@ -60,7 +70,7 @@ impl Worker {
         if self.manual_ack {
             // `Ok(false)`: the channel died since the delivery, so the broker has
             // requeued it already; its tag means nothing on any other channel.
-            match d.acker.ack(BasicAckOptions::default()).await {
+            match d.acker.ack(BasicAckOptions::default()).instrument(tracing::info_span!("ack")).await {
                 Ok(true) => tracing::debug!(job_id = %job.id, "job acked"),
                 Ok(false) => {
                     tracing::warn!(job_id = %job.id, "channel lost before the ack; the broker redelivers this job")

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod api;
+pub mod outage;
+
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::Value;
