@@ -669,9 +669,8 @@ mod tests {
     #[tokio::test]
     async fn a_load_job_is_silent_only_if_its_whole_log_is_empty() {
         let full = format!(
-            "200 rps for 37s to 10.96.0.12:80\n   1s  sent 200  ok 200  errors 0\n{}\n{{}}\n{}\n",
+            "200 rps for 37s to 10.96.0.12:80\n   1s  sent 200  ok 200  errors 0\n{} 1 chunks, 2 bytes, fnv1a64 0 ---\n",
             load_job::BEGIN,
-            load_job::END
         );
         let body = full.clone();
         let (client, requests) = fake_api::client(move |req| {

@@ -162,7 +162,8 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
         p.api(format!("    {}", rollout::restart_patch("<now, RFC 3339>")));
         p.api("wait for both rollouts (rollout condition), then for every terminating pod to exit");
         p.api(format!(
-            "wait for the Job's pod to end; parse its log between `{}` and `{}`",
+            "wait for the Job's pod to end; reassemble the result from the checksummed chunk lines between `{} ...` \
+             and `{}` of its log (read again whole if the followed copy lacks a chunk)",
             load_job::BEGIN,
             load_job::END
         ));
