@@ -8,6 +8,7 @@
 //! Everything the report needs comes out through the [`Platform`] interface; nothing
 //! downstream knows which platform produced it.
 
+pub mod access;
 pub mod apply;
 pub mod cluster;
 pub mod endpoints;
@@ -208,8 +209,9 @@ impl Session {
         Session { opts, cluster_started: false }
     }
 
-    /// Creates the cluster (unless --context), builds the images and loads them (or,
-    /// with --registry, pushes them).
+    /// Creates the cluster (unless --context), checks the cluster (version, RBAC)
+    /// before any image is built, then builds the images and loads them (or, with
+    /// --registry, pushes them).
     pub async fn setup(&mut self) -> Result<()> {
         let cmds = cluster::setup_commands(&self.opts)?;
         if self.opts.creates_cluster() {
@@ -217,10 +219,14 @@ impl Session {
             std::fs::write(&path, zerodrop_manifests::kind_cluster_config())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
-        for c in cmds {
-            if c == cluster::create_cluster(&self.opts) {
-                self.cluster_started = true;
-            }
+        let create = cluster::create_cluster(&self.opts);
+        let (first, rest): (Vec<_>, Vec<_>) = cmds.into_iter().partition(|c| *c == create);
+        for c in first {
+            self.cluster_started = true;
+            tokio::task::spawn_blocking(move || c.run()).await.context("a setup command's thread failed")??;
+        }
+        check_cluster(&self.opts).await?;
+        for c in rest {
             tokio::task::spawn_blocking(move || c.run()).await.context("a setup command's thread failed")??;
         }
         Ok(())
@@ -318,6 +324,21 @@ async fn confirm_started(pods: &Api<Pod>, shared: &Shared, job: &str) -> Result<
         std::fs::write(&path, &full).with_context(|| format!("writing {}", path.display()))?;
     }
     shared.with(|s| s.load.started = true);
+    Ok(())
+}
+
+/// What the cluster must allow before minutes go into image builds: a Kubernetes
+/// new enough for the manifests, and every permission the run uses.
+pub async fn check_cluster(opts: &KindOptions) -> Result<()> {
+    let ctx = opts.context_name();
+    let client = connect(&ctx).await?;
+    let v = server_version(&client, &ctx).await?;
+    access::preflight(&client, &ctx, &opts.namespace).await?;
+    eprintln!(
+        "[kind] context {ctx}: Kubernetes {}; all {} permissions the run needs are granted",
+        v.git_version,
+        access::NEEDS.len()
+    );
     Ok(())
 }
 
