@@ -19,6 +19,7 @@ pub mod guardian;
 pub mod load_job;
 pub mod log_stream;
 pub mod objects;
+pub mod placement;
 pub mod plan;
 pub mod pods;
 pub mod prereq;
@@ -276,16 +277,31 @@ pub async fn connect(context: &str) -> Result<Client> {
 
 /// What the report says about propagation on a cluster: nothing here applies a
 /// delay; the cluster's own, measured per api pod from its deletion (pod watch) to
-/// its endpoint leaving the api Service's EndpointSlices (slice watch).
+/// its endpoint leaving the api Service's EndpointSlices (slice watch). That is the
+/// control plane's view; clients see the change later, and the text says so.
 pub fn measured_propagation(delays_ms: &[i64]) -> crate::report::model::Propagation {
     crate::report::model::Propagation {
         configured_ms: None,
         measured: crate::report::model::MeasuredDelay::of(delays_ms),
-        what: "the cluster's own delay from an api pod turning terminating (pod watch) to its endpoint leaving the \
-               api Service's EndpointSlices (EndpointSlice watch), on the runner's clock; kube-proxy's rule \
-               update after that is not observed"
+        what: "the cluster's own delay from an api pod turning terminating (pod watch) to its endpoint turning \
+               not-ready or leaving the api Service's EndpointSlices (EndpointSlice watch), on the runner's clock. \
+               This is the control plane: clients stop reaching the pod only once kube-proxy on their own node has \
+               rewritten its rules, later and not observed here, so this understates what clients see; the pods' \
+               `listener_closed` log step (connections accepted after termination began) is the pod-side measure"
             .into(),
     }
+}
+
+/// [`measured_propagation`] with where the load ran (see [`placement`]).
+pub fn measured_propagation_placed(
+    delays_ms: &[i64],
+    placements: &[placement::Placement],
+) -> crate::report::model::Propagation {
+    let mut p = measured_propagation(delays_ms);
+    if let Some(s) = placement::summary(placements) {
+        p.what = format!("{}; {s}", p.what);
+    }
+    p
 }
 
 /// Stops every log stream and watch of a stage (`stop`) and waits for them to end.
@@ -377,6 +393,8 @@ pub struct KindPlatform {
     fleet: Option<Fleet>,
     /// Terminating -> endpoint-removed delay (ms) of every api pod of every stage so far.
     removal_delays: Vec<i64>,
+    /// Where each stage's load pod ran relative to its api pods.
+    placements: Vec<placement::Placement>,
 }
 
 const DEPLOYMENTS: [&str; 2] = ["api", "worker"];
@@ -431,6 +449,7 @@ impl KindPlatform {
             roll_timeout,
             fleet: None,
             removal_delays: Vec::new(),
+            placements: Vec::new(),
         })
     }
 
@@ -477,7 +496,7 @@ impl Platform for KindPlatform {
     }
 
     fn propagation(&self) -> Option<crate::report::model::Propagation> {
-        Some(measured_propagation(&self.removal_delays))
+        Some(measured_propagation_placed(&self.removal_delays, &self.placements))
     }
 
     fn database_url(&self) -> &str {
@@ -629,8 +648,14 @@ impl Platform for KindPlatform {
     async fn finish_stage(&mut self) -> Result<Observed> {
         let Some(f) = self.fleet.take() else { return Ok(Observed::default()) };
         // What the stage showed, before the teardown adds its own kills.
-        let (mut events, endpoints, pod_logs) =
-            f.shared.with(|s| (s.events.clone(), s.samples.clone(), s.pod_logs.clone()));
+        let (mut events, endpoints, pod_logs, placed) = f.shared.with(|s| {
+            let placed = s.load.job.is_some().then(|| placement::Placement::of(s.load.node.as_deref(), &s.api_nodes));
+            (s.events.clone(), s.samples.clone(), s.pod_logs.clone(), placed)
+        });
+        if let Some(p) = placed {
+            eprintln!("[kind] {}: {}", f.stage.name, p.describe());
+            self.placements.push(p);
+        }
         endpoints::annotate_removals(&mut events);
         events.sort_by_key(|e| e.unix_ms);
         // The stage ends here: the log streams are cut and the watches stopped before
@@ -719,6 +744,26 @@ mod tests {
         assert!(err.contains("ended before printing anything: exit code 0"), "{err}");
         assert!(err.contains("whole log is empty"), "{err}");
         let _ = std::fs::remove_file(&path);
+    }
+
+    /// Issue #8, item 6: the report says the delay is the control plane's, what
+    /// clients see instead, and where the load ran.
+    #[test]
+    fn the_propagation_says_what_was_measured_and_where_the_load_ran() {
+        let api: std::collections::BTreeSet<String> = ["zerodrop-worker".to_string()].into();
+        let placed = [placement::Placement::of(Some("zerodrop-worker2"), &api)];
+        let p = measured_propagation_placed(&[4, 38, 12], &placed);
+        assert_eq!(p.measured.map(|m| (m.p50_ms, m.max_ms, m.n)), Some((12, 38, 3)));
+        assert_eq!(p.configured_ms, None, "nothing on a cluster applies a delay");
+        for words in [
+            "This is the control plane",
+            "kube-proxy on their own node",
+            "understates what clients see",
+            "listener_closed",
+            "without api pods in 1 of 1 stages",
+        ] {
+            assert!(p.what.contains(words), "`{words}` missing: {}", p.what);
+        }
     }
 
     #[test]
