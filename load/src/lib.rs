@@ -16,6 +16,7 @@ pub mod profile;
 pub mod record;
 pub mod stats;
 pub mod target;
+pub mod wire;
 
 pub use engine::{run, Live, LiveSnapshot};
 pub use profile::{Mix, Profile};

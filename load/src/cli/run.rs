@@ -33,9 +33,10 @@ pub struct Args {
     connect_timeout: Duration,
     #[arg(long, default_value = "load")]
     job_prefix: String,
-    /// Write the full RunResult here as JSON. `-` prints it to stdout instead, on
-    /// one line between `--- zerodrop-load result ---` and `--- end ---` (how a run
-    /// inside a cluster hands its result back through the pod's log).
+    /// Write the full RunResult here as JSON. `-` prints it to stdout instead, as
+    /// checksummed chunk lines between `--- zerodrop-load result: ...` and
+    /// `--- end ---` (how a run inside a cluster hands its result back through the
+    /// pod's log; `zerodrop_load::wire::decode` reads it back).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Permit a target outside loopback (e.g. a ClusterIP from inside a cluster).
@@ -43,14 +44,9 @@ pub struct Args {
     allow_non_loopback: bool,
 }
 
-/// The lines around the result JSON printed by `--out -`.
-pub const RESULT_BEGIN: &str = "--- zerodrop-load result ---";
-pub const RESULT_END: &str = "--- end ---";
-
-/// `--out -`: the result as one JSON line between the marker lines.
+/// `--out -`: the result as checksummed chunk lines (see [`zerodrop_load::wire`]).
 fn write_result(out: &mut impl std::io::Write, result: &RunResult) -> anyhow::Result<()> {
-    let json = serde_json::to_string(result)?;
-    writeln!(out, "{RESULT_BEGIN}\n{json}\n{RESULT_END}")?;
+    out.write_all(zerodrop_load::wire::encode(result)?.as_bytes())?;
     out.flush()?;
     Ok(())
 }
@@ -148,9 +144,10 @@ mod tests {
         let text = String::from_utf8(buf).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0], "--- zerodrop-load result ---");
+        assert!(lines[0].starts_with("--- zerodrop-load result: 1 chunks, "), "{}", lines[0]);
+        assert!(lines[1].starts_with("zdr 1/1 "), "{}", lines[1]);
         assert_eq!(lines[2], "--- end ---");
-        let back: RunResult = serde_json::from_str(lines[1]).unwrap();
+        let back = zerodrop_load::wire::decode(&text).unwrap();
         assert_eq!(back.accepted_jobs, r.accepted_jobs);
     }
 }

@@ -40,14 +40,24 @@ type Body = StreamBody<futures::stream::BoxStream<'static, Result<Frame<Bytes>, 
 /// A client for namespace `zerodrop` whose every request (`"GET /api/v1/...?query"`)
 /// goes to `answer`; the requests are recorded in the returned log.
 pub fn client(answer: impl Fn(&str) -> Reply + Send + Sync + 'static) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
+    client_with_body(move |req, _| answer(req))
+}
+
+/// [`client`] for answers that depend on the request's body (a create's object).
+pub fn client_with_body(
+    answer: impl Fn(&str, &str) -> Reply + Send + Sync + 'static,
+) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
+    use http_body_util::BodyExt;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let answer = Arc::new(answer);
     let svc = tower::service_fn(move |req: http::Request<kube::client::Body>| {
         let line = format!("{} {}", req.method(), req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
         log.lock().unwrap().push(line.clone());
-        let reply = answer(&line);
+        let answer = answer.clone();
         async move {
+            let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let reply = answer(&line, &String::from_utf8_lossy(&bytes));
             let body: Body = StreamBody::new(
                 futures::stream::iter(reply.chunks)
                     .then(|(delay, text)| async move {

@@ -1,12 +1,13 @@
 //! The load generator as a Job in the cluster, aimed at the api Service's ClusterIP
 //! (through kube-proxy, as any client pod's traffic goes). Its `RunResult` comes back
-//! through its log: `zerodrop-load run --out -` prints it between two marker lines.
+//! through its log: `zerodrop-load run --out -` prints it as checksummed chunk lines
+//! ([`zerodrop_load::wire`]), which survive the kubelet's line limit, other output in
+//! between, and a log stream that was reopened or read twice.
 
 use anyhow::{bail, Context, Result};
 use zerodrop_load::{Profile, RunResult};
 
-pub const BEGIN: &str = "--- zerodrop-load result ---";
-pub const END: &str = "--- end ---";
+pub use zerodrop_load::wire::{BEGIN, END};
 
 /// `zerodrop-load` arguments for `profile` against `target` (`host:port`).
 pub fn args(profile: &Profile, target: &str, job_prefix: &str) -> Vec<String> {
@@ -43,27 +44,17 @@ pub fn args(profile: &Profile, target: &str, job_prefix: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// The result between the markers of a load pod's log (the JSON may have been split
-/// over several lines by the container runtime; they are joined back).
+/// The result in a load pod's log; when there is none, the error shows the log's
+/// last lines (what the generator said instead).
 pub fn extract_result(log: &str) -> Result<RunResult> {
-    let mut lines = log.lines();
-    if !lines.by_ref().any(|l| l.trim_end() == BEGIN) {
-        let tail: Vec<&str> = log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
-        bail!("the load generator's log has no result (no `{BEGIN}` line); its last lines:\n{}", tail.join("\n"));
-    }
-    let mut json = String::new();
-    let mut ended = false;
-    for l in lines {
-        if l.trim_end() == END {
-            ended = true;
-            break;
+    match zerodrop_load::wire::decode(log) {
+        Ok(r) => Ok(r),
+        Err(zerodrop_load::wire::WireError::NoHeader) => {
+            let tail: Vec<&str> = log.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
+            bail!("the load generator's log has no result (no `{BEGIN}` line); its last lines:\n{}", tail.join("\n"))
         }
-        json.push_str(l);
+        Err(e) => Err(e).context("reading the load generator's result from its log"),
     }
-    if !ended {
-        bail!("the load generator's result was cut off (no `{END}` line)");
-    }
-    serde_json::from_str(&json).context("parsing the load generator's result")
 }
 
 /// A Job name unique to this run and stage (DNS-1123, at most 63 characters).
@@ -119,15 +110,18 @@ mod tests {
             late_sends: 3,
             connections_opened: 64,
         };
-        let json = serde_json::to_string(&r).unwrap();
-        let (head, tail) = json.split_at(json.len() / 2);
-        let log = format!("200 rps for 37s to 10.96.0.12:80\n   1s  sent 200  ok 200  errors 0\ntotal 7400  failed 0 (0.00%)\n{BEGIN}\n{head}\n{tail}\n{END}\n");
+        let wire = zerodrop_load::wire::encode(&r).unwrap();
+        let log = format!(
+            "200 rps for 37s to 10.96.0.12:80\n   1s  sent 200  ok 200  errors 0\ntotal 7400  failed 0 (0.00%)\n{wire}"
+        );
         let back = extract_result(&log).unwrap();
         assert_eq!(back.accepted_jobs, r.accepted_jobs);
         assert_eq!(back.started_unix_ms, r.started_unix_ms);
         let err = extract_result("200 rps for 37s\nerror: connection refused\n").unwrap_err().to_string();
         assert!(err.contains("error: connection refused"), "{err}");
-        assert!(extract_result(&format!("{BEGIN}\n{head}")).is_err());
+        let cut: String = wire.lines().take(1).map(|l| format!("{l}\n")).collect();
+        let err = format!("{:#}", extract_result(&cut).unwrap_err());
+        assert!(err.contains("chunks [1] of 1 are missing"), "{err}");
     }
 
     #[test]

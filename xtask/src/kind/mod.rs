@@ -8,6 +8,7 @@
 //! Everything the report needs comes out through the [`Platform`] interface; nothing
 //! downstream knows which platform produced it.
 
+pub mod access;
 pub mod apply;
 pub mod cluster;
 pub mod endpoints;
@@ -18,6 +19,7 @@ pub mod guardian;
 pub mod load_job;
 pub mod log_stream;
 pub mod objects;
+pub mod placement;
 pub mod plan;
 pub mod pods;
 pub mod prereq;
@@ -208,8 +210,9 @@ impl Session {
         Session { opts, cluster_started: false }
     }
 
-    /// Creates the cluster (unless --context), builds the images and loads them (or,
-    /// with --registry, pushes them).
+    /// Creates the cluster (unless --context), checks the cluster (version, RBAC)
+    /// before any image is built, then builds the images and loads them (or, with
+    /// --registry, pushes them).
     pub async fn setup(&mut self) -> Result<()> {
         let cmds = cluster::setup_commands(&self.opts)?;
         if self.opts.creates_cluster() {
@@ -217,10 +220,14 @@ impl Session {
             std::fs::write(&path, zerodrop_manifests::kind_cluster_config())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
-        for c in cmds {
-            if c == cluster::create_cluster(&self.opts) {
-                self.cluster_started = true;
-            }
+        let create = cluster::create_cluster(&self.opts);
+        let (first, rest): (Vec<_>, Vec<_>) = cmds.into_iter().partition(|c| *c == create);
+        for c in first {
+            self.cluster_started = true;
+            tokio::task::spawn_blocking(move || c.run()).await.context("a setup command's thread failed")??;
+        }
+        check_cluster(&self.opts).await?;
+        for c in rest {
             tokio::task::spawn_blocking(move || c.run()).await.context("a setup command's thread failed")??;
         }
         Ok(())
@@ -270,16 +277,31 @@ pub async fn connect(context: &str) -> Result<Client> {
 
 /// What the report says about propagation on a cluster: nothing here applies a
 /// delay; the cluster's own, measured per api pod from its deletion (pod watch) to
-/// its endpoint leaving the api Service's EndpointSlices (slice watch).
+/// its endpoint leaving the api Service's EndpointSlices (slice watch). That is the
+/// control plane's view; clients see the change later, and the text says so.
 pub fn measured_propagation(delays_ms: &[i64]) -> crate::report::model::Propagation {
     crate::report::model::Propagation {
         configured_ms: None,
         measured: crate::report::model::MeasuredDelay::of(delays_ms),
-        what: "the cluster's own delay from an api pod turning terminating (pod watch) to its endpoint leaving the \
-               api Service's EndpointSlices (EndpointSlice watch), on the runner's clock; kube-proxy's rule \
-               update after that is not observed"
+        what: "the cluster's own delay from an api pod turning terminating (pod watch) to its endpoint turning \
+               not-ready or leaving the api Service's EndpointSlices (EndpointSlice watch), on the runner's clock. \
+               This is the control plane: clients stop reaching the pod only once kube-proxy on their own node has \
+               rewritten its rules, later and not observed here, so this understates what clients see; the pods' \
+               `listener_closed` log step (connections accepted after termination began) is the pod-side measure"
             .into(),
     }
+}
+
+/// [`measured_propagation`] with where the load ran (see [`placement`]).
+pub fn measured_propagation_placed(
+    delays_ms: &[i64],
+    placements: &[placement::Placement],
+) -> crate::report::model::Propagation {
+    let mut p = measured_propagation(delays_ms);
+    if let Some(s) = placement::summary(placements) {
+        p.what = format!("{}; {s}", p.what);
+    }
+    p
 }
 
 /// Stops every log stream and watch of a stage (`stop`) and waits for them to end.
@@ -321,6 +343,21 @@ async fn confirm_started(pods: &Api<Pod>, shared: &Shared, job: &str) -> Result<
     Ok(())
 }
 
+/// What the cluster must allow before minutes go into image builds: a Kubernetes
+/// new enough for the manifests, and every permission the run uses.
+pub async fn check_cluster(opts: &KindOptions) -> Result<()> {
+    let ctx = opts.context_name();
+    let client = connect(&ctx).await?;
+    let v = server_version(&client, &ctx).await?;
+    access::preflight(&client, &ctx, &opts.namespace).await?;
+    eprintln!(
+        "[kind] context {ctx}: Kubernetes {}; all {} permissions the run needs are granted",
+        v.git_version,
+        access::NEEDS.len()
+    );
+    Ok(())
+}
+
 /// The API server's version, refused when older than the manifests need
 /// ([`prereq::MIN_KUBERNETES`]).
 pub async fn server_version(client: &Client, ctx: &str) -> Result<k8s_openapi::apimachinery::pkg::version::Info> {
@@ -356,6 +393,8 @@ pub struct KindPlatform {
     fleet: Option<Fleet>,
     /// Terminating -> endpoint-removed delay (ms) of every api pod of every stage so far.
     removal_delays: Vec<i64>,
+    /// Where each stage's load pod ran relative to its api pods.
+    placements: Vec<placement::Placement>,
 }
 
 const DEPLOYMENTS: [&str; 2] = ["api", "worker"];
@@ -410,6 +449,7 @@ impl KindPlatform {
             roll_timeout,
             fleet: None,
             removal_delays: Vec::new(),
+            placements: Vec::new(),
         })
     }
 
@@ -456,7 +496,7 @@ impl Platform for KindPlatform {
     }
 
     fn propagation(&self) -> Option<crate::report::model::Propagation> {
-        Some(measured_propagation(&self.removal_delays))
+        Some(measured_propagation_placed(&self.removal_delays, &self.placements))
     }
 
     fn database_url(&self) -> &str {
@@ -608,8 +648,14 @@ impl Platform for KindPlatform {
     async fn finish_stage(&mut self) -> Result<Observed> {
         let Some(f) = self.fleet.take() else { return Ok(Observed::default()) };
         // What the stage showed, before the teardown adds its own kills.
-        let (mut events, endpoints, pod_logs) =
-            f.shared.with(|s| (s.events.clone(), s.samples.clone(), s.pod_logs.clone()));
+        let (mut events, endpoints, pod_logs, placed) = f.shared.with(|s| {
+            let placed = s.load.job.is_some().then(|| placement::Placement::of(s.load.node.as_deref(), &s.api_nodes));
+            (s.events.clone(), s.samples.clone(), s.pod_logs.clone(), placed)
+        });
+        if let Some(p) = placed {
+            eprintln!("[kind] {}: {}", f.stage.name, p.describe());
+            self.placements.push(p);
+        }
         endpoints::annotate_removals(&mut events);
         events.sort_by_key(|e| e.unix_ms);
         // The stage ends here: the log streams are cut and the watches stopped before
@@ -669,9 +715,8 @@ mod tests {
     #[tokio::test]
     async fn a_load_job_is_silent_only_if_its_whole_log_is_empty() {
         let full = format!(
-            "200 rps for 37s to 10.96.0.12:80\n   1s  sent 200  ok 200  errors 0\n{}\n{{}}\n{}\n",
+            "200 rps for 37s to 10.96.0.12:80\n   1s  sent 200  ok 200  errors 0\n{} 1 chunks, 2 bytes, fnv1a64 0 ---\n",
             load_job::BEGIN,
-            load_job::END
         );
         let body = full.clone();
         let (client, requests) = fake_api::client(move |req| {
@@ -699,6 +744,26 @@ mod tests {
         assert!(err.contains("ended before printing anything: exit code 0"), "{err}");
         assert!(err.contains("whole log is empty"), "{err}");
         let _ = std::fs::remove_file(&path);
+    }
+
+    /// Issue #8, item 6: the report says the delay is the control plane's, what
+    /// clients see instead, and where the load ran.
+    #[test]
+    fn the_propagation_says_what_was_measured_and_where_the_load_ran() {
+        let api: std::collections::BTreeSet<String> = ["zerodrop-worker".to_string()].into();
+        let placed = [placement::Placement::of(Some("zerodrop-worker2"), &api)];
+        let p = measured_propagation_placed(&[4, 38, 12], &placed);
+        assert_eq!(p.measured.map(|m| (m.p50_ms, m.max_ms, m.n)), Some((12, 38, 3)));
+        assert_eq!(p.configured_ms, None, "nothing on a cluster applies a delay");
+        for words in [
+            "This is the control plane",
+            "kube-proxy on their own node",
+            "understates what clients see",
+            "listener_closed",
+            "without api pods in 1 of 1 stages",
+        ] {
+            assert!(p.what.contains(words), "`{words}` missing: {}", p.what);
+        }
     }
 
     #[test]

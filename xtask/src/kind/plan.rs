@@ -84,6 +84,31 @@ pub fn stage_env(run_id: &str, profile: &ExperimentProfile, stage: &Stage, index
     }
 }
 
+/// (workload, image) for every pod the run starts: the base objects, both apps in
+/// both entrypoint forms (stages differ in the form), the load Job and the guardian.
+pub fn workload_images(opts: &KindOptions) -> Result<Vec<(String, String)>> {
+    use super::objects::images;
+    let render = opts.render_options("-", "-");
+    let mut out = Vec::new();
+    for o in Rendered::all(&zerodrop_manifests::base(&render)) {
+        out.extend(images(&o.json).into_iter().map(|i| (format!("deployment {}", o.name), i)));
+    }
+    for app in zerodrop_manifests::App::ALL {
+        for form in [zerodrop_stages::Entrypoint::Shell, zerodrop_stages::Entrypoint::Init] {
+            let which = match form {
+                zerodrop_stages::Entrypoint::Shell => "shell-form stages",
+                zerodrop_stages::Entrypoint::Init => "init stages",
+            };
+            out.push((format!("deployment {} ({which})", app.name()), render.app_image(app, form)));
+        }
+    }
+    out.push(("job load-<stage>-<run>".into(), render.load_image()));
+    for o in guardian::objects(opts)? {
+        out.extend(images(&o.json).into_iter().map(|i| (format!("deployment {}", o.name), i)));
+    }
+    Ok(out)
+}
+
 pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) -> Result<Plan> {
     opts.validate()?;
     let mut p = Plan::default();
@@ -93,6 +118,10 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
     } else {
         p.api("`docker` on PATH (`kind` is not needed); `docker info` answers; services/Dockerfile exists");
     }
+    p.api(format!(
+        "this run's own namespace: {} (every object below goes there; deleted and waited for at the end)",
+        opts.namespace
+    ));
     match &opts.context {
         None => p.api(format!("no kind cluster named `{}` exists yet (`kind get clusters`)", opts.cluster)),
         Some(ctx) if opts.uses_kind_cli() => {
@@ -110,21 +139,36 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
         ));
     }
 
-    p.section("Cluster and images");
-    let setup = cluster::setup_commands(opts)?;
+    p.section("Cluster");
+    let create = cluster::create_cluster(opts);
+    let (first, builds): (Vec<_>, Vec<_>) = cluster::setup_commands(opts)?.into_iter().partition(|c| *c == create);
     if opts.creates_cluster() {
         p.steps.push(Step::Write {
             path: opts.config_path().display().to_string(),
             contents: zerodrop_manifests::kind_cluster_config(),
         });
     }
-    p.steps.extend(setup.into_iter().map(Step::Run));
+    p.steps.extend(first.into_iter().map(Step::Run));
     p.api(format!(
-        "connect with kube-rs to context {} (rustls + ring); read the server version: Kubernetes {}.{} or newer (the preStop `sleep` action), else stop",
+        "connect with kube-rs to context {} (rustls + ring); read the server version: Kubernetes {}.{} or newer (the preStop `sleep` action), else stop before any image is built",
         opts.context_name(),
         super::prereq::MIN_KUBERNETES.0,
         super::prereq::MIN_KUBERNETES.1
     ));
+
+    p.section(format!(
+        "RBAC preflight: one SelfSubjectAccessReview each; any denied one stops the run, naming all that are ({} checks)",
+        super::access::NEEDS.len()
+    ));
+    for n in super::access::NEEDS {
+        p.api(format!("may {} — {}", n.describe(&opts.namespace), n.why));
+    }
+
+    p.section("Images (every workload's, as the pods name them)");
+    for (workload, image) in workload_images(opts)? {
+        p.api(format!("{workload}: {image}"));
+    }
+    p.steps.extend(builds.into_iter().map(Step::Run));
 
     p.section("Broker and database");
     p.apply("the base objects", &zerodrop_manifests::base(&opts.render_options("-", "-")));
@@ -162,7 +206,8 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
         p.api(format!("    {}", rollout::restart_patch("<now, RFC 3339>")));
         p.api("wait for both rollouts (rollout condition), then for every terminating pod to exit");
         p.api(format!(
-            "wait for the Job's pod to end; parse its log between `{}` and `{}`",
+            "wait for the Job's pod to end; reassemble the result from the checksummed chunk lines between `{} ...` \
+             and `{}` of its log (read again whole if the followed copy lacks a chunk)",
             load_job::BEGIN,
             load_job::END
         ));
@@ -195,4 +240,69 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
         ));
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use zerodrop_stages::StageName;
+
+    fn plan(context: Option<&str>, registry: Option<&str>) -> String {
+        let opts = KindOptions::new(
+            context.map(String::from),
+            false,
+            "20261123-130150".into(),
+            "t1".into(),
+            PathBuf::from("/nonexistent/zerodrop-plan"),
+        )
+        .with_registry(registry.map(String::from));
+        build(&opts, &ExperimentProfile::quick(), &[Stage::get(StageName::Naive)]).unwrap().render()
+    }
+
+    /// Issue #8's must-show for `--dry-run`: the run's namespace, the RBAC preflight
+    /// with every verb, the version check before the first image build, and every
+    /// workload's image under --registry (RabbitMQ and PostgreSQL included).
+    #[test]
+    fn the_dry_run_shows_namespace_preflight_version_check_and_every_image() {
+        let text = plan(Some("prod"), Some("registry.local:5000/lab"));
+        assert!(text.contains("this run's own namespace: zerodrop-20261123-130150"), "{text}");
+        for n in crate::kind::access::NEEDS {
+            let line = format!("- may {} — {}", n.describe("zerodrop-20261123-130150"), n.why);
+            assert!(text.contains(&line), "missing `{line}`");
+        }
+        assert!(text.contains("may create pods/portforward in namespace zerodrop-20261123-130150"));
+        assert!(text.contains("may delete namespaces cluster-wide"));
+        let version = text.find("read the server version: Kubernetes 1.30 or newer").unwrap();
+        let preflight = text.find("## RBAC preflight").unwrap();
+        let first_build = text.find("$ (cd ").unwrap();
+        assert!(version < preflight && preflight < first_build, "checked before any image is built:\n{text}");
+        for (workload, image) in [
+            ("deployment rabbitmq", "registry.local:5000/lab/rabbitmq:3.13-alpine"),
+            ("deployment postgres", "registry.local:5000/lab/postgres:16-alpine"),
+            ("deployment api (shell-form stages)", "registry.local:5000/lab/zerodrop-api:shell-t1"),
+            ("deployment api (init stages)", "registry.local:5000/lab/zerodrop-api:init-t1"),
+            ("deployment worker (shell-form stages)", "registry.local:5000/lab/zerodrop-worker:shell-t1"),
+            ("deployment worker (init stages)", "registry.local:5000/lab/zerodrop-worker:init-t1"),
+            ("job load-<stage>-<run>", "registry.local:5000/lab/zerodrop-load:t1"),
+            ("deployment api-guardian", "registry.local:5000/lab/zerodrop-api:init-t1"),
+        ] {
+            assert!(text.contains(&format!("- {workload}: {image}\n")), "missing {workload}: {image} in\n{text}");
+        }
+        // A kind cluster created here: the cluster first, then the checks, then builds.
+        let text = plan(None, None);
+        let create = text.find("$ kind create cluster").unwrap();
+        assert!(create < text.find("read the server version").unwrap());
+        assert!(text.contains("- deployment rabbitmq: rabbitmq:3.13-alpine\n"), "{text}");
+    }
+
+    #[test]
+    fn every_workload_requests_resources() {
+        let opts = KindOptions::new(None, false, "r".into(), "t".into(), PathBuf::from("/nonexistent"));
+        let text = plan(None, None);
+        let requests = text.matches("requests:").count();
+        // rabbitmq, postgres, api, worker, the load Job, the guardian.
+        assert_eq!(requests, 6, "{text}");
+        assert_eq!(workload_images(&opts).unwrap().len(), 8);
+    }
 }

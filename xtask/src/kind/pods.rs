@@ -305,6 +305,9 @@ fn on_pod(
             if new {
                 s.pod_logs.push(PodLog { pod: f.name.clone(), app, path: path.clone() });
             }
+            if let (Some(node), "api") = (&f.node, app) {
+                s.api_nodes.insert(node.clone());
+            }
             if log_ready(f) && s.streaming.insert(f.name.clone()) {
                 let task = spawn_log_stream(api.clone(), f.name.clone(), path.clone(), None, stop.clone());
                 s.log_tasks.push(task);
@@ -317,6 +320,9 @@ fn on_pod(
             }
             if l.pod.as_deref() == Some(f.name.as_str()) {
                 l.waiting = f.waiting.clone();
+                if f.node.is_some() {
+                    l.node = f.node.clone();
+                }
                 if l.exit.is_none() {
                     l.exit = f.terminated.clone();
                 }

@@ -31,6 +31,8 @@ pub struct StageState {
     pub pre_stop_ms: u64,
     /// Watches that completed their first list.
     pub synced: u32,
+    /// Nodes the stage's api pods were scheduled on.
+    pub api_nodes: std::collections::BTreeSet<String>,
 }
 
 /// The load generator's pod, once its Job exists.
@@ -38,6 +40,8 @@ pub struct StageState {
 pub struct LoadState {
     pub job: Option<String>,
     pub pod: Option<String>,
+    /// The node the load pod was scheduled on.
+    pub node: Option<String>,
     pub log_path: Option<PathBuf>,
     /// The generator wrote its first line: requests are flowing.
     pub started: bool,
