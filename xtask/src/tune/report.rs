@@ -240,13 +240,21 @@ pub fn verdict(sum: &[SettingSummary]) -> String {
         ));
     }
     if let (Some(t), Some(x)) = (get("tuned"), get("too-short")) {
-        let apart = x.failed.ci95[0] > t.failed.ci95[1];
-        out.push(format!(
-            "Too short: {} refused connections, {} failed requests; {}.",
+        let above = |a: &Rate, b: &Rate| a.ci95[0] > b.ci95[1];
+        let say = |apart: bool| if apart { "its interval lies above the tuned one's" } else { "its interval overlaps the tuned one's: not a detectable difference" };
+        let mut line = format!(
+            "Too short: {} refused connections and {} failed requests in the keep-alive load ({})",
             x.refused.k,
             x.failed.k,
-            if apart { "its failure rate's interval lies above the tuned one's" } else { "its interval overlaps the tuned one's: not a detectable difference" }
-        ));
+            say(above(&x.failed, &t.failed))
+        );
+        if let (Some(xf), Some(tf)) = (x.fresh_failed, t.fresh_failed) {
+            line += &format!(
+                "; {} of {} fresh-connection requests failed against {} of {} tuned ({})",
+                xf.k, xf.n, tf.k, tf.n, say(above(&xf, &tf))
+            );
+        }
+        out.push(line + ".");
     }
     out.join(" ")
 }
