@@ -106,7 +106,8 @@ async fn run_kind(a: Args) -> Result<()> {
     let profile = ExperimentProfile::tune();
     let run_id = workspace::run_id();
     let out = out_dir(&a, &run_id);
-    let opts = crate::kind::KindOptions::new(a.context.clone(), false, run_id.clone(), run_id.to_lowercase(), out.clone());
+    let opts =
+        crate::kind::KindOptions::new(a.context.clone(), false, run_id.clone(), run_id.to_lowercase(), out.clone());
     crate::kind::prereq::check(&crate::kind::prereq::System::default(), &opts)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut session = crate::kind::Session::new(opts);

@@ -144,12 +144,7 @@ impl Service {
                     // delays were drawn for them.
                     let after = pending.iter().filter(|p| p.1 == pod.name).map(|p| p.0).max();
                     let at = sync_at(epoch, Instant::now() + delays.delay(&pod.name));
-                    pending.push((
-                        after.map_or(at, |a| a.max(at)),
-                        pod.name.clone(),
-                        pod.addr,
-                        eligible,
-                    ));
+                    pending.push((after.map_or(at, |a| a.max(at)), pod.name.clone(), pod.addr, eligible));
                 }
             }
             let now = Instant::now();
@@ -229,7 +224,10 @@ mod tests {
         let stop = CancellationToken::new();
         let scripts = Arc::new(Mutex::new(Vec::new()));
         let plane = Dataplane::Capture(scripts.clone());
-        let svc = Service::new(PropagationModel::constant(Duration::from_millis(1000)), rec.clone(), stop.clone(), plane).await.unwrap();
+        let svc =
+            Service::new(PropagationModel::constant(Duration::from_millis(1000)), rec.clone(), stop.clone(), plane)
+                .await
+                .unwrap();
         let programmed = || scripts.lock().unwrap().clone();
         assert_eq!(programmed(), [nft::render(nft::VIP, &[])], "an empty Service is programmed at once");
         let old = Pod::fake("old", 1, true);
