@@ -232,7 +232,7 @@ async fn run_local(a: Args) -> Result<()> {
         backends.database_url.clone(),
         lab.bin_dir.clone(),
         isolation,
-        profile.propagation_delay,
+        profile.propagation,
         lab.run().to_string(),
     );
     // Ctrl-C abandons the running stage: the private servers are released below, and
@@ -321,7 +321,7 @@ async fn run_stages<P: Platform>(
             cooldown_s: p.cooldown.as_secs() as u32,
             api_replicas: p.api_replicas,
             worker_replicas: p.worker_replicas,
-            propagation_delay_ms: p.propagation_delay.as_millis() as u64,
+            propagation_delay_ms: p.propagation.mean().as_millis() as u64,
             job_backlog: p.job_backlog,
             api_capacity: p.api_capacity,
             propagation,

@@ -89,7 +89,7 @@ async fn run_local(a: Args) -> Result<()> {
         backends.database_url.clone(),
         lab.bin_dir.clone(),
         isolation,
-        profile.propagation_delay,
+        profile.propagation,
         lab.run().to_string(),
     );
     let result = tokio::select! {
@@ -106,7 +106,8 @@ async fn run_kind(a: Args) -> Result<()> {
     let profile = ExperimentProfile::tune();
     let run_id = workspace::run_id();
     let out = out_dir(&a, &run_id);
-    let opts = crate::kind::KindOptions::new(a.context.clone(), false, run_id.clone(), run_id.to_lowercase(), out.clone());
+    let opts =
+        crate::kind::KindOptions::new(a.context.clone(), false, run_id.clone(), run_id.to_lowercase(), out.clone());
     crate::kind::prereq::check(&crate::kind::prereq::System::default(), &opts)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut session = crate::kind::Session::new(opts);
@@ -177,7 +178,7 @@ async fn tune<P: Platform>(a: &Args, run_id: &str, out: &Path, platform: P, prof
             cooldown_s: p.cooldown.as_secs() as u32,
             api_replicas: p.api_replicas,
             worker_replicas: p.worker_replicas,
-            propagation_delay_ms: p.propagation_delay.as_millis() as u64,
+            propagation_delay_ms: p.propagation.mean().as_millis() as u64,
             job_backlog: p.job_backlog,
             api_capacity: p.api_capacity,
             propagation,

@@ -86,7 +86,7 @@ async fn serve(stage: Stage, p: ExperimentProfile, backends: &Backends, bin_dir:
     let cfg = FleetConfig {
         api_replicas: p.api_replicas,
         worker_replicas: p.worker_replicas,
-        propagation_delay: p.propagation_delay,
+        propagation: p.propagation,
         bin_dir,
         log_dir: logs.clone(),
         base_env: vec![

@@ -1,6 +1,7 @@
 //! The experiment's timings and load, defined once. The same profile is applied to
 //! every stage of a run and written into the report.
 
+use crate::local::propagation::PropagationModel;
 use std::time::Duration;
 use zerodrop_load::{Mix, Profile};
 
@@ -17,8 +18,9 @@ pub struct ExperimentProfile {
     pub worker_replicas: u32,
     /// Request slots per api instance.
     pub api_capacity: u32,
-    /// How late the Service learns that a pod stopped (or started) being routable.
-    pub propagation_delay: Duration,
+    /// How late the Service learns that a pod stopped (or started) being routable:
+    /// a distribution (per-node skew + per-sync jitter), not one constant.
+    pub propagation: PropagationModel,
     /// In-transaction work per job in the worker.
     pub job_work: Duration,
     /// Jobs already queued when the load starts (published by the runner, with
@@ -41,7 +43,14 @@ impl ExperimentProfile {
             // Headroom: ~7 requests in flight per pod in steady state, so a full
             // instance is rare enough for the steady window to stay clean.
             api_capacity: 24,
-            propagation_delay: Duration::from_millis(1500),
+            // 1.0–2.0 s, 1.5 s on average (the constant it replaces).
+            propagation: PropagationModel {
+                base: Duration::from_millis(1000),
+                nodes: 3,
+                node_skew_max: Duration::from_millis(600),
+                sync_jitter: Duration::from_millis(400),
+                seed: 42,
+            },
             job_work: Duration::from_millis(250),
             // 3 workers apply 12 jobs/s, 6/s arrive: this backlog lasts through the
             // deploy and holds more work per worker than its 5 s drain budget.
@@ -71,7 +80,7 @@ impl ExperimentProfile {
         p.steady = steady;
         p.roll = roll;
         p.cooldown = cooldown;
-        p.propagation_delay = Duration::from_secs(2);
+        p.propagation.base = Duration::from_millis(1500);
         p.load.rate_per_sec = 300;
         // 9 jobs/s against 12/s of workers: the backlog drains at 3/s, so it is
         // still there when the later deploy comes and gone soon after the load.

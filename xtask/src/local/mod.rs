@@ -11,6 +11,7 @@ mod nft_kernel_tests;
 pub mod platform;
 pub mod pod;
 pub mod probe;
+pub mod propagation;
 pub mod recorder;
 pub mod service;
 
@@ -31,7 +32,7 @@ use zerodrop_stages::Stage;
 pub struct FleetConfig {
     pub api_replicas: u32,
     pub worker_replicas: u32,
-    pub propagation_delay: Duration,
+    pub propagation: propagation::PropagationModel,
     pub bin_dir: PathBuf,
     pub log_dir: PathBuf,
     /// Environment common to every pod (broker, database, queue, schema ...).
@@ -67,7 +68,7 @@ impl Fleet {
         }
         let stop = CancellationToken::new();
         let plane = Dataplane::Nft { vip: cfg.vip };
-        let service = Service::new(cfg.propagation_delay, rec.clone(), stop.clone(), plane).await?;
+        let service = Service::new(cfg.propagation, rec.clone(), stop.clone(), plane).await?;
         let api = Deployment { replicas: cfg.api_replicas, revision: 1, pods: Vec::new() };
         let worker = Deployment { replicas: cfg.worker_replicas, revision: 1, pods: Vec::new() };
         let mut fleet = Fleet { cfg, stage, rec, service, stop, api, worker, seq: 0, terminations: Vec::new() };

@@ -100,9 +100,14 @@ impl Conn {
 async fn service(pods: &[&Arc<Pod>]) -> (Arc<Service>, CancellationToken) {
     let stop = CancellationToken::new();
     let plane = Dataplane::Nft { vip: VIP };
-    let svc = Service::new(Duration::ZERO, Arc::new(Recorder::default()), stop.clone(), plane)
-        .await
-        .expect("programming nftables (is `nft` installed?)");
+    let svc = Service::new(
+        super::propagation::PropagationModel::constant(Duration::ZERO),
+        Arc::new(Recorder::default()),
+        stop.clone(),
+        plane,
+    )
+    .await
+    .expect("programming nftables (is `nft` installed?)");
     for p in pods {
         svc.watch((*p).clone());
     }

@@ -18,7 +18,7 @@ pub struct LocalPlatform {
     database_url: String,
     bin_dir: PathBuf,
     isolation: Isolation,
-    propagation_delay: Duration,
+    propagation: super::propagation::PropagationModel,
     fleet: Option<Fleet>,
     rec: Arc<Recorder>,
     log_dir: PathBuf,
@@ -32,7 +32,7 @@ impl LocalPlatform {
         database_url: String,
         bin_dir: PathBuf,
         isolation: Isolation,
-        propagation_delay: Duration,
+        propagation: super::propagation::PropagationModel,
         lab_run: String,
     ) -> Self {
         LocalPlatform {
@@ -40,7 +40,7 @@ impl LocalPlatform {
             database_url,
             bin_dir,
             isolation,
-            propagation_delay,
+            propagation,
             fleet: None,
             rec: Arc::new(Recorder::default()),
             log_dir: PathBuf::new(),
@@ -60,9 +60,9 @@ impl Platform for LocalPlatform {
 
     fn propagation(&self) -> Option<crate::report::model::Propagation> {
         Some(crate::report::model::Propagation {
-            configured_ms: Some(self.propagation_delay.as_millis() as u64),
+            configured_ms: Some(self.propagation.mean().as_millis() as u64),
             measured: None,
-            what: "the local Service applies every endpoint change this late".into(),
+            what: format!("the local Service applies each endpoint change {}", self.propagation.describe()),
         })
     }
 
@@ -80,7 +80,7 @@ impl Platform for LocalPlatform {
         let cfg = FleetConfig {
             api_replicas: env.api_replicas,
             worker_replicas: env.worker_replicas,
-            propagation_delay: self.propagation_delay,
+            propagation: self.propagation,
             bin_dir: self.bin_dir.clone(),
             log_dir: log_dir.to_path_buf(),
             base_env: vec![

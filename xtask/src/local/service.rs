@@ -1,11 +1,13 @@
 //! The Service: its endpoints are the ready, non-terminating api pods, as seen by a
-//! kube-proxy that learns every change `propagation_delay` late. What it has learned
+//! kube-proxy that learns every change late, by a delay drawn from a
+//! [`PropagationModel`] (per-node skew + per-sync jitter). What it has learned
 //! it programs into the kernel (nftables DNAT on a virtual IP, see nft.rs): new
 //! connections are spread over endpoints at connect time by the kernel; established
 //! ones stay where they are (conntrack).
 
 use super::nft;
 use super::pod::Pod;
+use super::propagation::PropagationModel;
 use super::recorder::Recorder;
 use crate::report::model::PodEventKind;
 use anyhow::Result;
@@ -31,7 +33,7 @@ pub struct Service {
     /// What kube-proxy has programmed: the endpoints new connections can reach.
     routable: Mutex<Vec<(String, SocketAddr)>>,
     pods: Mutex<Vec<Arc<Pod>>>,
-    propagation_delay: Duration,
+    propagation: PropagationModel,
     rec: Arc<Recorder>,
     dataplane: Dataplane,
     /// Serialises programming; `true` once closed, so that a sync still in flight when
@@ -43,7 +45,7 @@ impl Service {
     /// Programs an empty Service (so a missing `nft` or missing privileges fail here,
     /// before any pod starts) and starts the sync loop.
     pub async fn new(
-        propagation_delay: Duration,
+        propagation: PropagationModel,
         rec: Arc<Recorder>,
         stop: CancellationToken,
         dataplane: Dataplane,
@@ -51,7 +53,7 @@ impl Service {
         let svc = Arc::new(Service {
             routable: Mutex::new(Vec::new()),
             pods: Mutex::new(Vec::new()),
-            propagation_delay,
+            propagation,
             rec,
             dataplane,
             closed: tokio::sync::Mutex::new(false),
@@ -116,7 +118,7 @@ impl Service {
     }
 
     /// The endpoint-slice controller and kube-proxy in one loop: each change of a pod's
-    /// eligibility reaches the kernel's rules `propagation_delay` later.
+    /// eligibility reaches the kernel's rules one drawn propagation delay later.
     async fn sync_loop(self: Arc<Self>, stop: CancellationToken) {
         // pod -> (eligible as last seen, pending changes: (apply at, eligible)).
         let mut seen: HashMap<String, bool> = HashMap::new();
@@ -127,6 +129,7 @@ impl Service {
         let mut removed: Vec<String> = Vec::new();
         let mut dirty = false;
         let epoch = Instant::now();
+        let mut delays = self.propagation.sampler();
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         while !stop.is_cancelled() {
             tick.tick().await;
@@ -137,12 +140,11 @@ impl Service {
                     && !pod.exited.load(Ordering::SeqCst);
                 let prev = seen.insert(pod.name.clone(), eligible).unwrap_or(false);
                 if prev != eligible {
-                    pending.push((
-                        sync_at(epoch, Instant::now() + self.propagation_delay),
-                        pod.name.clone(),
-                        pod.addr,
-                        eligible,
-                    ));
+                    // A pod's changes land in the order they happened, whatever
+                    // delays were drawn for them.
+                    let after = pending.iter().filter(|p| p.1 == pod.name).map(|p| p.0).max();
+                    let at = sync_at(epoch, Instant::now() + delays.delay(&pod.name));
+                    pending.push((after.map_or(at, |a| a.max(at)), pod.name.clone(), pod.addr, eligible));
                 }
             }
             let now = Instant::now();
@@ -222,7 +224,10 @@ mod tests {
         let stop = CancellationToken::new();
         let scripts = Arc::new(Mutex::new(Vec::new()));
         let plane = Dataplane::Capture(scripts.clone());
-        let svc = Service::new(Duration::from_millis(1000), rec.clone(), stop.clone(), plane).await.unwrap();
+        let svc =
+            Service::new(PropagationModel::constant(Duration::from_millis(1000)), rec.clone(), stop.clone(), plane)
+                .await
+                .unwrap();
         let programmed = || scripts.lock().unwrap().clone();
         assert_eq!(programmed(), [nft::render(nft::VIP, &[])], "an empty Service is programmed at once");
         let old = Pod::fake("old", 1, true);

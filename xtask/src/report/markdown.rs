@@ -517,7 +517,8 @@ fn propagation(p: &crate::report::model::ExperimentProfile) -> String {
                 let configured = configured.map(|c| format!("; configured {c} ms")).unwrap_or_default();
                 format!("measured p50 {} ms, max {} ms over {} pods: {}{configured}", m.p50_ms, m.max_ms, m.n, pr.what)
             }
-            (None, Some(c)) => applied(c),
+            (None, Some(c)) if pr.what.is_empty() => applied(c),
+            (None, Some(c)) => format!("{c} ms on average: {}", pr.what),
             (None, None) => format!("not measured: {}", pr.what),
         },
     }

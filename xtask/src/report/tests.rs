@@ -488,9 +488,19 @@ fn the_propagation_line_is_what_the_platform_measured_or_applies() {
     r.profile.propagation = Some(Propagation {
         configured_ms: Some(1500),
         measured: None,
-        what: "the local Service applies every endpoint change this late".into(),
+        what: String::new(),
     });
     assert_eq!(line(&r), "| Propagation delay | 1500 ms (Service keeps routing to a terminating pod) |");
+    // The local platform names its distribution.
+    r.profile.propagation = Some(Propagation {
+        configured_ms: Some(1500),
+        measured: None,
+        what: "the local Service applies each endpoint change 1000 ms + per-node skew U[0, 600) ms".into(),
+    });
+    assert_eq!(
+        line(&r),
+        "| Propagation delay | 1500 ms on average: the local Service applies each endpoint change 1000 ms + per-node skew U[0, 600) ms |"
+    );
     // The kind platform's, from the recorded EndpointSlices' 14, 31 and 22 ms.
     r.profile.propagation = Some(crate::kind::measured_propagation(&[14, 31, 22]));
     let kind = line(&r);

@@ -60,7 +60,12 @@ pub struct SettingRun {
     pub pod_logs_dir: String,
 }
 
-pub fn summarise(setting: &'static str, repeat: u32, run: &StageRun, fresh: Option<super::fresh::FreshCounts>) -> SettingRun {
+pub fn summarise(
+    setting: &'static str,
+    repeat: u32,
+    run: &StageRun,
+    fresh: Option<super::fresh::FreshCounts>,
+) -> SettingRun {
     let w = zerodrop_load::window_stats(&run.load.records, run.roll.from_us, run.roll.to_us);
     let c = |k: Class| w.by_class.get(k.key()).copied().unwrap_or(0);
     SettingRun {
@@ -112,7 +117,8 @@ pub fn summaries(settings: &[Setting], runs: &[SettingRun]) -> Vec<SettingSummar
         .iter()
         .map(|s| {
             let mine: Vec<&SettingRun> = runs.iter().filter(|r| r.setting == s.name).collect();
-            let pool = |f: fn(&SettingRun) -> u64| stats::pooled(&mine.iter().map(|r| (f(r), r.requests)).collect::<Vec<_>>());
+            let pool =
+                |f: fn(&SettingRun) -> u64| stats::pooled(&mine.iter().map(|r| (f(r), r.requests)).collect::<Vec<_>>());
             let fresh: Vec<(u64, u64)> = mine.iter().filter_map(|r| r.fresh.map(|f| (f.failed(), f.total))).collect();
             SettingSummary {
                 setting: s.name,
@@ -168,7 +174,8 @@ mod tests {
 
     #[test]
     fn three_settings_share_everything_but_pre_stop_and_fit_their_grace() {
-        let r = Recommendation { pre_stop_ms: 5900, drain_budget_ms: 1000, grace_ms: 14_000, too_short_pre_stop_ms: 1000 };
+        let r =
+            Recommendation { pre_stop_ms: 5900, drain_budget_ms: 1000, grace_ms: 14_000, too_short_pre_stop_ms: 1000 };
         let s = settings(&r, 5000);
         assert_eq!(s.iter().map(|s| s.name).collect::<Vec<_>>(), ["tuned", "folklore-15s", "too-short"]);
         assert_eq!(s.iter().map(|s| s.over.pre_stop_ms.unwrap()).collect::<Vec<_>>(), [5900, 15_000, 1000]);

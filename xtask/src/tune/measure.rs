@@ -62,7 +62,12 @@ pub fn terminations(run: &StageRun) -> Vec<Termination> {
 
 /// Latency (ms) of every request answered 2xx in the run.
 pub fn ok_latencies_ms(run: &StageRun) -> Vec<f64> {
-    run.load.records.iter().filter(|r| r.class == zerodrop_load::Class::Ok).map(|r| r.latency_us as f64 / 1000.0).collect()
+    run.load
+        .records
+        .iter()
+        .filter(|r| r.class == zerodrop_load::Class::Ok)
+        .map(|r| r.latency_us as f64 / 1000.0)
+        .collect()
 }
 
 #[cfg(test)]

@@ -47,7 +47,8 @@ pub async fn trial<P: Platform>(ctx: &mut RunCtx<P>, stage: Stage, k: u32, rate:
     let run = run?;
     // Counted over the deploy window only, as the load's own counts are.
     let origin = run.load.started_unix_ms as i64;
-    let fresh = log.map(|l| l.counts(origin + (run.roll.from_us / 1000) as i64, origin + (run.roll.to_us / 1000) as i64));
+    let fresh =
+        log.map(|l| l.counts(origin + (run.roll.from_us / 1000) as i64, origin + (run.roll.to_us / 1000) as i64));
     Ok(Trial { run, fresh })
 }
 
@@ -82,7 +83,12 @@ pub async fn measure<P: Platform>(ctx: &mut RunCtx<P>, stage: &Stage, plan: &Pla
         let t = trial(ctx, stage.clone(), *k, plan.fresh_rate).await?;
         *k += 1;
         let got = measure::terminations(&t.run);
-        let terminated = t.run.events.iter().filter(|e| e.app == "api" && e.kind == crate::report::model::PodEventKind::Terminating).count();
+        let terminated = t
+            .run
+            .events
+            .iter()
+            .filter(|e| e.app == "api" && e.kind == crate::report::model::PodEventKind::Terminating)
+            .count();
         unmeasured += terminated.saturating_sub(got.len()) as u32;
         terms.extend(got);
         lat.extend(measure::ok_latencies_ms(&t.run));

@@ -84,9 +84,21 @@ pub fn markdown(r: &TuneReport) -> String {
         p.load.rate_per_sec, p.load.mix.fast, p.load.mix.slow, p.load.mix.job, p.load.fast_ms, p.load.slow_ms,
         p.load.max_connections, p.load.seed
     );
-    let _ = writeln!(s, "| fresh-connection client | {} req/s, one new connection each (`Connection: close`) |", m.fresh_rate);
-    let _ = writeln!(s, "| replicas | {} api, {} worker; {} request slots per api pod |", p.api_replicas, p.worker_replicas, p.api_capacity);
-    let _ = writeln!(s, "| windows | warm-up {} s, steady {} s, deploy window {} s, cool-down {} s |", p.warmup_s, p.steady_s, r.roll_s, p.cooldown_s);
+    let _ = writeln!(
+        s,
+        "| fresh-connection client | {} req/s, one new connection each (`Connection: close`) |",
+        m.fresh_rate
+    );
+    let _ = writeln!(
+        s,
+        "| replicas | {} api, {} worker; {} request slots per api pod |",
+        p.api_replicas, p.worker_replicas, p.api_capacity
+    );
+    let _ = writeln!(
+        s,
+        "| windows | warm-up {} s, steady {} s, deploy window {} s, cool-down {} s |",
+        p.warmup_s, p.steady_s, r.roll_s, p.cooldown_s
+    );
     let _ = writeln!(s, "| endpoint propagation | {} |", propagation_line(&p.propagation));
 
     let _ = writeln!(s, "\n## Measured deregistration delay\n");
@@ -131,7 +143,11 @@ pub fn markdown(r: &TuneReport) -> String {
     let _ = writeln!(s, "| knob | value | rule |\n|---|---|---|");
     let p99 = m.dereg_ms.map(|d| d.p99).unwrap_or(0.0);
     let lat99 = m.latency_ms.map(|d| d.p99).unwrap_or(0.0);
-    let _ = writeln!(s, "| preStop | {} ms | 3 × deregistration p99 ({p99:.0} ms), rounded up to 100 ms |", rec.pre_stop_ms);
+    let _ = writeln!(
+        s,
+        "| preStop | {} ms | 3 × deregistration p99 ({p99:.0} ms), rounded up to 100 ms |",
+        rec.pre_stop_ms
+    );
     let _ = writeln!(s, "| deregistration wait (app) | 0 ms | preStop alone holds the pod in service |");
     let _ = writeln!(
         s,
@@ -235,18 +251,40 @@ pub fn verdict(sum: &[SettingSummary]) -> String {
             t.failed.k,
             if t.failed.k == 0 { "(zero loss)" } else { "(not zero)" },
             t.deploy_window_s.median,
-            if t.deploy_window_s.max < f.deploy_window_s.min { "shorter in every repeat than" } else { "not shorter in every repeat than" },
+            if t.deploy_window_s.max < f.deploy_window_s.min {
+                "shorter in every repeat than"
+            } else {
+                "not shorter in every repeat than"
+            },
             f.deploy_window_s.median
         ));
     }
     if let (Some(t), Some(x)) = (get("tuned"), get("too-short")) {
-        let apart = x.failed.ci95[0] > t.failed.ci95[1];
-        out.push(format!(
-            "Too short: {} refused connections, {} failed requests; {}.",
+        let above = |a: &Rate, b: &Rate| a.ci95[0] > b.ci95[1];
+        let say = |apart: bool| {
+            if apart {
+                "its interval lies above the tuned one's"
+            } else {
+                "its interval overlaps the tuned one's: not a detectable difference"
+            }
+        };
+        let mut line = format!(
+            "Too short: {} refused connections and {} failed requests in the keep-alive load ({})",
             x.refused.k,
             x.failed.k,
-            if apart { "its failure rate's interval lies above the tuned one's" } else { "its interval overlaps the tuned one's: not a detectable difference" }
-        ));
+            say(above(&x.failed, &t.failed))
+        );
+        if let (Some(xf), Some(tf)) = (x.fresh_failed, t.fresh_failed) {
+            line += &format!(
+                "; {} of {} fresh-connection requests failed against {} of {} tuned ({})",
+                xf.k,
+                xf.n,
+                tf.k,
+                tf.n,
+                say(above(&xf, &tf))
+            );
+        }
+        out.push(line + ".");
     }
     out.join(" ")
 }
@@ -260,32 +298,57 @@ pub fn svg(r: &TuneReport) -> String {
     let top = pod.iter().chain(&plat).copied().fold(rec.pre_stop_ms as f64, f64::max) * 1.1;
     let x = |v: f64| x0 + (x1 - x0) * (v / top).min(1.0);
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="260" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="260" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="{w}" height="260" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{x0}" y="20" font-size="14">{}: deregistration delay per terminated api pod (ms after termination began)</text>"#, r.run_id.replace(['<', '>', '&'], ""));
-    for (i, (label, vals, colour)) in [("pod side", &pod, "#1f77b4"), ("platform", &plat, "#7f7f7f")].iter().enumerate() {
+    let _ = writeln!(
+        s,
+        r#"<text x="{x0}" y="20" font-size="14">{}: deregistration delay per terminated api pod (ms after termination began)</text>"#,
+        r.run_id.replace(['<', '>', '&'], "")
+    );
+    for (i, (label, vals, colour)) in [("pod side", &pod, "#1f77b4"), ("platform", &plat, "#7f7f7f")].iter().enumerate()
+    {
         let y = 70.0 + 50.0 * i as f64;
         let _ = writeln!(s, r#"<text x="4" y="{}">{label}</text>"#, y + 4.0);
         for (j, v) in vals.iter().enumerate() {
             let dy = ((j * 7) % 21) as f64 - 10.0;
-            let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}" fill-opacity="0.7"/>"#, x(*v), y + dy);
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}" fill-opacity="0.7"/>"#,
+                x(*v),
+                y + dy
+            );
         }
     }
-    let mut marks = vec![("too short", rec.too_short_pre_stop_ms as f64, "#d62728"), ("tuned preStop", rec.pre_stop_ms as f64, "#2ca02c")];
+    let mut marks = vec![
+        ("too short", rec.too_short_pre_stop_ms as f64, "#d62728"),
+        ("tuned preStop", rec.pre_stop_ms as f64, "#2ca02c"),
+    ];
     if let Some(d) = m.dereg_ms {
         marks.push(("p99", d.p99, "#1f77b4"));
     }
     for (i, (label, v, colour)) in marks.iter().enumerate() {
         let xv = x(*v);
-        let _ = writeln!(s, r#"<line x1="{xv:.1}" y1="40" x2="{xv:.1}" y2="200" stroke="{colour}" stroke-dasharray="4 3"/>"#);
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{}" fill="{colour}">{label} {v:.0}</text>"#, xv + 3.0, 50.0 + 12.0 * i as f64);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{xv:.1}" y1="40" x2="{xv:.1}" y2="200" stroke="{colour}" stroke-dasharray="4 3"/>"#
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{}" fill="{colour}">{label} {v:.0}</text>"#,
+            xv + 3.0,
+            50.0 + 12.0 * i as f64
+        );
     }
     let _ = writeln!(s, r#"<line x1="{x0}" y1="210" x2="{x1}" y2="210" stroke="black"/>"#);
     for k in 0..=5 {
         let v = top * k as f64 / 5.0;
         let _ = writeln!(s, r#"<text x="{:.1}" y="226" text-anchor="middle">{v:.0}</text>"#, x(v));
     }
-    let _ = writeln!(s, r#"<text x="{x1}" y="250" text-anchor="end">folklore preStop: 15000 ms (off this scale)</text>"#);
+    let _ =
+        writeln!(s, r#"<text x="{x1}" y="250" text-anchor="end">folklore preStop: 15000 ms (off this scale)</text>"#);
     s += "</svg>\n";
     s
 }
