@@ -47,13 +47,13 @@ mod tests {
     async fn the_listen_backlog_is_the_one_asked_for() {
         let l = super::bind("127.0.0.1:0".parse().unwrap(), 7).unwrap();
         let port = l.local_addr().unwrap().port();
-        // /proc/net/tcp: a listening socket's tx_queue column is its backlog.
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        let row = table
-            .lines()
-            .find(|r| r.split_whitespace().nth(1).is_some_and(|a| a.ends_with(&format!(":{port:04X}"))))
-            .expect("the socket is listed");
-        let queues = row.split_whitespace().nth(4).unwrap();
-        assert_eq!(queues.split(':').next().map(|tx| u32::from_str_radix(tx, 16).unwrap()), Some(7), "{row}");
+        // For a listening socket `ss` shows the backlog as Send-Q (from inet_diag).
+        let out = std::process::Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2) is installed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let send_q = text.split_whitespace().nth(2).and_then(|v| v.parse::<u32>().ok());
+        assert_eq!(send_q, Some(7), "{text}");
     }
 }

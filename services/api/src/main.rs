@@ -5,9 +5,11 @@ mod capacity;
 mod config;
 mod conn_cost;
 mod error;
+mod long_op;
 mod metrics;
 mod publisher;
 mod routes;
+mod stream;
 mod version;
 
 use anyhow::Context;

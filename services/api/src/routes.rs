@@ -40,6 +40,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/stream", get(crate::stream::stream))
+        .route("/long-op", post(crate::long_op::long_op))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -51,7 +53,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such route; try GET /work?ms=N, POST /jobs, /healthz, /readyz, /metrics")
+    ApiError::new(StatusCode::NOT_FOUND, "no such route; try GET /work?ms=N, POST /jobs, GET /stream, POST /long-op?ms=N, /healthz, /readyz, /metrics")
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -1,6 +1,6 @@
 //! The kernel's own view of the accept queue: for a listening socket, /proc/net/tcp
-//! shows the connections waiting to be accepted (rx_queue) and the backlog that
-//! bounds them (tx_queue); /proc/net/netstat counts the SYNs dropped because it was
+//! shows the connections waiting to be accepted (rx_queue; the bound itself, the
+//! backlog, is only in inet_diag, as `ss -lt` shows); /proc/net/netstat counts the SYNs dropped because it was
 //! full (ListenOverflows, ListenDrops). Both are per network namespace, so the runner
 //! reads the lab's.
 
@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 pub struct ListenQueue {
     pub addr: SocketAddrV4,
     pub queued: u32,
-    pub backlog: u32,
 }
 
 /// One sampling tick over every api listener.
@@ -26,7 +25,6 @@ pub struct QueueTick {
     pub total: u32,
     /// The longest single queue.
     pub max: u32,
-    pub backlog: u32,
 }
 
 /// Reads the listening sockets on one port.
@@ -61,7 +59,6 @@ impl Reader {
                     unix_ms: crate::platform::now_ms(),
                     total: qs.iter().map(|q| q.queued).sum(),
                     max: qs.iter().map(|q| q.queued).max().unwrap_or(0),
-                    backlog: qs.iter().map(|q| q.backlog).max().unwrap_or(0),
                 };
                 if let Ok(mut t) = out.lock() {
                     t.push(tick);
@@ -73,7 +70,8 @@ impl Reader {
 }
 
 /// LISTEN rows (state 0A) on `port`: `sl local rem st tx_queue:rx_queue ...`, the
-/// address in the kernel's byte order as hex.
+/// address in the kernel's byte order as hex; for a listener rx_queue is the number
+/// of connections waiting in the accept queue.
 pub fn parse_tcp(table: &str, port: u16) -> Vec<ListenQueue> {
     table
         .lines()
@@ -90,12 +88,8 @@ pub fn parse_tcp(table: &str, port: u16) -> Vec<ListenQueue> {
                 return None;
             }
             let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_ne_bytes());
-            let (tx, rx) = queues.split_once(':')?;
-            Some(ListenQueue {
-                addr: SocketAddrV4::new(ip, p),
-                queued: u32::from_str_radix(rx, 16).ok()?,
-                backlog: u32::from_str_radix(tx, 16).ok()?,
-            })
+            let (_, rx) = queues.split_once(':')?;
+            Some(ListenQueue { addr: SocketAddrV4::new(ip, p), queued: u32::from_str_radix(rx, 16).ok()? })
         })
         .collect()
 }
@@ -120,13 +114,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn listen_rows_on_the_port_give_queue_and_backlog() {
+    fn listen_rows_on_the_port_give_the_accept_queue() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
    0: 01014D7F:1F90 00000000:0000 0A 00000080:00000011 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
    1: 01014D7F:1F90 0100607F:0050 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
    2: 0100007F:2382 00000000:0000 0A 00000400:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n";
         let q = parse_tcp(table, 8080);
-        assert_eq!(q, vec![ListenQueue { addr: "127.77.1.1:8080".parse().unwrap(), queued: 17, backlog: 128 }]);
+        assert_eq!(q, vec![ListenQueue { addr: "127.77.1.1:8080".parse().unwrap(), queued: 17 }]);
     }
 
     #[test]

@@ -227,7 +227,7 @@ mod tests {
     fn buckets_and_cold_pod_groups_count_what_happened() {
         let r = result();
         let cold: BTreeSet<String> = ["new".to_string()].into();
-        let ticks = [QueueTick { unix_ms: 1_000_000 + 10_030, total: 40, max: 30, backlog: 128 }];
+        let ticks = [QueueTick { unix_ms: 1_000_000 + 10_030, total: 40, max: 30 }];
         let i = Input {
             name: "at-once",
             close: "at-once",
