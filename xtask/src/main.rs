@@ -1,6 +1,7 @@
 //! `cargo xtask`: the zerodrop runner. See ARCHITECTURE.md for the map.
 
 mod alongside;
+mod cmd_canary;
 mod cmd_client;
 mod cmd_experiment;
 mod cmd_kill_mid_job;
@@ -15,6 +16,7 @@ mod local;
 mod platform;
 mod profile;
 mod progress;
+mod progressive;
 mod report;
 mod workspace;
 
@@ -58,6 +60,8 @@ enum Cmd {
     Logs(cmd_up::LogsArgs),
     /// Stop the fleet started by `up`.
     Down,
+    /// Canary of v2 beside v1 behind HAProxy: sample-sized steps, gates, automatic rollback.
+    Canary(cmd_canary::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,6 +84,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Status => cmd_up::control("status").await,
             Cmd::Logs(a) => cmd_up::logs(a),
             Cmd::Down => cmd_up::control("down").await,
+            Cmd::Canary(a) => cmd_canary::run(a).await,
         }
     });
     match result {
