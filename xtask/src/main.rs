@@ -1,6 +1,7 @@
 //! `cargo xtask`: the zerodrop runner. See ARCHITECTURE.md for the map.
 
 mod alongside;
+mod cmd_blue_green;
 mod cmd_canary;
 mod cmd_client;
 mod cmd_experiment;
@@ -62,6 +63,8 @@ enum Cmd {
     Down,
     /// Canary of v2 beside v1 behind HAProxy: sample-sized steps, gates, automatic rollback.
     Canary(cmd_canary::Args),
+    /// Blue-green of v2 beside v1 behind HAProxy: smoke tests, atomic switch, bake, rollback.
+    BlueGreen(cmd_blue_green::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -85,6 +88,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Logs(a) => cmd_up::logs(a),
             Cmd::Down => cmd_up::control("down").await,
             Cmd::Canary(a) => cmd_canary::run(a).await,
+            Cmd::BlueGreen(a) => cmd_blue_green::run(a).await,
         }
     });
     match result {

@@ -33,6 +33,8 @@ pub struct Fleet {
     rec: Arc<Recorder>,
     started: Instant,
     ended: Vec<(String, Instant)>,
+    /// Each pod's last /metrics reading: a retired pod's counts outlive its process.
+    seen: std::sync::Mutex<std::collections::HashMap<String, Counts>>,
 }
 
 /// Both sides' counters at one instant: the routing tier's and the apps'.
@@ -93,7 +95,16 @@ impl Fleet {
         };
         let router = Haproxy::start(&layout, &log_dir.join("haproxy")).await?;
         router.wait_all_up(Duration::from_secs(15)).await?;
-        Ok(Fleet { stable, canary, router, stage, rec, started: Instant::now(), ended: Vec::new() })
+        Ok(Fleet {
+            stable,
+            canary,
+            router,
+            stage,
+            rec,
+            started: Instant::now(),
+            ended: Vec::new(),
+            seen: Default::default(),
+        })
     }
 
     pub fn router_addr(&self) -> SocketAddr {
@@ -103,8 +114,8 @@ impl Fleet {
     pub async fn snapshot(&self) -> Result<Snapshot> {
         Ok(Snapshot {
             router: self.router.stats().await?,
-            app_stable: sum(&self.stable).await?,
-            app_canary: sum(&self.canary).await?,
+            app_stable: self.sum(&self.stable).await?,
+            app_canary: self.sum(&self.canary).await?,
         })
     }
 
@@ -140,8 +151,23 @@ impl Fleet {
             .sum()
     }
 
-    pub fn events(&self) -> Vec<crate::platform::RawEvent> {
-        self.rec.events()
+    /// The apps' counters of one side. A pod on its way out (or gone) counts with its
+    /// last reading: what it served before exiting still happened.
+    async fn sum(&self, pods: &[Arc<Pod>]) -> Result<Counts> {
+        let mut total = Counts::default();
+        for p in pods {
+            let leaving = p.terminating.load(Ordering::SeqCst) || p.exited.load(Ordering::SeqCst);
+            let reading = match scrape::fetch(p.addr).await {
+                Ok(c) => c,
+                Err(e) if !leaving => return Err(e),
+                Err(_) => self.seen.lock().ok().and_then(|m| m.get(&p.name).cloned()).unwrap_or_default(),
+            };
+            total.add(&reading);
+            if let Ok(mut m) = self.seen.lock() {
+                m.insert(p.name.clone(), reading);
+            }
+        }
+        Ok(total)
     }
 
     pub async fn down(self) {
@@ -153,18 +179,6 @@ impl Fleet {
             p.kill_now().await;
         }
     }
-}
-
-/// The apps' counters of one side; a pod that has exited keeps its last reading.
-async fn sum(pods: &[Arc<Pod>]) -> Result<Counts> {
-    let mut total = Counts::default();
-    for p in pods {
-        if p.exited.load(Ordering::SeqCst) {
-            continue;
-        }
-        total.add(&scrape::fetch(p.addr).await?);
-    }
-    Ok(total)
 }
 
 async fn wait_ready<'a>(pods: impl Iterator<Item = &'a Arc<Pod>> + Clone, log_dir: &Path) -> Result<()> {

@@ -117,7 +117,7 @@ pub fn markdown(r: &CanaryReport) -> String {
             rb.breach_s, rb.to_zero_ms, rb.canary_quiet_ms
         );
     }
-    if let Some(b) = &r.blast_radius {
+    if let (Some(b), Some(_)) = (&r.blast_radius, &r.rollback) {
         let _ = writeln!(
             o,
             "## Blast radius\n\nThe bad version served **{} requests, {} of them failed**. An all-at-once rollout of the \
