@@ -1,6 +1,8 @@
 //! `cargo xtask`: the zerodrop runner. See ARCHITECTURE.md for the map.
 
 mod alongside;
+mod cmd_blue_green;
+mod cmd_canary;
 mod cmd_client;
 mod cmd_experiment;
 mod cmd_kill_mid_job;
@@ -16,6 +18,7 @@ mod local;
 mod platform;
 mod profile;
 mod progress;
+mod progressive;
 mod reconnect;
 mod report;
 mod tune;
@@ -68,6 +71,10 @@ enum Cmd {
     Logs(cmd_up::LogsArgs),
     /// Stop the fleet started by `up`.
     Down,
+    /// Canary of v2 beside v1 behind HAProxy: sample-sized steps, gates, automatic rollback.
+    Canary(cmd_canary::Args),
+    /// Blue-green of v2 beside v1 behind HAProxy: smoke tests, atomic switch, bake, rollback.
+    BlueGreen(cmd_blue_green::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -92,6 +99,8 @@ fn main() -> std::process::ExitCode {
             Cmd::Status => cmd_up::control("status").await,
             Cmd::Logs(a) => cmd_up::logs(a),
             Cmd::Down => cmd_up::control("down").await,
+            Cmd::Canary(a) => cmd_canary::run(a).await,
+            Cmd::BlueGreen(a) => cmd_blue_green::run(a).await,
         }
     });
     match result {

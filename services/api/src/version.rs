@@ -40,7 +40,8 @@ impl std::str::FromStr for Regression {
             return Ok(Regression::Errors(pct / 100.0));
         }
         if let Some(v) = t.strip_prefix("latency=") {
-            let ms: u64 = v.trim_start_matches('+').strip_suffix("ms").ok_or_else(shape)?.parse().map_err(|_| shape())?;
+            let ms: u64 =
+                v.trim_start_matches('+').strip_suffix("ms").ok_or_else(shape)?.parse().map_err(|_| shape())?;
             return Ok(Regression::Latency(Duration::from_millis(ms)));
         }
         Err(shape())

@@ -3,6 +3,7 @@
 
 pub mod deployment;
 mod guardian;
+pub mod haproxy;
 pub mod kubelet;
 pub mod netns;
 pub mod nft;

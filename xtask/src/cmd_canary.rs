@@ -1,0 +1,263 @@
+//! `cargo xtask canary`: v2 of the api beside v1 behind HAProxy, a staircase of
+//! weights each held for the sample a two-proportion z-test needs, gates at every
+//! step, automatic rollback to 0% with its time and blast radius.
+
+use crate::progressive::fleet::{self, Fleet, VersionSpec};
+use crate::progressive::gates::GateConfig;
+use crate::progressive::lab::{self, Lab};
+use crate::progressive::model::{BlastRadius, CanaryReport, Settings};
+use crate::progressive::stats::{human, plan_duration, Detect};
+use crate::progressive::{report, steps};
+use crate::{workspace, CheckFailed};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    /// The short profile: steps 5,10,25,50,100 at 250 req/s, detecting 0.1% vs 2%
+    /// (a few minutes on a 2-core machine).
+    #[arg(long)]
+    quick: bool,
+    /// v2's deliberate regression: `none`, `errors=2%`, `latency=+80ms`.
+    #[arg(long, default_value = "none")]
+    regression: String,
+    /// Canary weights in percent, comma-separated, down to 0.1 (default 1,5,10,25,50,100).
+    #[arg(long, value_delimiter = ',')]
+    steps: Option<Vec<f64>>,
+    /// Requests per second the load sends through the routing tier (default 300; quick 250).
+    #[arg(long)]
+    qps: Option<u32>,
+    /// The baseline error rate the sample is sized for, in percent.
+    #[arg(long, default_value_t = 0.1)]
+    baseline: f64,
+    /// The canary error rate that must be detected, in percent (default 1; quick 2).
+    #[arg(long)]
+    detect: Option<f64>,
+    #[arg(long, default_value_t = 0.05)]
+    alpha: f64,
+    #[arg(long, default_value_t = 0.8)]
+    power: f64,
+    /// The canary's p95 may exceed the baseline's by this many percent ...
+    #[arg(long, default_value_t = 50.0)]
+    p95_tolerance: f64,
+    /// ... or by this many ms, whichever is larger.
+    #[arg(long, default_value_t = 5.0)]
+    p95_floor_ms: f64,
+    /// A step is judged only with at least this many canary requests.
+    #[arg(long, default_value_t = 200)]
+    min_requests: u64,
+    /// Low-traffic guard: refuse when the steps below 100% would hold longer than this.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_duration: Option<Duration>,
+    /// api pods per version.
+    #[arg(long, default_value_t = 2)]
+    replicas: u32,
+    /// Exit 3 unless the outcome is this one (for CI): promoted, rolled-back, refused.
+    #[arg(long)]
+    expect: Option<Outcome>,
+    #[arg(long, default_value = "reports")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Outcome {
+    Promoted,
+    RolledBack,
+    Refused,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Promoted => "promoted",
+            Outcome::RolledBack => "rolled back",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+fn settings(a: &Args) -> Result<Settings> {
+    let steps = a.steps.clone().unwrap_or_else(|| {
+        if a.quick {
+            vec![5.0, 10.0, 25.0, 50.0, 100.0]
+        } else {
+            vec![1.0, 5.0, 10.0, 25.0, 50.0, 100.0]
+        }
+    });
+    if steps.is_empty() || steps.iter().any(|w| !(0.1..=100.0).contains(w) || (w * 10.0).fract() != 0.0) {
+        bail!("--steps: every weight must be between 0.1 and 100 in steps of 0.1 (HAProxy splits in permille), got {steps:?}");
+    }
+    if steps.windows(2).any(|p| p[1] <= p[0]) || steps.last() != Some(&100.0) {
+        bail!("--steps must rise and end at 100, got {steps:?}");
+    }
+    let detect = Detect {
+        baseline: a.baseline / 100.0,
+        detectable: a.detect.unwrap_or(if a.quick { 2.0 } else { 1.0 }) / 100.0,
+        alpha: a.alpha,
+        power: a.power,
+    };
+    if !(detect.detectable > detect.baseline && detect.detectable < 1.0 && detect.baseline >= 0.0) {
+        bail!("--detect must be above --baseline and below 100 (percent)");
+    }
+    if !(0.0 < a.alpha && a.alpha < 0.5 && 0.5 <= a.power && a.power < 1.0) {
+        bail!("--alpha must be in (0, 0.5) and --power in [0.5, 1)");
+    }
+    if a.replicas == 0 || a.replicas > 20 {
+        bail!("--replicas must be 1..=20");
+    }
+    Ok(Settings {
+        regression: a.regression.clone(),
+        steps_pct: steps,
+        qps: a.qps.unwrap_or(if a.quick { 250 } else { 300 }).clamp(1, 2000),
+        replicas: a.replicas,
+        detect,
+        gates: GateConfig {
+            alpha: a.alpha,
+            p95_tolerance_pct: a.p95_tolerance,
+            p95_floor_ms: a.p95_floor_ms,
+            min_requests: a.min_requests,
+        },
+        final_hold_s: if a.quick { 10.0 } else { 30.0 },
+        max_duration_s: a.max_duration.unwrap_or(Duration::from_secs(if a.quick { 300 } else { 1800 })).as_secs_f64(),
+    })
+}
+
+pub async fn run(a: Args) -> Result<()> {
+    let cfg = settings(&a)?;
+    let n = cfg.detect.sample_size();
+    let plan = plan_duration(n, cfg.qps as f64, &cfg.steps_pct);
+    let run_id = workspace::run_id();
+    let out_dir = lab::out_dir(&a.out, &run_id);
+    let mut r = CanaryReport {
+        run_id: run_id.clone(),
+        command: lab::command_line(),
+        started_at: lab::started_at(),
+        machine: crate::experiment::machine(),
+        settings: cfg.clone(),
+        sample_size: n,
+        plan: plan.clone(),
+        outcome: Outcome::Refused.as_str().into(),
+        steps: Vec::new(),
+        rollback: None,
+        blast_radius: None,
+        agreement: None,
+        load: None,
+        timeline: Vec::new(),
+        pod_seconds: 0.0,
+        wall_s: 0.0,
+    };
+    if plan.total_s > cfg.max_duration_s {
+        lab::create(&out_dir)?;
+        report::write(&r, &out_dir)?;
+        eprintln!(
+            "[canary] refused: {n} canary requests per step at {} req/s need {} over the steps below 100% (limit {}); \
+             use blue-green (bake {}) or larger steps. Report: {}",
+            cfg.qps,
+            human(plan.total_s),
+            human(cfg.max_duration_s),
+            human(plan.blue_green_bake_s),
+            out_dir.join("report.md").display()
+        );
+        return expect(a.expect, Outcome::Refused);
+    }
+    lab::ensure_inside().await?;
+    lab::create(&out_dir)?;
+    eprintln!(
+        "zerodrop canary {run_id}: regression {}, steps {:?}%, {} req/s, {n} canary requests per step (about {})",
+        cfg.regression,
+        cfg.steps_pct,
+        cfg.qps,
+        human(plan.total_s)
+    );
+    let lab = Lab::join(&run_id, &out_dir).await?;
+    let result = tokio::select! {
+        r2 = execute(&lab, &cfg, n, &out_dir, &mut r) => r2,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; partial logs kept in {}", out_dir.display())),
+    };
+    lab.release().await;
+    let outcome = result?;
+    report::write(&r, &out_dir)?;
+    eprintln!("[canary] {}: report {}", r.outcome, out_dir.join("report.md").display());
+    if let Some(ag) = &r.agreement {
+        if !ag.within_1pct {
+            return Err(CheckFailed(format!("HAProxy's and the apps' counts differ by {:.2}%", ag.max_diff_pct)).into());
+        }
+    }
+    if outcome == Outcome::Promoted && r.load.as_ref().is_some_and(|l| l.failed > 0) {
+        let failed = r.load.as_ref().map(|l| l.failed).unwrap_or(0);
+        return Err(CheckFailed(format!("promoted, but {failed} requests failed")).into());
+    }
+    expect(a.expect, outcome)
+}
+
+fn expect(want: Option<Outcome>, got: Outcome) -> Result<()> {
+    match want {
+        Some(w) if w != got => {
+            Err(CheckFailed(format!("the canary was {}, expected {}", got.as_str(), w.as_str())).into())
+        }
+        None if got != Outcome::Promoted => Err(CheckFailed(format!("the canary was {}", got.as_str())).into()),
+        _ => Ok(()),
+    }
+}
+
+async fn execute(
+    lab: &Lab,
+    cfg: &Settings,
+    n: u64,
+    out_dir: &std::path::Path,
+    r: &mut CanaryReport,
+) -> Result<Outcome> {
+    let v1 = VersionSpec { name: "v1", regression: "none".into() };
+    let v2 = VersionSpec { name: "v2", regression: cfg.regression.clone() };
+    let fleet = Fleet::up(&lab.backends, &lab.node.bin_dir, &fleet::log_dir(out_dir), cfg.replicas, &v1, &v2)
+        .await
+        .context("starting v1, v2 and HAProxy")?;
+    let outcome = drive(&fleet, cfg, n, r).await;
+    r.pod_seconds = fleet.pod_seconds();
+    fleet.down().await;
+    outcome
+}
+
+async fn drive(fleet: &Fleet, cfg: &Settings, n: u64, r: &mut CanaryReport) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let first = fleet.snapshot().await?;
+    let load_s = r.plan.total_s * 1.5 + cfg.final_hold_s + 25.0;
+    let load = lab::start_load(fleet, lab::profile(cfg.qps, Duration::from_secs_f64(load_s)));
+    let mut ticker = steps::Ticker::new(t0, first.clone());
+    // Traffic on v1 alone first: connections open, caches warm.
+    ticker.hold(fleet, Duration::from_secs(3)).await?;
+    let before_steps = ticker.tick(fleet).await?;
+    let (steps, rollback) = steps::run(fleet, cfg, n, &mut ticker).await?;
+    let at_decision = ticker.tick(fleet).await?;
+    let window_s = ticker.now_s() - steps.first().map(|s| s.start_s).unwrap_or(0.0);
+    eprintln!("[canary] waiting for the load to finish ({load_s:.0} s in all)");
+    while !load.is_finished() {
+        ticker.hold(fleet, Duration::from_secs(1)).await?;
+    }
+    let result = load.await.context("the load generator panicked")?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = ticker.tick(fleet).await?;
+    let canary_total = steps::delta(last.router.1, first.router.1);
+    let all = |s: &crate::progressive::fleet::Snapshot| s.router.0.requests + s.router.1.requests;
+    let rate =
+        if canary_total.requests == 0 { 0.0 } else { canary_total.http_5xx as f64 / canary_total.requests as f64 };
+    let fleet_requests = all(&at_decision) - all(&before_steps).min(all(&at_decision));
+    r.blast_radius = Some(BlastRadius {
+        canary_requests: canary_total.requests,
+        canary_errors: canary_total.http_5xx,
+        window_s,
+        all_at_once_requests: fleet_requests,
+        all_at_once_errors_expected: fleet_requests as f64 * rate,
+        how: "computed: the fleet's measured traffic over the canary's window times v2's measured error rate".into(),
+    });
+    r.agreement = Some(lab::agreement(&last, &first));
+    r.load = Some(lab::summarise(&result));
+    r.timeline = ticker.ticks;
+    r.wall_s = t0.elapsed().as_secs_f64();
+    let outcome = if rollback.is_some() { Outcome::RolledBack } else { Outcome::Promoted };
+    r.outcome = outcome.as_str().into();
+    r.steps = steps;
+    r.rollback = rollback;
+    Ok(outcome)
+}

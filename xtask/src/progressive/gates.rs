@@ -1,0 +1,103 @@
+//! The gates a canary step (or a blue-green bake) must pass: the canary's error rate
+//! against the baseline (two-proportion z-test), its p95 against the baseline's, and
+//! a minimum number of requests.
+
+use super::stats::{z_test, ZTest};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct GateConfig {
+    /// Significance of the z-test (two-sided).
+    pub alpha: f64,
+    /// The canary's p95 may exceed the baseline's by this many percent ...
+    pub p95_tolerance_pct: f64,
+    /// ... or by this many milliseconds, whichever is larger: at a 6 ms p95 read from
+    /// histogram buckets, 50% is 3 ms, less than the scheduling noise of a shared core.
+    pub p95_floor_ms: f64,
+    pub min_requests: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Gate {
+    pub name: &'static str,
+    pub pass: bool,
+    pub detail: String,
+}
+
+/// One side's numbers over a step: failures out of requests, and its p95.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed {
+    pub errors: u64,
+    pub requests: u64,
+    pub p95_ms: Option<f64>,
+}
+
+pub fn evaluate(cfg: &GateConfig, base: Observed, canary: Observed) -> (ZTest, Vec<Gate>) {
+    let z = z_test(base.errors, base.requests, canary.errors, canary.requests);
+    let worse = z.z > 0.0 && z.p < cfg.alpha;
+    let errors = Gate {
+        name: "error rate",
+        pass: !worse,
+        detail: format!("z = {:.2}, p = {} (breach when the canary is worse with p < {})", z.z, fmt_p(z.p), cfg.alpha),
+    };
+    let latency = match (base.p95_ms, canary.p95_ms) {
+        (Some(b), Some(c)) => {
+            let limit = (b * (1.0 + cfg.p95_tolerance_pct / 100.0)).max(b + cfg.p95_floor_ms);
+            Gate {
+                name: "p95",
+                pass: c <= limit,
+                detail: format!("canary {c:.1} ms vs baseline {b:.1} ms (limit {limit:.1} ms)"),
+            }
+        }
+        _ => Gate { name: "p95", pass: true, detail: "no latency observations on one side".into() },
+    };
+    let volume = Gate {
+        name: "minimum requests",
+        pass: canary.requests >= cfg.min_requests,
+        detail: format!("{} canary requests (minimum {})", canary.requests, cfg.min_requests),
+    };
+    (z, vec![errors, latency, volume])
+}
+
+pub fn fmt_p(p: f64) -> String {
+    if p < 1e-15 {
+        "< 1e-15".into()
+    } else if p < 1e-4 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: GateConfig = GateConfig { alpha: 0.05, p95_tolerance_pct: 50.0, p95_floor_ms: 5.0, min_requests: 200 };
+
+    fn obs(errors: u64, requests: u64, p95: f64) -> Observed {
+        Observed { errors, requests, p95_ms: Some(p95) }
+    }
+
+    #[test]
+    fn a_clean_canary_passes_every_gate() {
+        let (_, g) = evaluate(&CFG, obs(0, 9000, 6.0), obs(0, 450, 6.2));
+        assert!(g.iter().all(|g| g.pass), "{g:?}");
+    }
+
+    #[test]
+    fn each_gate_can_fail_on_its_own() {
+        let (z, g) = evaluate(&CFG, obs(0, 9000, 6.0), obs(9, 450, 6.0));
+        assert!(!g[0].pass && g[1].pass && g[2].pass && z.p < 1e-6, "{g:?}");
+        let (_, g) = evaluate(&CFG, obs(0, 9000, 6.0), obs(0, 450, 86.0));
+        assert!(g[0].pass && !g[1].pass && g[2].pass, "{g:?}");
+        let (_, g) = evaluate(&CFG, obs(0, 9000, 6.0), obs(0, 150, 6.0));
+        assert!(g[0].pass && g[1].pass && !g[2].pass, "{g:?}");
+    }
+
+    #[test]
+    fn a_canary_better_than_its_baseline_is_no_breach() {
+        let (z, g) = evaluate(&CFG, obs(30, 1000, 6.0), obs(0, 1000, 6.0));
+        assert!(z.z < 0.0 && z.p < 0.05 && g[0].pass, "{z:?}");
+    }
+}

@@ -1,0 +1,116 @@
+//! What `canary` and `blue-green` share: entering the lab, the private broker the api
+//! needs, the load through the routing tier, and the run's end (agreement, load).
+
+use super::fleet::{Fleet, Snapshot};
+use super::model::{Agreement, LoadSummary};
+use crate::infra::Backends;
+use crate::local::netns;
+use crate::workspace;
+use anyhow::{Context, Result};
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use zerodrop_load::{Class, Live, Mix, Profile, RunResult};
+
+/// Outside the lab: builds the services and re-runs this command inside a lab network
+/// namespace, exiting with its code. Inside: returns.
+pub async fn ensure_inside() -> Result<()> {
+    if !cfg!(target_os = "linux") {
+        anyhow::bail!("the local platform needs Linux (network and PID namespaces)");
+    }
+    if !netns::inside() {
+        let bin_dir = workspace::build_services()?;
+        let status = netns::run_in_lab(&bin_dir).await?;
+        std::process::exit(netns::exit_code(status));
+    }
+    Ok(())
+}
+
+pub fn out_dir(out: &Path, run_id: &str) -> PathBuf {
+    if out.is_absolute() {
+        out.join(run_id)
+    } else {
+        workspace::root().join(out).join(run_id)
+    }
+}
+
+/// The lab node and the private servers of one run.
+pub struct Lab {
+    pub node: netns::LabNode,
+    pub backends: Backends,
+}
+
+impl Lab {
+    pub async fn join(run_id: &str, out_dir: &Path) -> Result<Lab> {
+        let router: SocketAddrV4 = super::fleet::ROUTER.parse()?;
+        let node = netns::join(run_id, router).await?;
+        let backends = Backends::acquire(out_dir).await?;
+        eprintln!("[infra] {}", backends.describe());
+        Ok(Lab { node, backends })
+    }
+
+    pub async fn release(self) {
+        if let Err(e) = self.backends.release().await {
+            eprintln!("warning: stopping the private servers: {e:#}");
+        }
+    }
+}
+
+/// Fast requests only (`GET /work?ms=5`) at `qps`: the api's own endpoint, no jobs,
+/// so every request is judged on the same route.
+pub fn profile(qps: u32, duration: Duration) -> Profile {
+    Profile { rate_per_sec: qps, duration, mix: Mix { fast: 1, slow: 0, job: 0 }, ..Profile::default() }
+}
+
+pub fn start_load(fleet: &Fleet, profile: Profile) -> tokio::task::JoinHandle<RunResult> {
+    let resolver: Arc<dyn zerodrop_load::Resolver> = Arc::new(zerodrop_load::FixedResolver(fleet.router_addr()));
+    tokio::spawn(async move { zerodrop_load::run(&profile, resolver, "progressive", Arc::new(Live::new())).await })
+}
+
+pub fn summarise(load: &RunResult) -> LoadSummary {
+    let mut by_class = std::collections::BTreeMap::new();
+    for r in &load.records {
+        *by_class.entry(r.class.key().to_string()).or_insert(0u64) += 1;
+    }
+    LoadSummary {
+        rate_per_sec: load.profile.rate_per_sec,
+        total: load.records.len() as u64,
+        failed: load.records.iter().filter(|r| r.class != Class::Ok).count() as u64,
+        by_class,
+    }
+}
+
+/// HAProxy's counters against the apps' over the whole run.
+pub fn agreement(end: &Snapshot, start: &Snapshot) -> Agreement {
+    let rs = end.router.0.requests - start.router.0.requests.min(end.router.0.requests);
+    let rc = end.router.1.requests - start.router.1.requests.min(end.router.1.requests);
+    let re = (end.router.0.http_5xx + end.router.1.http_5xx)
+        .saturating_sub(start.router.0.http_5xx + start.router.1.http_5xx);
+    let s = end.app_stable.since(&start.app_stable);
+    let c = end.app_canary.since(&start.app_canary);
+    let diff = |a: u64, b: u64| if a.max(b) == 0 { 0.0 } else { a.abs_diff(b) as f64 * 100.0 / a.max(b) as f64 };
+    let max_diff_pct = diff(rs, s.requests).max(diff(rc, c.requests)).max(diff(rs + rc, s.requests + c.requests));
+    Agreement {
+        router_stable: rs,
+        app_stable: s.requests,
+        router_canary: rc,
+        app_canary: c.requests,
+        router_errors: re,
+        app_errors: s.errors_5xx + c.errors_5xx,
+        max_diff_pct,
+        within_1pct: max_diff_pct <= 1.0,
+    }
+}
+
+pub fn started_at() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+pub fn command_line() -> String {
+    format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "))
+}
+
+pub fn create(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+}

@@ -1,0 +1,14 @@
+//! Progressive delivery on the local platform: v1 and v2 of the api behind a real
+//! routing tier (HAProxy), a canary staircase judged by sample-size-aware gates with
+//! automatic rollback, and a blue-green switch. See docs/progressive-delivery.md.
+
+pub mod blue_green;
+pub mod fleet;
+pub mod gates;
+pub mod lab;
+pub mod model;
+pub mod report;
+pub mod scrape;
+pub mod smoke;
+pub mod stats;
+pub mod steps;

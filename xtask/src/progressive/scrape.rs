@@ -1,0 +1,149 @@
+//! The apps' side of the analysis: each pod's `/metrics`, read over plain HTTP and
+//! summed per version. Counts are of the routes the load uses (`/work`, `/jobs`);
+//! probes and scrapes are left out, as HAProxy never sees them either.
+
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const USER_ROUTES: [&str; 2] = ["/work", "/jobs"];
+
+/// Cumulative counts of one pod, or several summed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    pub requests: u64,
+    pub errors_5xx: u64,
+    /// Cumulative histogram of `/work`: upper bound (s) → count.
+    pub buckets: BTreeMap<u64, u64>,
+}
+
+/// `le` in nanoseconds, so buckets can key a map; +Inf is u64::MAX.
+fn le_key(le: &str) -> Option<u64> {
+    if le == "+Inf" {
+        return Some(u64::MAX);
+    }
+    le.parse::<f64>().ok().map(|s| (s * 1e9).round() as u64)
+}
+
+fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
+    let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+    let len = labels[start..].find('"')?;
+    Some(&labels[start..start + len])
+}
+
+/// Reads the counters the analysis needs out of the exposition text.
+pub fn parse(text: &str) -> Counts {
+    let mut c = Counts::default();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Ok(v) = value.parse::<f64>() else { continue };
+        let Some((name, labels)) = series.split_once('{') else { continue };
+        let route = label(labels, "route").unwrap_or("");
+        if name == "zerodrop_http_requests_total" && USER_ROUTES.contains(&route) {
+            c.requests += v as u64;
+            if label(labels, "status").is_some_and(|s| s.starts_with('5')) {
+                c.errors_5xx += v as u64;
+            }
+        } else if name == "zerodrop_http_request_duration_seconds_bucket" && route == "/work" {
+            if let Some(le) = label(labels, "le").and_then(le_key) {
+                *c.buckets.entry(le).or_default() += v as u64;
+            }
+        }
+    }
+    c
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.requests += o.requests;
+        self.errors_5xx += o.errors_5xx;
+        for (k, v) in &o.buckets {
+            *self.buckets.entry(*k).or_default() += v;
+        }
+    }
+
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|(k, v)| (*k, v.saturating_sub(earlier.buckets.get(k).copied().unwrap_or(0))))
+            .collect();
+        Counts {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors_5xx: self.errors_5xx.saturating_sub(earlier.errors_5xx),
+            buckets,
+        }
+    }
+
+    /// The p95 of `/work` in ms, interpolated linearly inside its bucket (the usual
+    /// `histogram_quantile`); None without observations.
+    pub fn p95_ms(&self) -> Option<f64> {
+        let total = *self.buckets.get(&u64::MAX)?;
+        if total == 0 {
+            return None;
+        }
+        let rank = 0.95 * total as f64;
+        let (mut lo_le, mut lo_count) = (0u64, 0u64);
+        for (&le, &count) in &self.buckets {
+            if count as f64 >= rank {
+                if le == u64::MAX {
+                    return Some(lo_le as f64 / 1e6);
+                }
+                let frac = if count > lo_count { (rank - lo_count as f64) / (count - lo_count) as f64 } else { 1.0 };
+                return Some((lo_le as f64 + frac * (le - lo_le) as f64) / 1e6);
+            }
+            (lo_le, lo_count) = (le, count);
+        }
+        None
+    }
+}
+
+/// GET http://addr/metrics with a plain HTTP/1.0 request (no client library needed).
+pub async fn fetch(addr: SocketAddr) -> Result<Counts> {
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: pod\r\n\r\n").await?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(2), work)
+        .await
+        .with_context(|| format!("{addr}/metrics did not answer within 2 s"))?
+        .with_context(|| format!("reading {addr}/metrics"))?;
+    let Some((head, body)) = raw.split_once("\r\n\r\n") else { bail!("{addr}/metrics: no HTTP body") };
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("{addr}/metrics answered {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(parse(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "# TYPE zerodrop_http_requests counter\n\
+        zerodrop_http_requests_total{route=\"/work\",status=\"200\"} 95\n\
+        zerodrop_http_requests_total{route=\"/work\",status=\"500\"} 5\n\
+        zerodrop_http_requests_total{route=\"/readyz\",status=\"200\"} 40\n\
+        zerodrop_http_request_duration_seconds_bucket{le=\"0.005\",route=\"/work\"} 0\n\
+        zerodrop_http_request_duration_seconds_bucket{le=\"0.01\",route=\"/work\"} 90\n\
+        zerodrop_http_request_duration_seconds_bucket{le=\"0.1\",route=\"/work\"} 100\n\
+        zerodrop_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"/work\"} 100\n\
+        # EOF\n";
+
+    #[test]
+    fn user_routes_are_counted_and_probes_left_out() {
+        let c = parse(TEXT);
+        assert_eq!((c.requests, c.errors_5xx), (100, 5));
+        // Rank 95 lies 5/10 of the way through the (10 ms, 100 ms] bucket.
+        let p95 = c.p95_ms().unwrap();
+        assert!((p95 - 55.0).abs() < 1e-9, "{p95}");
+        let d = c.since(&Counts::default());
+        assert_eq!(d, c);
+        assert_eq!(Counts::default().p95_ms(), None);
+    }
+}
