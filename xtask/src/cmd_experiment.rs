@@ -494,7 +494,7 @@ mod tests {
                     applied.extend(objs.iter().map(|o| (o.kind().to_string(), o.name().to_string())));
                 } else {
                     // The guardian Deployment is a modified render, serialised from JSON.
-                    let d: k8s_openapi::api::apps::v1::Deployment = serde_yaml::from_str(yaml).unwrap();
+                    let d: k8s_openapi::api::apps::v1::Deployment = serde_norway::from_str(yaml).unwrap();
                     applied.push(("Deployment".into(), d.metadata.name.unwrap()));
                 }
             }
