@@ -251,9 +251,17 @@ async fn run_local(a: Args) -> Result<()> {
 fn finish(report: Report, out_dir: &std::path::Path, assert: bool, known_gaps: &[StageName]) -> Result<()> {
     crate::report::write(&report, out_dir).context("writing the report")?;
     print_summary(&report, out_dir);
+    if let Some(i) = report.incomplete {
+        return Err(crate::exit::Incomplete {
+            stage: i.stage,
+            reason: i.reason,
+            report: out_dir.join("report.md").display().to_string(),
+        }
+        .into());
+    }
     if assert {
         if let Err(e) = assert_staircase(&report, known_gaps) {
-            return Err(crate::CheckFailed(format!("{e:#}")).into());
+            return Err(crate::exit::CheckFailed(format!("{e:#}")).into());
         }
     }
     Ok(())
@@ -278,14 +286,24 @@ async fn run_stages<P: Platform>(
     let started_at =
         time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     let mut runs = Vec::new();
+    let mut incomplete = None;
     let total = stages.len() * a.repeat as usize;
-    for repeat in 0..a.repeat {
+    'all: for repeat in 0..a.repeat {
         for (i, stage) in stages.iter().cloned().enumerate() {
             let name = stage.name;
             let index = repeat as usize * stages.len() + i;
             let of = if a.repeat > 1 { format!(" (repeat {}/{})", repeat + 1, a.repeat) } else { String::new() };
             eprintln!("[{name}] stage {}/{total}{of}", index + 1);
-            let run = ctx.run_stage(stage, index, repeat).await.with_context(|| format!("stage {name}{of}"))?;
+            let run = match ctx.run_stage(stage, index, repeat).await {
+                Ok(run) => run,
+                Err(e) => {
+                    // What ran so far is still measured data: it goes into a partial
+                    // report, and the exit code says the run is incomplete.
+                    eprintln!("[{name}] FAILED{of}: {e:#}");
+                    incomplete = Some(model::Incomplete { stage: name.to_string(), repeat, reason: format!("{e:#}") });
+                    break 'all;
+                }
+            };
             let roll = zerodrop_load::window_stats(&run.load.records, run.roll.from_us, run.roll.to_us);
             let steady = zerodrop_load::window_stats(&run.load.records, run.steady.from_us, run.steady.to_us);
             eprintln!(
@@ -295,12 +313,17 @@ async fn run_stages<P: Platform>(
             runs.push(run);
         }
     }
-    ctx.progress.phase("guardian exercise");
-    let guardian = match ctx.platform.guardian_exercise(&out_dir.join("logs/guardian")).await {
-        Ok(g) => Some(g),
-        Err(e) => {
-            eprintln!("warning: the guardian exercise failed: {e:#}");
-            None
+    let guardian = if incomplete.is_some() {
+        eprintln!("[guardian] skipped: a stage failed");
+        None
+    } else {
+        ctx.progress.phase("guardian exercise");
+        match ctx.platform.guardian_exercise(&out_dir.join("logs/guardian")).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("warning: the guardian exercise failed: {e:#}");
+                None
+            }
         }
     };
     let ctx_platform = ctx.platform.describe();
@@ -329,6 +352,7 @@ async fn run_stages<P: Platform>(
         stages: runs,
         repeats: a.repeat,
         guardian,
+        incomplete,
     })
 }
 
@@ -504,7 +528,7 @@ mod tests {
                     applied.extend(objs.iter().map(|o| (o.kind().to_string(), o.name().to_string())));
                 } else {
                     // The guardian Deployment is a modified render, serialised from JSON.
-                    let d: k8s_openapi::api::apps::v1::Deployment = serde_yaml::from_str(yaml).unwrap();
+                    let d: k8s_openapi::api::apps::v1::Deployment = serde_norway::from_str(yaml).unwrap();
                     applied.push(("Deployment".into(), d.metadata.name.unwrap()));
                 }
             }

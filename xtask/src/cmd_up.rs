@@ -1,25 +1,27 @@
 //! `cargo xtask up | rollout | status | logs | down`: a long-lived local fleet to poke
 //! at by hand. `up` runs in a lab network namespace of its own (local/netns.rs) and
 //! stays in the foreground as the control plane (Deployment controller, kubelet,
-//! Service); the other commands talk to it over a Unix control socket (a path, so it
-//! reaches into the namespace) named in target/zerodrop-up/state.json. The Service is
-//! kernel DNAT on a virtual IP inside the lab: `cargo xtask client -- curl ...`.
+//! Service); the other commands talk to it over a private Unix control socket
+//! (local/control.rs; a path, so it reaches into the namespace) named in
+//! target/zerodrop-up/state.json. The Service is kernel DNAT on a virtual IP inside the
+//! lab: `cargo xtask client -- curl ...`.
 
 use crate::infra::Backends;
+use crate::local::control::{self, Reply, Request};
 use crate::local::netns;
 use crate::local::nft::VIP;
 use crate::local::pod::Isolation;
 use crate::local::recorder::Recorder;
-use crate::local::{Fleet, FleetConfig};
+use crate::local::rollout::{Verdict, Watch};
+use crate::local::{follow, Fleet, FleetConfig};
 use crate::profile::ExperimentProfile;
 use crate::workspace;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use zerodrop_jobs::Topology;
@@ -34,8 +36,39 @@ pub struct UpArgs {
 
 #[derive(clap::Args)]
 pub struct LogsArgs {
-    /// A pod name (see `cargo xtask status`); without it, every pod's log file is listed.
+    /// A pod name (see `cargo xtask status`); without it, every pod's log file is
+    /// listed (or, with -f, every pod's log followed).
     pod: Option<String>,
+    /// Follow the log as it grows (and, without a pod, the logs of pods created
+    /// later) until Ctrl-C or the fleet goes down.
+    #[arg(short = 'f', long)]
+    follow: bool,
+}
+
+#[derive(clap::Args)]
+pub struct RolloutArgs {
+    /// Fail (exit 4) when the rollout makes no progress for this long, as a
+    /// Deployment's progressDeadlineSeconds.
+    #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
+    progress_deadline: Duration,
+    /// KEY=VALUE added to every pod's environment from the new revision on (as
+    /// `kubectl set env`); repeatable.
+    #[arg(long = "set-env", value_parser = parse_env)]
+    set_env: Vec<(String, String)>,
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Print the status again every second until Ctrl-C.
+    #[arg(short = 'w', long)]
+    watch: bool,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -103,11 +136,7 @@ async fn serve(stage: Stage, p: ExperimentProfile, backends: &Backends, bin_dir:
     };
     let fleet = Fleet::up(cfg, stage.clone(), Arc::new(Recorder::default())).await?;
     let stop = CancellationToken::new();
-    let control_path = workspace::target_dir().join("zerodrop-up/control.sock");
-    // A socket file left by an `up` that was killed would make bind fail.
-    let _ = std::fs::remove_file(&control_path);
-    let control = UnixListener::bind(&control_path)
-        .with_context(|| format!("binding the control socket {}", control_path.display()))?;
+    let (control, control_path) = control::bind(&workspace::target_dir().join("zerodrop-up/control"))?;
     let state = State {
         control: control_path.clone(),
         service: VIP.to_string(),
@@ -125,17 +154,20 @@ async fn serve(stage: Stage, p: ExperimentProfile, backends: &Backends, bin_dir:
     println!("then:     cargo xtask status | rollout | logs [POD] | down      (Ctrl-C here also stops it)");
 
     let fleet = Arc::new(Mutex::new(Some(fleet)));
+    let rolling = Arc::new(AtomicBool::new(false));
     loop {
         let (conn, _) = tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = stop.cancelled() => break,
             a = control.accept() => a?,
         };
-        let (fleet, stop) = (fleet.clone(), stop.clone());
+        let (fleet, stop, rolling) = (fleet.clone(), stop.clone(), rolling.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(conn, fleet, stop).await {
-                eprintln!("control: {e:#}");
-            }
+            let (req, reply) = match control::accept_request(conn).await {
+                Ok(r) => r,
+                Err(e) => return tracing::warn!(error = format!("{e:#}"), "control connection refused"),
+            };
+            handle(req, reply, fleet, stop, rolling).await;
         });
     }
     stop.cancel();
@@ -147,77 +179,146 @@ async fn serve(stage: Stage, p: ExperimentProfile, backends: &Backends, bin_dir:
     Ok(())
 }
 
-async fn handle(conn: UnixStream, fleet: Arc<Mutex<Option<Fleet>>>, stop: CancellationToken) -> Result<()> {
-    let (r, mut w) = conn.into_split();
-    let mut line = String::new();
-    BufReader::new(r).read_line(&mut line).await?;
-    let reply = match line.trim() {
-        "status" => {
-            let guard = fleet.lock().await;
-            let Some(f) = guard.as_ref() else { bail!("fleet is going down") };
-            let mut out = format!(
-                "stage {}\n{:<16} {:<7} {:>3} {:<6} {:<12} {}\n",
-                f.stage.name, "POD", "APP", "REV", "READY", "STATE", "ADDRESS"
-            );
-            for pod in f.all_pods() {
-                let state = if pod.exited.load(Ordering::SeqCst) {
-                    format!("exited({})", pod.exit_code().unwrap_or(-1))
-                } else if pod.terminating.load(Ordering::SeqCst) {
-                    "terminating".into()
-                } else {
-                    "running".into()
-                };
-                out += &format!(
-                    "{:<16} {:<7} {:>3} {:<6} {:<12} {}\n",
-                    pod.name,
-                    pod.app.name(),
-                    pod.revision,
-                    pod.ready.load(Ordering::SeqCst),
-                    state,
-                    pod.addr
-                );
+type Shared = Arc<Mutex<Option<Fleet>>>;
+
+async fn handle(req: Request, mut reply: Reply, fleet: Shared, stop: CancellationToken, rolling: Arc<AtomicBool>) {
+    match req {
+        Request::Status => match fleet.lock().await.as_ref() {
+            Some(f) => reply.ok(&status_text(f)).await,
+            None => reply.error("fleet is going down").await,
+        },
+        Request::Rollout { progress_deadline_s, set_env } => {
+            if rolling.swap(true, Ordering::SeqCst) {
+                return reply.error("a rollout is already running (watch it with `cargo xtask status -w`)").await;
             }
-            out += &format!(
-                "service {} endpoints: {:?}\n",
-                f.service().vip(),
-                f.service().endpoints().iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
-            );
-            out
+            let deadline = Duration::from_secs(progress_deadline_s);
+            drive_rollout(&fleet, deadline, set_env, &mut reply).await;
+            rolling.store(false, Ordering::SeqCst);
         }
-        "rollout" => {
-            let mut guard = fleet.lock().await;
-            let Some(f) = guard.as_mut() else { bail!("fleet is going down") };
-            let took = f.rollout().await?;
-            format!("rollout complete in {:.1} s (old pods may still be terminating)\n", took.as_secs_f64())
-        }
-        "down" => {
+        Request::Down => {
             stop.cancel();
-            "stopping\n".to_string()
+            reply.ok("stopping").await;
         }
-        other => format!("unknown command {other:?}\n"),
+    }
+}
+
+/// Runs the rollout to its end, holding the fleet only for each reconcile step so
+/// `status` answers meanwhile, and streams every pod event and count change.
+async fn drive_rollout(fleet: &Shared, deadline: Duration, set_env: Vec<(String, String)>, out: &mut Reply) {
+    let rec = {
+        let mut guard = fleet.lock().await;
+        let Some(f) = guard.as_mut() else { return out.error("fleet is going down").await };
+        f.begin_rollout(set_env);
+        out.out(&format!("rollout to revision {} of api and worker (stage {})", f.deployments()[0].1.revision, f.stage.name))
+            .await;
+        f.rec.clone()
     };
-    w.write_all(reply.as_bytes()).await?;
-    Ok(())
+    let started = Instant::now();
+    let mut seen = rec.events().len();
+    let mut watch = Watch::new(deadline, started);
+    loop {
+        let changed = rec.changed.notified();
+        let step = {
+            let mut guard = fleet.lock().await;
+            let Some(f) = guard.as_mut() else { return out.failed("the fleet went down during the rollout").await };
+            match f.rollout_step().await {
+                Ok(complete) => watch.check(&f.deployments(), complete, Instant::now()),
+                Err(e) => (Verdict::Failed(format!("{e:#}")), Vec::new()),
+            }
+        };
+        let events = rec.events();
+        for e in events.iter().skip(seen) {
+            let t = started.elapsed().as_secs_f64();
+            out.out(&format!("{t:>6.1}s {:<16} {:?}: {}", e.pod, e.kind, e.detail)).await;
+        }
+        seen = events.len();
+        for l in step.1 {
+            out.out(&format!("{:>6.1}s {l}", started.elapsed().as_secs_f64())).await;
+        }
+        match step.0 {
+            Verdict::Complete => {
+                let msg = format!(
+                    "rollout complete in {:.1} s (old pods may still be terminating)",
+                    started.elapsed().as_secs_f64()
+                );
+                return out.ok(&msg).await;
+            }
+            Verdict::Failed(why) => return out.failed(&why).await,
+            Verdict::Progressing => {}
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), changed).await;
+    }
+}
+
+fn status_text(f: &Fleet) -> String {
+    let mut out = format!(
+        "stage {}\n{:<16} {:<7} {:>3} {:<6} {:<12} {}\n",
+        f.stage.name, "POD", "APP", "REV", "READY", "STATE", "ADDRESS"
+    );
+    for pod in f.all_pods() {
+        let state = if pod.exited.load(Ordering::SeqCst) {
+            format!("exited({})", pod.exit_code().unwrap_or(-1))
+        } else if pod.terminating.load(Ordering::SeqCst) {
+            "terminating".into()
+        } else {
+            "running".into()
+        };
+        out += &format!(
+            "{:<16} {:<7} {:>3} {:<6} {:<12} {}\n",
+            pod.name,
+            pod.app.name(),
+            pod.revision,
+            pod.ready.load(Ordering::SeqCst),
+            state,
+            pod.addr
+        );
+    }
+    out += &format!(
+        "service {} endpoints: {:?}",
+        f.service().vip(),
+        f.service().endpoints().iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+    );
+    out
 }
 
 /// Sends one control command to the running `up` and prints the answer.
 pub async fn control(command: &str) -> Result<()> {
-    let st = read_state()?;
-    let mut s = UnixStream::connect(&st.control).await.with_context(|| {
-        format!(
-            "the fleet's control socket {} does not answer; is `cargo xtask up` still running?",
-            st.control.display()
-        )
-    })?;
-    s.write_all(format!("{command}\n").as_bytes()).await?;
-    let mut out = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out).await?;
-    print!("{out}");
-    Ok(())
+    let req = match command {
+        "down" => Request::Down,
+        _ => Request::Status,
+    };
+    control::request(&read_state()?.control, &req).await
 }
 
-pub fn logs(a: LogsArgs) -> Result<()> {
+pub async fn rollout(a: RolloutArgs) -> Result<()> {
+    let req = Request::Rollout { progress_deadline_s: a.progress_deadline.as_secs().max(1), set_env: a.set_env };
+    control::request(&read_state()?.control, &req).await
+}
+
+pub async fn status(a: StatusArgs) -> Result<()> {
+    let socket = read_state()?.control;
+    if !a.watch {
+        return control::request(&socket, &Request::Status).await;
+    }
+    loop {
+        let now = time::OffsetDateTime::now_utc();
+        println!("--- {:02}:{:02}:{:02} UTC", now.hour(), now.minute(), now.second());
+        if let Err(e) = control::request(&socket, &Request::Status).await {
+            println!("the fleet no longer answers: {e:#}");
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+pub async fn logs(a: LogsArgs) -> Result<()> {
     let st = read_state()?;
+    if a.follow {
+        return follow::follow(&st.logs, a.pod, || !state_path().exists()).await;
+    }
     match a.pod {
         None => {
             for e in std::fs::read_dir(&st.logs)? {

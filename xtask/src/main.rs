@@ -10,6 +10,7 @@ mod cmd_test;
 mod cmd_tune;
 mod cmd_up;
 mod evidence;
+mod exit;
 mod experiment;
 mod guardian;
 mod infra;
@@ -32,6 +33,7 @@ use zerodrop_stages::StageName;
     name = "cargo xtask",
     about = "zerodrop: make a rolling deploy lose requests and jobs, then remove each loss with one named fix",
     long_about = None,
+    after_help = exit::HELP,
 )]
 struct Cli {
     #[command(subcommand)]
@@ -63,10 +65,13 @@ enum Cmd {
     /// where the Service's address answers: `cargo xtask client -- curl -sS
     /// http://127.96.0.1/work?ms=5`.
     Client(cmd_client::Args),
-    /// Rolling restart of the fleet started by `up`.
-    Rollout,
-    /// Pods, readiness and Service endpoints of the fleet started by `up`.
-    Status,
+    /// Rolling restart of the fleet started by `up`; streams each step and exits 4
+    /// with the reason when the rollout fails or makes no progress in time.
+    #[command(after_help = exit::HELP)]
+    Rollout(cmd_up::RolloutArgs),
+    /// Pods, readiness and Service endpoints of the fleet started by `up` (answers
+    /// while a rollout runs).
+    Status(cmd_up::StatusArgs),
     /// Pod logs of the fleet started by `up`.
     Logs(cmd_up::LogsArgs),
     /// Stop the fleet started by `up`.
@@ -83,7 +88,7 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+            return std::process::ExitCode::from(exit::COULD_NOT_RUN);
         }
     };
     let result = rt.block_on(async {
@@ -95,43 +100,16 @@ fn main() -> std::process::ExitCode {
             Cmd::Reconnect(a) => reconnect::run(a).await,
             Cmd::Up(a) => cmd_up::up(a).await,
             Cmd::Client(a) => cmd_client::run(a),
-            Cmd::Rollout => cmd_up::control("rollout").await,
-            Cmd::Status => cmd_up::control("status").await,
-            Cmd::Logs(a) => cmd_up::logs(a),
+            Cmd::Rollout(a) => cmd_up::rollout(a).await,
+            Cmd::Status(a) => cmd_up::status(a).await,
+            Cmd::Logs(a) => cmd_up::logs(a).await,
             Cmd::Down => cmd_up::control("down").await,
             Cmd::Canary(a) => cmd_canary::run(a).await,
             Cmd::BlueGreen(a) => cmd_blue_green::run(a).await,
         }
     });
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) if e.is::<CheckFailed>() => {
-            eprintln!("check failed: {e:#}");
-            std::process::ExitCode::from(EXIT_CHECK_FAILED)
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit::report(result)
 }
-
-/// Exit code when the run completed but a check on its results failed (1 means the
-/// run itself could not be carried out).
-pub const EXIT_CHECK_FAILED: u8 = 3;
-
-/// The run completed and its report was written, but an asserted property of the
-/// results does not hold.
-#[derive(Debug)]
-pub struct CheckFailed(pub String);
-
-impl std::fmt::Display for CheckFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CheckFailed {}
 
 /// Parses `naive,pid1` into stage names, with the valid names in the error.
 pub fn parse_stages(s: &str) -> Result<Vec<StageName>, String> {

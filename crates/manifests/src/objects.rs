@@ -84,7 +84,7 @@ pub fn to_yaml(objects: &[Object]) -> String {
 /// error still ends up in the output, as a comment that no parser accepts as the
 /// object, so the drift and strict-parse tests catch it.
 pub(crate) fn yaml<T: Serialize>(v: &T) -> String {
-    serde_yaml::to_string(v).unwrap_or_else(|e| format!("# render error: {e}\n"))
+    serde_norway::to_string(v).unwrap_or_else(|e| format!("# render error: {e}\n"))
 }
 
 /// `metadata` with a name, an optional namespace and labels.

@@ -22,7 +22,7 @@ pub enum ManifestError {
     Yaml {
         document: usize,
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     #[error("document {document}: expected a mapping with `apiVersion` and `kind`")]
     NotAMapping { document: usize },
@@ -47,7 +47,7 @@ pub enum ManifestError {
 /// documents (a trailing `---`, a comment-only header) are skipped.
 pub fn parse_strict(yaml: &str) -> Result<Vec<Object>, ManifestError> {
     let mut objects = Vec::new();
-    for (i, de) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
+    for (i, de) in serde_norway::Deserializer::from_str(yaml).enumerate() {
         let document = i + 1;
         let doc = Value::deserialize(de).map_err(|source| ManifestError::Yaml { document, source })?;
         if doc.is_null() {

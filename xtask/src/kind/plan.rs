@@ -222,7 +222,7 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
     let g = guardian::objects(opts)?;
     p.steps.push(Step::Apply {
         what: format!("deployment {}", guardian::NAME),
-        yaml: g.iter().map(|o| serde_yaml::to_string(&o.json).unwrap_or_default()).collect::<Vec<_>>().join("---\n"),
+        yaml: g.iter().map(|o| serde_norway::to_string(&o.json).unwrap_or_default()).collect::<Vec<_>>().join("---\n"),
     });
     p.api("port-forward to its pod, send a request longer than preStop + the shutdown budget, scale it to 0; read the exit code");
     p.api(format!("delete deployment {} and the exercise's queues", guardian::NAME));

@@ -2,6 +2,7 @@
 //! playing the Deployment controller, the kubelet and the Service.
 
 pub mod deployment;
+pub mod follow;
 mod guardian;
 pub mod haproxy;
 pub mod kubelet;
@@ -12,8 +13,10 @@ mod nft_kernel_tests;
 pub mod platform;
 pub mod pod;
 pub mod probe;
+pub mod control;
 pub mod propagation;
 pub mod recorder;
+pub mod rollout;
 pub mod service;
 
 use anyhow::{bail, Result};
@@ -57,7 +60,14 @@ pub struct Fleet {
     worker: Deployment,
     seq: u32,
     terminations: Vec<JoinHandle<()>>,
+    /// Environment changed by `rollout --set-env`, part of the pod template from the
+    /// revision that introduced it on (as `kubectl set env` does).
+    template_env: Vec<(String, String)>,
 }
+
+/// The experiment's bound on a rollout that stops making progress (as a Deployment's
+/// `progressDeadlineSeconds`).
+pub const ROLLOUT_PROGRESS_DEADLINE: Duration = Duration::from_secs(180);
 
 impl Fleet {
     /// Creates both deployments at revision 1 and waits until every pod is ready.
@@ -72,7 +82,18 @@ impl Fleet {
         let service = Service::new(cfg.propagation, rec.clone(), stop.clone(), plane).await?;
         let api = Deployment { replicas: cfg.api_replicas, revision: 1, pods: Vec::new() };
         let worker = Deployment { replicas: cfg.worker_replicas, revision: 1, pods: Vec::new() };
-        let mut fleet = Fleet { cfg, stage, rec, service, stop, api, worker, seq: 0, terminations: Vec::new() };
+        let mut fleet = Fleet {
+            cfg,
+            stage,
+            rec,
+            service,
+            stop,
+            api,
+            worker,
+            seq: 0,
+            terminations: Vec::new(),
+            template_env: Vec::new(),
+        };
         for app in [App::Api, App::Worker] {
             let n = fleet.deployment(app).replicas;
             for _ in 0..n {
@@ -134,6 +155,8 @@ impl Fleet {
         }
         env.extend(b.to_env().into_iter().map(|(k, v)| (k.to_string(), v)));
         env.extend(self.stage.pod.to_app_env().into_iter().map(|(k, v)| (k.to_string(), v)));
+        // Later entries win: the command's environment is the process's, set in order.
+        env.extend(self.template_env.iter().cloned());
         let t = PodTemplate {
             app,
             revision,
@@ -159,34 +182,53 @@ impl Fleet {
         self.terminations.push(h);
     }
 
-    /// A rolling restart of both deployments at once (a new pod-template revision),
-    /// honouring the stage's strategy. Returns when both are complete.
-    pub async fn rollout(&mut self) -> Result<Duration> {
-        let started = Instant::now();
+    /// Both deployments as the rollout watch sees them.
+    pub fn deployments(&self) -> [(&'static str, &Deployment); 2] {
+        [(App::Api.name(), &self.api), (App::Worker.name(), &self.worker)]
+    }
+
+    /// Starts a rolling restart of both deployments: a new pod-template revision,
+    /// with `set_env` added to the pods' environment from this revision on.
+    pub fn begin_rollout(&mut self, set_env: Vec<(String, String)>) {
         self.api.revision += 1;
         self.worker.revision += 1;
+        self.template_env.extend(set_env);
+    }
+
+    /// One reconcile step of the rollout, honouring the stage's strategy: terminates
+    /// and creates what the plan says. True when both deployments are complete.
+    pub async fn rollout_step(&mut self) -> Result<bool> {
         let strategy = self.stage.strategy;
-        let deadline = started + Duration::from_secs(180);
+        let mut complete = true;
+        for app in [App::Api, App::Worker] {
+            let plan = self.deployment(app).plan(strategy);
+            complete &= plan.complete;
+            let victims: Vec<_> = plan.terminate.iter().map(|&i| self.deployment(app).pods[i].clone()).collect();
+            for pod in victims {
+                self.terminate(pod);
+            }
+            for _ in 0..plan.create {
+                self.create_pod(app).await?;
+            }
+        }
+        Ok(complete)
+    }
+
+    /// A rolling restart of both deployments at once, to completion. Fails with
+    /// [`crate::exit::RolloutFailed`] and the reason, as `rollout --watch` would.
+    pub async fn rollout(&mut self) -> Result<Duration> {
+        let started = Instant::now();
+        self.begin_rollout(Vec::new());
+        let mut watch = rollout::Watch::new(ROLLOUT_PROGRESS_DEADLINE, started);
+        let rec = self.rec.clone();
         loop {
-            let mut complete = true;
-            for app in [App::Api, App::Worker] {
-                let plan = self.deployment(app).plan(strategy);
-                complete &= plan.complete;
-                let victims: Vec<_> = plan.terminate.iter().map(|&i| self.deployment(app).pods[i].clone()).collect();
-                for pod in victims {
-                    self.terminate(pod);
-                }
-                for _ in 0..plan.create {
-                    self.create_pod(app).await?;
-                }
+            let changed = rec.changed.notified();
+            let complete = self.rollout_step().await?;
+            match watch.check(&self.deployments(), complete, Instant::now()).0 {
+                rollout::Verdict::Complete => return Ok(started.elapsed()),
+                rollout::Verdict::Failed(why) => return Err(crate::exit::RolloutFailed(why).into()),
+                rollout::Verdict::Progressing => {}
             }
-            if complete {
-                return Ok(started.elapsed());
-            }
-            if Instant::now() > deadline {
-                bail!("rollout did not complete within 180 s");
-            }
-            let changed = self.rec.changed.notified();
             let _ = tokio::time::timeout(Duration::from_millis(50), changed).await;
         }
     }

@@ -101,6 +101,6 @@ mod tests {
         assert!(svg.contains("t &amp; t"));
         assert_eq!(svg.matches("<polyline").count(), 2);
         // 20 of 400 on the shared scale: 15 px of the 300 px plot.
-        assert!(svg.contains(r#"height="15.0" fill="#1f77b4""#), "{svg}");
+        assert!(svg.contains(r##"height="15.0" fill="#1f77b4""##), "{svg}");
     }
 }

@@ -61,7 +61,14 @@ pub async fn run(a: Args) -> Result<()> {
         backends.database_url.clone(),
         lab.bin_dir.clone(),
         Isolation::detect(),
-        profile.propagation_delay,
+        // One constant delay: this run is about the reconnect, not the propagation spread.
+        crate::local::propagation::PropagationModel {
+            base: profile.propagation_delay,
+            nodes: 1,
+            node_skew_max: std::time::Duration::ZERO,
+            sync_jitter: std::time::Duration::ZERO,
+            seed: 0,
+        },
         lab.run().to_string(),
     );
     let result = tokio::select! {

@@ -38,8 +38,8 @@ impl Ctx {
     }
 
     pub async fn close(self) {
-        let _ = self.channel.close(200, "done").await;
-        let _ = self.amqp.close(200, "done").await;
+        let _ = self.channel.close(200, "done".into()).await;
+        let _ = self.amqp.close(200, "done".into()).await;
     }
 
     #[allow(clippy::too_many_arguments)]

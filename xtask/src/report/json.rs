@@ -59,6 +59,7 @@ pub fn render(report: &Report, groups: &[StageGroup]) -> anyhow::Result<Value> {
         "profile": report.profile,
         "stages": stages,
         "guardian": guardian,
+        "incomplete": report.incomplete,
     }))
 }
 

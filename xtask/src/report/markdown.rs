@@ -149,6 +149,17 @@ pub fn ms(v: f64) -> String {
 fn header(md: &mut String, r: &Report) {
     let m = &r.machine;
     let _ = writeln!(md, "# zerodrop report — {}\n", cell(&r.run_id));
+    if let Some(i) = &r.incomplete {
+        let _ = writeln!(
+            md,
+            "> **INCOMPLETE.** Stage `{}` (repeat {}) failed: {}. This report holds only the {} stage run(s) \
+             completed before it; no verdict covers the stages that did not run.\n",
+            cell(&i.stage),
+            i.repeat + 1,
+            cell(&i.reason),
+            r.stages.len()
+        );
+    }
     let _ = writeln!(md, "- **Date:** {}", cell(&r.started_at));
     let _ = writeln!(md, "- **Platform:** {}", cell(&r.platform));
     let _ = writeln!(

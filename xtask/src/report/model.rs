@@ -31,6 +31,18 @@ pub struct Report {
     pub repeats: u32,
     /// The guardian exercise run once per experiment.
     pub guardian: Option<GuardianCheck>,
+    /// Set when a stage failed: the report holds only the stages before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Incomplete>,
+}
+
+/// Which stage run failed and why; the stages before it are in the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Incomplete {
+    pub stage: String,
+    /// 0-based, as `StageRun::repeat`.
+    pub repeat: u32,
+    pub reason: String,
 }
 
 fn one() -> u32 {

@@ -124,6 +124,7 @@ fn report() -> Report {
             client_outcome: "reset".into(),
             logs: vec![line(8012, "api-guardian", "api", "guardian_fired", json!({"code": 70}))],
         }),
+        incomplete: None,
     }
 }
 
@@ -513,4 +514,30 @@ fn the_propagation_line_is_what_the_platform_measured_or_applies() {
     old["profile"].as_object_mut().unwrap().remove("propagation");
     let old: Report = serde_json::from_value(old).unwrap();
     assert_eq!(old.profile.propagation, None);
+}
+
+#[test]
+fn a_failed_stage_leaves_a_partial_report_that_says_so() {
+    for kept in [0, 2] {
+        let mut r = report();
+        r.stages.truncate(kept);
+        r.guardian = None;
+        r.incomplete = Some(super::model::Incomplete {
+            stage: "reverse-drain".into(),
+            repeat: 0,
+            reason: "the rolling deploy failed: no progress for 180 s".into(),
+        });
+        let dir = tmpdir(&format!("partial-{kept}"));
+        super::write(&r, &dir).unwrap();
+        let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        assert!(md.contains("**INCOMPLETE.** Stage `reverse-drain` (repeat 1) failed"), "{md}");
+        assert!(md.contains(&format!("only the {kept} stage run(s)")), "{md}");
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+        assert_eq!(json["incomplete"]["stage"], "reverse-drain");
+        assert_eq!(json["stages"].as_array().map(|s| s.len()), Some(kept));
+    }
+    // A complete run says nothing of the kind.
+    let dir = tmpdir("complete");
+    super::write(&report(), &dir).unwrap();
+    assert!(!std::fs::read_to_string(dir.join("report.md")).unwrap().contains("INCOMPLETE"));
 }
