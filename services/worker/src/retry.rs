@@ -7,7 +7,7 @@
 //! is exactly what that stage costs.
 
 use lapin::options::{BasicNackOptions, BasicPublishOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
 use std::time::Duration;
 
@@ -57,7 +57,7 @@ pub async fn publish_copy(
     attempt: u32,
     reason: Option<&str>,
 ) -> Result<(), String> {
-    let mut headers = props.headers().clone().unwrap_or_else(FieldTable::default);
+    let mut headers = props.headers().clone().unwrap_or_default();
     headers.insert(ShortString::from(ATTEMPTS_HEADER), AMQPValue::LongLongInt(i64::from(attempt)));
     if let Some(reason) = reason {
         headers.insert(ShortString::from(REASON_HEADER), AMQPValue::LongString(reason.into()));
@@ -84,6 +84,7 @@ pub async fn requeue_original(acker: &lapin::Acker) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lapin::types::FieldTable;
 
     #[test]
     fn attempts_are_read_from_the_header() {
