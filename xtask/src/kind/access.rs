@@ -47,7 +47,6 @@ pub const NEEDS: &[Need] = &[
     need("get", "", "pods", "checking whether a container still runs"),
     need("list", "", "pods", "the pod watch, port-forward targets"),
     need("watch", "", "pods", "the pod watch"),
-    need("delete", "", "pods", "removing a stage's pods without grace"),
     need("deletecollection", "", "pods", "removing a stage's pods without grace"),
     Need { subresource: "log", ..need("get", "", "pods", "streaming every pod's log") },
     Need {
