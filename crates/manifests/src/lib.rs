@@ -11,6 +11,7 @@ mod job;
 mod kind;
 mod objects;
 mod pod;
+mod progressive;
 mod stage;
 mod strict;
 
@@ -19,6 +20,7 @@ pub use files::{files, RenderedFile, HEADER};
 pub use job::{load_image, load_job, LoadJobSpec};
 pub use kind::{kind_cluster_config, KindCluster, KindNode};
 pub use objects::{to_yaml, Object};
+pub use progressive::{haproxy_config, progressive, Backend, HAPROXY_DIR, HAPROXY_IMAGE, STATS_SOCKET};
 pub use stage::{stage, App, APP_LABEL, STAGE_LABEL};
 pub use strict::{parse_strict, ManifestError};
 
