@@ -43,7 +43,7 @@ pub struct Args {
     power: f64,
     #[arg(long, default_value_t = 50.0)]
     p95_tolerance: f64,
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 10.0)]
     p95_floor_ms: f64,
     #[arg(long, default_value_t = 200)]
     min_requests: u64,

@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, default_value_t = 50.0)]
     p95_tolerance: f64,
     /// ... or by this many ms, whichever is larger.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 10.0)]
     p95_floor_ms: f64,
     /// A step is judged only with at least this many canary requests.
     #[arg(long, default_value_t = 200)]
@@ -59,6 +59,10 @@ pub struct Args {
     expect: Option<Outcome>,
     #[arg(long, default_value = "reports")]
     out: PathBuf,
+    /// Print the kind platform's plan (the manifests of HAProxy and both versions, and
+    /// every runtime-API command per step) and exit; nothing is started.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -128,6 +132,11 @@ pub async fn run(a: Args) -> Result<()> {
     let cfg = settings(&a)?;
     let n = cfg.detect.sample_size();
     let plan = plan_duration(n, cfg.qps as f64, &cfg.steps_pct);
+    if a.dry_run {
+        let o = zerodrop_manifests::RenderOptions { api_replicas: cfg.replicas, ..Default::default() };
+        print!("{}", crate::progressive::kind_plan::render(&cfg, n, &o));
+        return Ok(());
+    }
     let run_id = workspace::run_id();
     let out_dir = lab::out_dir(&a.out, &run_id);
     let mut r = CanaryReport {

@@ -1,6 +1,6 @@
 //! The set of files checked in under `k8s/`, so students can read the renders.
 
-use crate::{base, kind_cluster_config, load_job, stage, to_yaml, LoadJobSpec, RenderOptions};
+use crate::{base, kind_cluster_config, load_job, progressive, stage, to_yaml, LoadJobSpec, RenderOptions};
 use zerodrop_stages::Stage;
 
 /// First line of every checked-in render.
@@ -44,6 +44,14 @@ pub fn files(o: &RenderOptions) -> Vec<RenderedFile> {
         }
         out.push(file(format!("stages/{}.yaml", s.name), &about, to_yaml(&stage(&s, o))));
     }
+    out.push(file(
+        "progressive/canary.yaml".into(),
+        &[
+            "HAProxy in front of api v1 and v2 (v2 with ZD_REGRESSION=errors=2%): `cargo xtask canary` on kind.".into(),
+            "The weight is a permille in HAProxy's map, set at runtime: `set map /usr/local/etc/haproxy/canary.map weight 50`.".into(),
+        ],
+        to_yaml(&progressive(o, "errors=2%")),
+    ));
     out.push(file(
         "load-job.yaml".into(),
         &["An example load run (the quick profile) against the api Service; the result JSON is in its log.".into()],

@@ -110,7 +110,7 @@ fn app_deployment(app: App, stage: &Stage, o: &RenderOptions) -> Deployment {
     })
 }
 
-fn container(app: App, stage: &Stage, o: &RenderOptions) -> Container {
+pub(crate) fn container(app: App, stage: &Stage, o: &RenderOptions) -> Container {
     let (port_name, port) = app.port();
     let p = &stage.pod.readiness;
     Container {
@@ -205,7 +205,7 @@ fn probe_secs(d: Duration) -> i32 {
     clamp_i32(d.as_millis().saturating_add(500) / 1000).max(1)
 }
 
-fn ceil_secs(d: Duration) -> i64 {
+pub(crate) fn ceil_secs(d: Duration) -> i64 {
     i64::try_from(d.as_millis().div_ceil(1000)).unwrap_or(i64::MAX)
 }
 

@@ -26,32 +26,20 @@ pub struct Layout {
     pub canary: Vec<Server>,
 }
 
-/// The configuration HAProxy runs with. `X-Canary: always|never` pins a request to a
-/// side; otherwise `rand(1000)` below the map's `weight` (permille) picks the canary.
+/// The configuration HAProxy runs with: the same text the kind path renders
+/// (`zerodrop_manifests::haproxy_config`).
 pub fn render_config(l: &Layout, map: &Path, socket: &Path) -> String {
-    let servers = |v: &[Server]| {
+    let conv = |v: &[Server]| {
         v.iter()
-            .map(|s| format!("    server {} {} check inter 500ms fall 2 rise 1\n", s.name, s.addr))
-            .collect::<String>()
+            .map(|s| zerodrop_manifests::Backend { name: s.name.clone(), addr: s.addr.to_string() })
+            .collect::<Vec<_>>()
     };
-    format!(
-        "global\n    stats socket {sock} mode 600 level admin\n    maxconn 8192\n\n\
-         defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n    \
-         timeout http-keep-alive 30s\n    option httpchk GET /readyz\n\n\
-         frontend fe\n    bind {bind}\n    \
-         http-request set-var(txn.w) str(weight),map_str_int({map},0)\n    \
-         http-request set-var(txn.r) rand(1000)\n    \
-         use_backend canary if {{ req.hdr(x-canary) -m str always }}\n    \
-         use_backend stable if {{ req.hdr(x-canary) -m str never }}\n    \
-         use_backend canary if {{ var(txn.r),sub(txn.w) lt 0 }}\n    \
-         default_backend stable\n\n\
-         backend stable\n    balance roundrobin\n{stable}\n\
-         backend canary\n    balance roundrobin\n{canary}",
-        sock = socket.display(),
-        bind = l.bind,
-        map = map.display(),
-        stable = servers(&l.stable),
-        canary = servers(&l.canary),
+    zerodrop_manifests::haproxy_config(
+        &l.bind.to_string(),
+        &conv(&l.stable),
+        &conv(&l.canary),
+        &map.display().to_string(),
+        &socket.display().to_string(),
     )
 }
 

@@ -5,6 +5,7 @@
 pub mod blue_green;
 pub mod fleet;
 pub mod gates;
+pub mod kind_plan;
 pub mod lab;
 pub mod model;
 pub mod report;
