@@ -163,8 +163,9 @@ pub fn markdown(r: &TuneReport) -> String {
     );
     let _ = writeln!(
         s,
-        "\nWritten as a stage override to [`{}`]({}); apply it with `cargo xtask experiment --override {}`.",
-        r.override_file, r.override_file, r.override_file
+        "\nWritten as a stage override to [`{}`]({}); apply it with `cargo xtask experiment --override reports/{}/{}` \
+         (where this report's directory is).",
+        r.override_file, r.override_file, r.run_id, r.override_file
     );
 
     if !r.summary.is_empty() {
