@@ -215,3 +215,30 @@ fn print_measured(m: &crate::tune::Measured, r: &recommend::Recommendation, file
     );
     println!("stage override: {} (cargo xtask experiment --override {})", file.display(), file.display());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(line: &str) -> Result<Args, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tune").chain(line.split_whitespace())).map(|c| c.args)
+    }
+
+    #[test]
+    fn at_least_thirty_terminations_and_the_platforms_of_experiment() {
+        let a = parse("").unwrap();
+        assert_eq!((a.terminations, a.fresh_rate, a.repeat, a.compare), (30, 100, 1, false));
+        assert_eq!(a.platform, PlatformKind::Auto);
+        let err = parse("--terminations 29").err().unwrap().to_string();
+        assert!(err.contains("30"), "{err}");
+        assert_eq!(parse("--platform kind --context kind-lab").unwrap().platform, PlatformKind::Kind);
+        assert!(parse("--fresh-rate 0").is_err());
+    }
+}

@@ -486,11 +486,7 @@ fn the_propagation_line_is_what_the_platform_measured_or_applies() {
     let mut r = report();
     r.profile.propagation_delay_ms = 1500;
     assert_eq!(line(&r), "| Propagation delay | 1500 ms (Service keeps routing to a terminating pod) |");
-    r.profile.propagation = Some(Propagation {
-        configured_ms: Some(1500),
-        measured: None,
-        what: String::new(),
-    });
+    r.profile.propagation = Some(Propagation { configured_ms: Some(1500), measured: None, what: String::new() });
     assert_eq!(line(&r), "| Propagation delay | 1500 ms (Service keeps routing to a terminating pod) |");
     // The local platform names its distribution.
     r.profile.propagation = Some(Propagation {

@@ -4,6 +4,7 @@
 //! tuned, the folklore and a too-short setting side by side under identical load.
 //! Everything goes through [`Platform`], so it is the same on every platform.
 
+pub mod chart;
 pub mod compare;
 pub mod fresh;
 pub mod measure;

@@ -36,7 +36,7 @@ pub fn write(r: &TuneReport, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir.join("charts")).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(r)? + "\n").context("writing report.json")?;
     std::fs::write(dir.join("report.md"), markdown(r)).context("writing report.md")?;
-    std::fs::write(dir.join("charts/dereg.svg"), svg(r)).context("writing charts/dereg.svg")?;
+    std::fs::write(dir.join("charts/dereg.svg"), super::chart::svg(r)).context("writing charts/dereg.svg")?;
     Ok(())
 }
 
@@ -163,8 +163,9 @@ pub fn markdown(r: &TuneReport) -> String {
     );
     let _ = writeln!(
         s,
-        "\nWritten as a stage override to [`{}`]({}); apply it with `cargo xtask experiment --override {}`.",
-        r.override_file, r.override_file, r.override_file
+        "\nWritten as a stage override to [`{}`]({}); apply it with `cargo xtask experiment --override reports/{}/{}` \
+         (where this report's directory is).",
+        r.override_file, r.override_file, r.run_id, r.override_file
     );
 
     if !r.summary.is_empty() {
@@ -287,68 +288,4 @@ pub fn verdict(sum: &[SettingSummary]) -> String {
         out.push(line + ".");
     }
     out.join(" ")
-}
-
-pub fn svg(r: &TuneReport) -> String {
-    let m = &r.measured;
-    let rec = &r.recommendation;
-    let (w, x0, x1) = (900.0, 60.0, 860.0);
-    let pod: Vec<f64> = m.terminations.iter().filter_map(|t| t.last_accept_ms.map(|v| v as f64)).collect();
-    let plat: Vec<f64> = m.terminations.iter().filter_map(|t| t.platform_ms.map(|v| v as f64)).collect();
-    let top = pod.iter().chain(&plat).copied().fold(rec.pre_stop_ms as f64, f64::max) * 1.1;
-    let x = |v: f64| x0 + (x1 - x0) * (v / top).min(1.0);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="260" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="260" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{x0}" y="20" font-size="14">{}: deregistration delay per terminated api pod (ms after termination began)</text>"#,
-        r.run_id.replace(['<', '>', '&'], "")
-    );
-    for (i, (label, vals, colour)) in [("pod side", &pod, "#1f77b4"), ("platform", &plat, "#7f7f7f")].iter().enumerate()
-    {
-        let y = 70.0 + 50.0 * i as f64;
-        let _ = writeln!(s, r#"<text x="4" y="{}">{label}</text>"#, y + 4.0);
-        for (j, v) in vals.iter().enumerate() {
-            let dy = ((j * 7) % 21) as f64 - 10.0;
-            let _ = writeln!(
-                s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}" fill-opacity="0.7"/>"#,
-                x(*v),
-                y + dy
-            );
-        }
-    }
-    let mut marks = vec![
-        ("too short", rec.too_short_pre_stop_ms as f64, "#d62728"),
-        ("tuned preStop", rec.pre_stop_ms as f64, "#2ca02c"),
-    ];
-    if let Some(d) = m.dereg_ms {
-        marks.push(("p99", d.p99, "#1f77b4"));
-    }
-    for (i, (label, v, colour)) in marks.iter().enumerate() {
-        let xv = x(*v);
-        let _ = writeln!(
-            s,
-            r#"<line x1="{xv:.1}" y1="40" x2="{xv:.1}" y2="200" stroke="{colour}" stroke-dasharray="4 3"/>"#
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="{}" fill="{colour}">{label} {v:.0}</text>"#,
-            xv + 3.0,
-            50.0 + 12.0 * i as f64
-        );
-    }
-    let _ = writeln!(s, r#"<line x1="{x0}" y1="210" x2="{x1}" y2="210" stroke="black"/>"#);
-    for k in 0..=5 {
-        let v = top * k as f64 / 5.0;
-        let _ = writeln!(s, r#"<text x="{:.1}" y="226" text-anchor="middle">{v:.0}</text>"#, x(v));
-    }
-    let _ =
-        writeln!(s, r#"<text x="{x1}" y="250" text-anchor="end">folklore preStop: 15000 ms (off this scale)</text>"#);
-    s += "</svg>\n";
-    s
 }
