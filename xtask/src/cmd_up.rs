@@ -32,6 +32,10 @@ pub struct UpArgs {
     /// The stage to deploy.
     #[arg(long, default_value = "naive")]
     stage: StageName,
+    /// Run the service binaries already built in this directory instead of building
+    /// them first (zerodrop-api, zerodrop-worker, zerodrop-init).
+    #[arg(long, env = "ZERODROP_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -95,7 +99,10 @@ fn read_state() -> Result<State> {
 pub async fn up(a: UpArgs) -> Result<()> {
     if !netns::inside() {
         // Built here, where the network is: the lab has none, and cargo may need it.
-        let bin_dir = workspace::build_services()?;
+        let bin_dir = match a.bin_dir {
+            Some(d) => d,
+            None => workspace::build_services()?,
+        };
         let status = netns::run_in_lab(&bin_dir).await?;
         std::process::exit(netns::exit_code(status));
     }
@@ -209,8 +216,12 @@ async fn drive_rollout(fleet: &Shared, deadline: Duration, set_env: Vec<(String,
         let mut guard = fleet.lock().await;
         let Some(f) = guard.as_mut() else { return out.error("fleet is going down").await };
         f.begin_rollout(set_env);
-        out.out(&format!("rollout to revision {} of api and worker (stage {})", f.deployments()[0].1.revision, f.stage.name))
-            .await;
+        out.out(&format!(
+            "rollout to revision {} of api and worker (stage {})",
+            f.deployments()[0].1.revision,
+            f.stage.name
+        ))
+        .await;
         f.rec.clone()
     };
     let started = Instant::now();

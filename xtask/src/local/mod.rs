@@ -1,6 +1,7 @@
 //! The local platform: real processes in their own PID namespaces, with the runner
 //! playing the Deployment controller, the kubelet and the Service.
 
+pub mod control;
 pub mod deployment;
 pub mod follow;
 mod guardian;
@@ -12,7 +13,6 @@ mod nft_kernel_tests;
 pub mod platform;
 pub mod pod;
 pub mod probe;
-pub mod control;
 pub mod recorder;
 pub mod rollout;
 pub mod service;
