@@ -55,20 +55,22 @@ fn a_rollout_that_never_becomes_ready_exits_4_with_the_reason() {
         .expect("starting xtask up");
     let mut up = Up(up);
     let state = target.join("zerodrop-up/state.json");
-    let started = Instant::now();
+    let t = Instant::now();
     while !state.exists() {
         if let Some(status) = up.0.try_wait().unwrap() {
             panic!("up exited ({status}):\n{}", std::fs::read_to_string(target.join("up.log")).unwrap_or_default());
         }
-        assert!(started.elapsed() < Duration::from_secs(180), "the fleet did not come up within 180 s");
+        assert!(t.elapsed() < Duration::from_secs(180), "the fleet did not come up within 180 s");
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // A new pod template whose broker address is wrong: its pods never pass readiness
-    // (or exit at start); maxUnavailable 0 keeps the old ones serving.
+    // A new api pod template whose broker address is wrong: the api starts but its
+    // readiness never passes, so only the progress deadline can end the rollout;
+    // maxUnavailable 0 keeps the old pods serving meanwhile.
     let bad = "AMQP_URL=amqp://guest:guest@127.0.0.1:1/%2f";
+    let started = Instant::now();
     let rollout = xtask(&target)
-        .args(["rollout", "--progress-deadline", "15s", "--set-env", bad])
+        .args(["rollout", "--only", "api", "--progress-deadline", "15s", "--set-env", bad])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -85,7 +87,11 @@ fn a_rollout_that_never_becomes_ready_exits_4_with_the_reason() {
     let out = rollout.wait_with_output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(4), "rollout exit code\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stderr.contains("rollout failed:"), "no reason on stderr:\n{stderr}");
+    assert!(
+        stderr.contains("rollout failed: no progress for 15 s") && stderr.contains("api-r2-"),
+        "not the progress deadline naming the unready pod:\n{stderr}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(15), "failed before its deadline");
     assert!(stdout.contains("Created") && stdout.contains("new replicas created"), "no streamed progress:\n{stdout}");
 
     let down = run(&target, &["down"]);

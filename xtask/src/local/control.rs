@@ -24,6 +24,9 @@ pub enum Request {
         progress_deadline_s: u64,
         /// Added to the pods' environment from the new revision on.
         set_env: Vec<(String, String)>,
+        /// Roll out only this deployment (`api` or `worker`); both when absent.
+        #[serde(default)]
+        only: Option<String>,
     },
     Down,
 }
@@ -212,7 +215,7 @@ mod tests {
                 }
             }
         });
-        let req = Request::Rollout { progress_deadline_s: 5, set_env: vec![("A".into(), "b c".into())] };
+        let req = Request::Rollout { progress_deadline_s: 5, set_env: vec![("A".into(), "b c".into())], only: None };
         let e = request(&path, &req).await.unwrap_err();
         assert!(e.is::<crate::exit::RolloutFailed>(), "{e:#}");
         let e = request(&path, &req).await.unwrap_err();

@@ -60,7 +60,7 @@ pub struct Fleet {
     terminations: Vec<JoinHandle<()>>,
     /// Environment changed by `rollout --set-env`, part of the pod template from the
     /// revision that introduced it on (as `kubectl set env` does).
-    template_env: Vec<(String, String)>,
+    template_env: Vec<(App, String, String)>,
 }
 
 /// The experiment's bound on a rollout that stops making progress (as a Deployment's
@@ -153,7 +153,7 @@ impl Fleet {
         }
         env.extend(b.to_env().into_iter().map(|(k, v)| (k.to_string(), v)));
         // Later entries win: the command's environment is the process's, set in order.
-        env.extend(self.template_env.iter().cloned());
+        env.extend(self.template_env.iter().filter(|(a, _, _)| *a == app).map(|(_, k, v)| (k.clone(), v.clone())));
         let t = PodTemplate {
             app,
             revision,
@@ -184,12 +184,16 @@ impl Fleet {
         [(App::Api.name(), &self.api), (App::Worker.name(), &self.worker)]
     }
 
-    /// Starts a rolling restart of both deployments: a new pod-template revision,
-    /// with `set_env` added to the pods' environment from this revision on.
-    pub fn begin_rollout(&mut self, set_env: Vec<(String, String)>) {
-        self.api.revision += 1;
-        self.worker.revision += 1;
-        self.template_env.extend(set_env);
+    /// Starts a rolling restart of both deployments, or of `only` one: a new
+    /// pod-template revision, with `set_env` added to its pods' environment from this
+    /// revision on.
+    pub fn begin_rollout(&mut self, set_env: Vec<(String, String)>, only: Option<App>) {
+        for app in [App::Api, App::Worker] {
+            if only.is_none_or(|o| o == app) {
+                self.deployment(app).revision += 1;
+                self.template_env.extend(set_env.iter().map(|(k, v)| (app, k.clone(), v.clone())));
+            }
+        }
     }
 
     /// One reconcile step of the rollout, honouring the stage's strategy: terminates
@@ -215,7 +219,7 @@ impl Fleet {
     /// [`crate::exit::RolloutFailed`] and the reason, as `rollout --watch` would.
     pub async fn rollout(&mut self) -> Result<Duration> {
         let started = Instant::now();
-        self.begin_rollout(Vec::new());
+        self.begin_rollout(Vec::new(), None);
         let mut watch = rollout::Watch::new(ROLLOUT_PROGRESS_DEADLINE, started);
         let rec = self.rec.clone();
         loop {
