@@ -10,7 +10,7 @@ use crate::infra::Backends;
 use crate::local::control::{self, Reply, Request};
 use crate::local::netns;
 use crate::local::nft::VIP;
-use crate::local::pod::Isolation;
+use crate::local::pod::{App, Isolation};
 use crate::local::recorder::Recorder;
 use crate::local::rollout::{Verdict, Watch};
 use crate::local::{follow, Fleet, FleetConfig};
@@ -32,6 +32,10 @@ pub struct UpArgs {
     /// The stage to deploy.
     #[arg(long, default_value = "naive")]
     stage: StageName,
+    /// Run the service binaries already built in this directory instead of building
+    /// them first (zerodrop-api, zerodrop-worker, zerodrop-init).
+    #[arg(long, env = "ZERODROP_BIN_DIR")]
+    bin_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -55,6 +59,9 @@ pub struct RolloutArgs {
     /// `kubectl set env`); repeatable.
     #[arg(long = "set-env", value_parser = parse_env)]
     set_env: Vec<(String, String)>,
+    /// Roll out only one deployment.
+    #[arg(long, value_parser = ["api", "worker"])]
+    only: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -95,7 +102,10 @@ fn read_state() -> Result<State> {
 pub async fn up(a: UpArgs) -> Result<()> {
     if !netns::inside() {
         // Built here, where the network is: the lab has none, and cargo may need it.
-        let bin_dir = workspace::build_services()?;
+        let bin_dir = match a.bin_dir {
+            Some(d) => d,
+            None => workspace::build_services()?,
+        };
         let status = netns::run_in_lab(&bin_dir).await?;
         std::process::exit(netns::exit_code(status));
     }
@@ -187,12 +197,21 @@ async fn handle(req: Request, mut reply: Reply, fleet: Shared, stop: Cancellatio
             Some(f) => reply.ok(&status_text(f)).await,
             None => reply.error("fleet is going down").await,
         },
-        Request::Rollout { progress_deadline_s, set_env } => {
+        Request::Rollout { progress_deadline_s, set_env, only } => {
             if rolling.swap(true, Ordering::SeqCst) {
                 return reply.error("a rollout is already running (watch it with `cargo xtask status -w`)").await;
             }
             let deadline = Duration::from_secs(progress_deadline_s);
-            drive_rollout(&fleet, deadline, set_env, &mut reply).await;
+            let only = match only.as_deref() {
+                None => None,
+                Some("api") => Some(App::Api),
+                Some("worker") => Some(App::Worker),
+                Some(other) => {
+                    rolling.store(false, Ordering::SeqCst);
+                    return reply.error(&format!("unknown deployment {other:?}: api or worker")).await;
+                }
+            };
+            drive_rollout(&fleet, deadline, set_env, only, &mut reply).await;
             rolling.store(false, Ordering::SeqCst);
         }
         Request::Down => {
@@ -204,13 +223,19 @@ async fn handle(req: Request, mut reply: Reply, fleet: Shared, stop: Cancellatio
 
 /// Runs the rollout to its end, holding the fleet only for each reconcile step so
 /// `status` answers meanwhile, and streams every pod event and count change.
-async fn drive_rollout(fleet: &Shared, deadline: Duration, set_env: Vec<(String, String)>, out: &mut Reply) {
+async fn drive_rollout(
+    fleet: &Shared,
+    deadline: Duration,
+    set_env: Vec<(String, String)>,
+    only: Option<App>,
+    out: &mut Reply,
+) {
     let rec = {
         let mut guard = fleet.lock().await;
         let Some(f) = guard.as_mut() else { return out.error("fleet is going down").await };
-        f.begin_rollout(set_env);
-        out.out(&format!("rollout to revision {} of api and worker (stage {})", f.deployments()[0].1.revision, f.stage.name))
-            .await;
+        f.begin_rollout(set_env, only);
+        let revs: Vec<String> = f.deployments().iter().map(|(a, d)| format!("{a} revision {}", d.revision)).collect();
+        out.out(&format!("rollout to {} (stage {})", revs.join(", "), f.stage.name)).await;
         f.rec.clone()
     };
     let started = Instant::now();
@@ -291,7 +316,11 @@ pub async fn control(command: &str) -> Result<()> {
 }
 
 pub async fn rollout(a: RolloutArgs) -> Result<()> {
-    let req = Request::Rollout { progress_deadline_s: a.progress_deadline.as_secs().max(1), set_env: a.set_env };
+    let req = Request::Rollout {
+        progress_deadline_s: a.progress_deadline.as_secs().max(1),
+        set_env: a.set_env,
+        only: a.only,
+    };
     control::request(&read_state()?.control, &req).await
 }
 

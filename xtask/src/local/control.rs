@@ -24,6 +24,9 @@ pub enum Request {
         progress_deadline_s: u64,
         /// Added to the pods' environment from the new revision on.
         set_env: Vec<(String, String)>,
+        /// Roll out only this deployment (`api` or `worker`); both when absent.
+        #[serde(default)]
+        only: Option<String>,
     },
     Down,
 }
@@ -101,13 +104,17 @@ impl Reply {
         if self.gone {
             return;
         }
-        let mut buf = String::new();
-        for l in text.lines() {
-            buf += &format!("{tag} {l}\n");
-        }
-        if buf.is_empty() {
-            buf = format!("{tag} \n");
-        }
+        // The final tag ends the answer, so it goes on one line: a multi-line `ok`
+        // sends its first lines as `out`; a reason is joined into one line.
+        let lines: Vec<&str> = text.lines().collect();
+        let buf = match (tag, lines.split_last()) {
+            ("out", _) | (_, None) => lines.iter().map(|l| format!("{tag} {l}\n")).collect::<String>(),
+            ("ok", Some((last, first))) => {
+                first.iter().map(|l| format!("out {l}\n")).collect::<String>() + &format!("ok {last}\n")
+            }
+            (_, Some(_)) => format!("{tag} {}\n", lines.join(" | ")),
+        };
+        let buf = if buf.is_empty() { format!("{tag} \n") } else { buf };
         self.gone = self.w.write_all(buf.as_bytes()).await.is_err();
     }
 
@@ -128,6 +135,11 @@ impl Reply {
 /// Sends `req` over `socket`, prints the output as it streams in, and turns the final
 /// line into the command's result.
 pub async fn request(socket: &Path, req: &Request) -> Result<()> {
+    request_to(socket, req, |l| println!("{l}")).await
+}
+
+/// [`request`], handing each printed line to `print`.
+pub async fn request_to(socket: &Path, req: &Request, mut print: impl FnMut(&str)) -> Result<()> {
     let s = UnixStream::connect(socket).await.with_context(|| {
         format!("the fleet's control socket {} does not answer; is `cargo xtask up` still running?", socket.display())
     })?;
@@ -139,8 +151,7 @@ pub async fn request(socket: &Path, req: &Request) -> Result<()> {
     while let Some(line) = lines.next_line().await.context("reading the control plane's answer")? {
         let (tag, text) = line.split_once(' ').unwrap_or((line.as_str(), ""));
         match tag {
-            "out" => println!("{text}"),
-            "ok" => println!("{text}"),
+            "out" | "ok" => print(text),
             "failed" => failure.get_or_insert_with(String::new).push_str(text),
             "error" => error.get_or_insert_with(String::new).push_str(text),
             _ => bail!("unexpected answer from the control plane: {line:?}"),
@@ -199,17 +210,20 @@ mod tests {
                 reply.out("api: 1 of 3 new replicas created, 0 ready; 3 old replicas left").await;
                 match outcome {
                     "failed" => reply.failed("no progress for 5 s").await,
-                    "ok" => reply.ok("rollout complete").await,
+                    "ok" => reply.ok("stage naive\nPOD ...\nservice endpoints: []").await,
                     _ => {}
                 }
             }
         });
-        let req = Request::Rollout { progress_deadline_s: 5, set_env: vec![("A".into(), "b c".into())] };
+        let req = Request::Rollout { progress_deadline_s: 5, set_env: vec![("A".into(), "b c".into())], only: None };
         let e = request(&path, &req).await.unwrap_err();
         assert!(e.is::<crate::exit::RolloutFailed>(), "{e:#}");
         let e = request(&path, &req).await.unwrap_err();
         assert!(!e.is::<crate::exit::RolloutFailed>() && format!("{e}").contains("without a result"), "{e:#}");
-        request(&path, &req).await.unwrap();
+        let mut printed = Vec::new();
+        request_to(&path, &req, |l| printed.push(l.to_string())).await.unwrap();
+        assert_eq!(printed.len(), 4, "every line of a multi-line answer is printed: {printed:?}");
+        assert_eq!(printed[3], "service endpoints: []");
         server.await.unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -87,7 +87,7 @@ mod tests {
         write!(a, "one\ntw").unwrap();
         let mut t = Tail::new(&dir, None);
         assert_eq!(t.poll().unwrap(), vec![("api-r1-1".to_string(), "one".to_string())]);
-        write!(a, "o\n").unwrap();
+        writeln!(a, "o").unwrap();
         std::fs::write(dir.join("api-r2-4.log"), "hello\n").unwrap();
         let got = t.poll().unwrap();
         assert_eq!(got, vec![("api-r1-1".into(), "two".into()), ("api-r2-4".into(), "hello".into())]);

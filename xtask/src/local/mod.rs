@@ -1,6 +1,7 @@
 //! The local platform: real processes in their own PID namespaces, with the runner
 //! playing the Deployment controller, the kubelet and the Service.
 
+pub mod control;
 pub mod deployment;
 pub mod follow;
 mod guardian;
@@ -13,7 +14,6 @@ mod nft_kernel_tests;
 pub mod platform;
 pub mod pod;
 pub mod probe;
-pub mod control;
 pub mod propagation;
 pub mod recorder;
 pub mod rollout;
@@ -62,7 +62,7 @@ pub struct Fleet {
     terminations: Vec<JoinHandle<()>>,
     /// Environment changed by `rollout --set-env`, part of the pod template from the
     /// revision that introduced it on (as `kubectl set env` does).
-    template_env: Vec<(String, String)>,
+    template_env: Vec<(App, String, String)>,
 }
 
 /// The experiment's bound on a rollout that stops making progress (as a Deployment's
@@ -156,7 +156,7 @@ impl Fleet {
         env.extend(b.to_env().into_iter().map(|(k, v)| (k.to_string(), v)));
         env.extend(self.stage.pod.to_app_env().into_iter().map(|(k, v)| (k.to_string(), v)));
         // Later entries win: the command's environment is the process's, set in order.
-        env.extend(self.template_env.iter().cloned());
+        env.extend(self.template_env.iter().filter(|(a, _, _)| *a == app).map(|(_, k, v)| (k.clone(), v.clone())));
         let t = PodTemplate {
             app,
             revision,
@@ -187,12 +187,16 @@ impl Fleet {
         [(App::Api.name(), &self.api), (App::Worker.name(), &self.worker)]
     }
 
-    /// Starts a rolling restart of both deployments: a new pod-template revision,
-    /// with `set_env` added to the pods' environment from this revision on.
-    pub fn begin_rollout(&mut self, set_env: Vec<(String, String)>) {
-        self.api.revision += 1;
-        self.worker.revision += 1;
-        self.template_env.extend(set_env);
+    /// Starts a rolling restart of both deployments, or of `only` one: a new
+    /// pod-template revision, with `set_env` added to its pods' environment from this
+    /// revision on.
+    pub fn begin_rollout(&mut self, set_env: Vec<(String, String)>, only: Option<App>) {
+        for app in [App::Api, App::Worker] {
+            if only.is_none_or(|o| o == app) {
+                self.deployment(app).revision += 1;
+                self.template_env.extend(set_env.iter().map(|(k, v)| (app, k.clone(), v.clone())));
+            }
+        }
     }
 
     /// One reconcile step of the rollout, honouring the stage's strategy: terminates
@@ -218,7 +222,7 @@ impl Fleet {
     /// [`crate::exit::RolloutFailed`] and the reason, as `rollout --watch` would.
     pub async fn rollout(&mut self) -> Result<Duration> {
         let started = Instant::now();
-        self.begin_rollout(Vec::new());
+        self.begin_rollout(Vec::new(), None);
         let mut watch = rollout::Watch::new(ROLLOUT_PROGRESS_DEADLINE, started);
         let rec = self.rec.clone();
         loop {

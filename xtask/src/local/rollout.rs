@@ -89,7 +89,9 @@ impl Watch {
         if now.duration_since(self.last_progress) > self.deadline {
             let waiting: Vec<String> = deps
                 .iter()
-                .flat_map(|(_, d)| d.live_pods().filter(|p| p.revision == d.revision && !p.ready.load(Ordering::SeqCst)))
+                .flat_map(|(_, d)| {
+                    d.live_pods().filter(|p| p.revision == d.revision && !p.ready.load(Ordering::SeqCst))
+                })
                 .map(|p| p.name.clone())
                 .collect();
             let why = format!(
@@ -114,7 +116,8 @@ mod tests {
     #[test]
     fn a_readiness_that_never_passes_fails_at_the_progress_deadline() {
         let t0 = Instant::now();
-        let d = dep(vec![Pod::fake("api-r1-1", 1, true), Pod::fake("api-r1-2", 1, true), Pod::fake("api-r2-3", 2, false)]);
+        let d =
+            dep(vec![Pod::fake("api-r1-1", 1, true), Pod::fake("api-r1-2", 1, true), Pod::fake("api-r2-3", 2, false)]);
         let mut w = Watch::new(Duration::from_secs(10), t0);
         let (v, lines) = w.check(&[("api", &d)], false, t0);
         assert_eq!(v, Verdict::Progressing);
