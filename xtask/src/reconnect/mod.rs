@@ -51,7 +51,10 @@ pub async fn run(a: Args) -> Result<()> {
     let out_dir = if a.out.is_absolute() { a.out.join(&run_id) } else { workspace::root().join(&a.out).join(&run_id) };
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
-    eprintln!("zerodrop reconnect {run_id}: {} keep-alive clients, variants at-once and jittered", profile.load.clients);
+    eprintln!(
+        "zerodrop reconnect {run_id}: {} keep-alive clients, variants at-once and jittered",
+        profile.load.clients
+    );
 
     let lab = netns::join(&run_id, VIP).await?;
     let backends = Backends::acquire(&out_dir).await?;
