@@ -16,6 +16,7 @@ mod guardian;
 mod infra;
 mod kind;
 mod local;
+mod long_lived;
 mod platform;
 mod profile;
 mod progress;
@@ -58,6 +59,9 @@ enum Cmd {
     /// The thundering reconnect: 2,000+ keep-alive clients across a rolling deploy,
     /// keep-alive closed at once vs jittered, side by side (local platform).
     Reconnect(reconnect::Args),
+    /// Long-lived connections: SSE streams resumed with Last-Event-ID and long
+    /// operations refused at admission, across pods draining for 600 s (local).
+    LongLived(long_lived::Args),
     /// Start a local fleet of one stage and keep it up (foreground), in a lab network
     /// namespace with the Service as kernel DNAT on 127.96.0.1:80.
     Up(cmd_up::UpArgs),
@@ -98,6 +102,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Tune(a) => cmd_tune::run(a).await,
             Cmd::KillMidJob(a) => cmd_kill_mid_job::run(a).await,
             Cmd::Reconnect(a) => reconnect::run(a).await,
+            Cmd::LongLived(a) => long_lived::run(a).await,
             Cmd::Up(a) => cmd_up::up(a).await,
             Cmd::Client(a) => cmd_client::run(a),
             Cmd::Rollout(a) => cmd_up::rollout(a).await,

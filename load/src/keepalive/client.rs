@@ -146,7 +146,8 @@ async fn connect(ctx: &Ctx, i: u32, reconnect: bool) -> Option<Open> {
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| classify::established(&e))?;
+        let (sender, connection) =
+            http1::handshake(TokioIo::new(stream)).await.map_err(|e| classify::established(&e))?;
         let (tx, closed) = oneshot::channel();
         tokio::spawn(async move {
             let _ = connection.await;

@@ -24,7 +24,9 @@ pub const MAX_LONG_OP_MS: u64 = 15 * 60 * 1000;
 pub enum Admission {
     Admit,
     /// Refused; retry after this many seconds.
-    Refuse { retry_after_s: u32 },
+    Refuse {
+        retry_after_s: u32,
+    },
 }
 
 /// `deregistration_ms`: how long after SIGTERM the pod is still routed; `budget_ms`:
@@ -63,7 +65,9 @@ pub async fn long_op(State(s): State<Arc<AppState>>, RawQuery(query): RawQuery) 
     if let Admission::Refuse { retry_after_s } = admit(ms, since, b.deregistration_wait.as_millis() as u64, budget) {
         tracing::info!(step = "long_op_refused", ms, retry_after_s, since_sigterm_ms = since, "long operation refused");
         let mut res = ApiError::unavailable(
-            format!("instance is shutting down and a {ms} ms operation would not finish; retry after {retry_after_s} s"),
+            format!(
+                "instance is shutting down and a {ms} ms operation would not finish; retry after {retry_after_s} s"
+            ),
             retry_after_s,
         )
         .into_response();

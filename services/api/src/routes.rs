@@ -6,11 +6,10 @@ use crate::version::Version;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::Extension;
-use zerodrop_lifecycle::http::ConnRequest;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use serde_json::json;
 use std::sync::Arc;
@@ -18,6 +17,7 @@ use std::time::Duration;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 use tracing::Level;
 use zerodrop_jobs::Job;
+use zerodrop_lifecycle::http::ConnRequest;
 use zerodrop_lifecycle::{Lifecycle, Phase};
 
 /// Bodies above this are refused with 413 before being read in full.
@@ -53,7 +53,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such route; try GET /work?ms=N, POST /jobs, GET /stream, POST /long-op?ms=N, /healthz, /readyz, /metrics")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such route; try GET /work?ms=N, POST /jobs, GET /stream, POST /long-op?ms=N, /healthz, /readyz, /metrics",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {

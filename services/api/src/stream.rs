@@ -82,9 +82,9 @@ impl Streamer {
         loop {
             if self.s.lc.phase() >= Phase::Draining {
                 let spread = (self.s.lc.behaviour().drain_budget / 2).as_millis().max(1) as u64;
-                let at = *self
-                    .close_at
-                    .get_or_insert_with(|| Instant::now() + Duration::from_millis(rand::thread_rng().gen_range(0..spread)));
+                let at = *self.close_at.get_or_insert_with(|| {
+                    Instant::now() + Duration::from_millis(rand::thread_rng().gen_range(0..spread))
+                });
                 if Instant::now() >= at {
                     self.done = true;
                     let bye = format!("event: reconnect\nretry: {RETRY_MS}\ndata: {}\n\n", self.next.saturating_sub(1));

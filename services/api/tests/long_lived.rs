@@ -109,7 +109,9 @@ fn a_long_operation_that_cannot_finish_is_refused_at_admission_with_retry_after(
 
     // Retry-After is when this instance stops taking connections: by then a retry
     // can only reach another one.
-    std::thread::sleep(Duration::from_secs(retry_after).saturating_sub(t_sigterm.elapsed()) + Duration::from_millis(300));
+    std::thread::sleep(
+        Duration::from_secs(retry_after).saturating_sub(t_sigterm.elapsed()) + Duration::from_millis(300),
+    );
     let again = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
     assert!(again.is_err(), "after Retry-After this instance must no longer accept");
 

@@ -115,7 +115,8 @@ mod tests {
 
     #[test]
     fn listen_rows_on_the_port_give_the_accept_queue() {
-        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+        let table =
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
    0: 01014D7F:1F90 00000000:0000 0A 00000080:00000011 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
    1: 01014D7F:1F90 0100607F:0050 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
    2: 0100007F:2382 00000000:0000 0A 00000400:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n";

@@ -129,7 +129,8 @@ pub fn buckets(i: &Input) -> Vec<Bucket> {
 }
 
 pub fn summarise(i: &Input, b: &[Bucket]) -> VariantSummary {
-    let (from, to) = (i.trigger_us.saturating_sub(crate::experiment::DEPLOY_GUARD.as_micros() as u64), i.trigger_us + i.window_us);
+    let (from, to) =
+        (i.trigger_us.saturating_sub(crate::experiment::DEPLOY_GUARD.as_micros() as u64), i.trigger_us + i.window_us);
     let in_window = |us: u64| us >= from && us < to;
     let reqs: Vec<_> = i.result.requests.iter().filter(|r| in_window(r.at_us)).collect();
     let n = reqs.len() as u64;
@@ -139,8 +140,7 @@ pub fn summarise(i: &Input, b: &[Bucket]) -> VariantSummary {
         *failures_by_class.entry(r.class.key().to_string()).or_insert(0) += 1;
     }
     let group = |cold: bool| {
-        let mine: Vec<_> =
-            reqs.iter().filter(|r| r.pod.as_ref().is_some_and(|p| i.cold.contains(p) == cold)).collect();
+        let mine: Vec<_> = reqs.iter().filter(|r| r.pod.as_ref().is_some_and(|p| i.cold.contains(p) == cold)).collect();
         let pods: BTreeSet<String> = mine.iter().filter_map(|r| r.pod.clone()).collect();
         let k = mine.iter().filter(|r| r.class == Class::Http503).count() as u64;
         PodGroup {
@@ -154,8 +154,7 @@ pub fn summarise(i: &Input, b: &[Bucket]) -> VariantSummary {
     for c in conns.iter().filter(|c| c.class != Class::Ok) {
         *connect_failures.entry(c.class.key().to_string()).or_insert(0) += 1;
     }
-    let steady: Vec<_> =
-        i.result.requests.iter().filter(|r| r.at_us >= i.steady_from_us && r.at_us < from).collect();
+    let steady: Vec<_> = i.result.requests.iter().filter(|r| r.at_us >= i.steady_from_us && r.at_us < from).collect();
     VariantSummary {
         name: i.name.to_string(),
         keepalive_close: i.close.to_string(),

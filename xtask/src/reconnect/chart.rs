@@ -15,7 +15,8 @@ const H: f64 = 430.0;
 
 pub fn render(title: &str, variants: &[(&str, &[Bucket])]) -> String {
     let w = LEFT + variants.len() as f64 * (PANEL_W + GAP) + 20.0;
-    let y_max = variants.iter().flat_map(|(_, b)| b.iter().map(|x| x.reconnects.max(x.failed))).max().unwrap_or(1).max(1);
+    let y_max =
+        variants.iter().flat_map(|(_, b)| b.iter().map(|x| x.reconnects.max(x.failed))).max().unwrap_or(1).max(1);
     let q_max = variants.iter().flat_map(|(_, b)| b.iter().map(|x| x.accept_queue)).max().unwrap_or(1).max(1);
     let mut s = String::new();
     let _ = write!(
@@ -42,23 +43,32 @@ fn panel(s: &mut String, x0: f64, name: &str, b: &[Bucket], y_max: u32, q_max: u
     let y = |v: u32| bottom - PLOT_H * f64::from(v) / f64::from(y_max);
     let yq = |v: u32| bottom - PLOT_H * f64::from(v) / f64::from(q_max);
     let _ = writeln!(s, r##"<text x="{x0}" y="{}" font-size="13" font-weight="bold">{}</text>"##, TOP - 6.0, esc(name));
-    let _ = writeln!(
-        s,
-        r##"<rect x="{x0}" y="{TOP}" width="{PANEL_W}" height="{PLOT_H}" fill="none" stroke="#999"/>"##
-    );
+    let _ =
+        writeln!(s, r##"<rect x="{x0}" y="{TOP}" width="{PANEL_W}" height="{PLOT_H}" fill="none" stroke="#999"/>"##);
     for (k, x) in b.iter().enumerate() {
         let bx = x0 + k as f64 * bw;
         if x.reconnects > 0 {
             let top = y(x.reconnects);
-            let _ = writeln!(s, r##"<rect x="{bx:.1}" y="{top:.1}" width="{bw:.2}" height="{:.1}" fill="#1f77b4"/>"##, bottom - top);
+            let _ = writeln!(
+                s,
+                r##"<rect x="{bx:.1}" y="{top:.1}" width="{bw:.2}" height="{:.1}" fill="#1f77b4"/>"##,
+                bottom - top
+            );
         }
         if x.failed > 0 {
             let top = y(x.failed);
-            let _ = writeln!(s, r##"<rect x="{bx:.1}" y="{top:.1}" width="{bw:.2}" height="{:.1}" fill="#d62728"/>"##, bottom - top);
+            let _ = writeln!(
+                s,
+                r##"<rect x="{bx:.1}" y="{top:.1}" width="{bw:.2}" height="{:.1}" fill="#d62728"/>"##,
+                bottom - top
+            );
         }
     }
-    let pts: Vec<String> =
-        b.iter().enumerate().map(|(k, x)| format!("{:.1},{:.1}", x0 + (k as f64 + 0.5) * bw, yq(x.accept_queue))).collect();
+    let pts: Vec<String> = b
+        .iter()
+        .enumerate()
+        .map(|(k, x)| format!("{:.1},{:.1}", x0 + (k as f64 + 0.5) * bw, yq(x.accept_queue)))
+        .collect();
     let _ = writeln!(s, r##"<polyline points="{}" fill="none" stroke="#ff7f0e" stroke-width="1.5"/>"##, pts.join(" "));
     // Axes: the left counts are the same in both panels.
     for frac in [0.0, 0.5, 1.0] {
@@ -72,10 +82,17 @@ fn panel(s: &mut String, x0: f64, name: &str, b: &[Bucket], y_max: u32, q_max: u
     while t <= last {
         if t >= first {
             let x = x0 + PANEL_W * (t - first) as f64 / span;
-            let _ = writeln!(s, r##"<line x1="{x:.1}" y1="{bottom}" x2="{x:.1}" y2="{}" stroke="#999"/>"##, bottom + 4.0);
-            let _ = writeln!(s, r##"<text x="{x:.1}" y="{}" text-anchor="middle">{}s</text>"##, bottom + 16.0, t / 1000);
+            let _ =
+                writeln!(s, r##"<line x1="{x:.1}" y1="{bottom}" x2="{x:.1}" y2="{}" stroke="#999"/>"##, bottom + 4.0);
+            let _ =
+                writeln!(s, r##"<text x="{x:.1}" y="{}" text-anchor="middle">{}s</text>"##, bottom + 16.0, t / 1000);
             if t == 0 {
-                let _ = writeln!(s, r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{bottom}" stroke="#555" stroke-dasharray="3,3"/><text x="{:.1}" y="{}" fill="#555">rollout</text>"##, x + 3.0, TOP + 12.0);
+                let _ = writeln!(
+                    s,
+                    r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{bottom}" stroke="#555" stroke-dasharray="3,3"/><text x="{:.1}" y="{}" fill="#555">rollout</text>"##,
+                    x + 3.0,
+                    TOP + 12.0
+                );
             }
         }
         t += 5000;

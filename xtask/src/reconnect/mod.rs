@@ -32,6 +32,11 @@ pub struct Args {
     #[arg(long, default_value_t = ReconnectProfile::standard().load.clients,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     clients: u32,
+    /// Exit 3 unless the at-once variant made 503s on the cold pods, the jittered one
+    /// made none, jitter lowered the reconnect peak, and the failed-request verdict is
+    /// `removed` or `reduced` (used by CI).
+    #[arg(long)]
+    assert: bool,
 }
 
 pub async fn run(a: Args) -> Result<()> {
@@ -51,7 +56,10 @@ pub async fn run(a: Args) -> Result<()> {
     let out_dir = if a.out.is_absolute() { a.out.join(&run_id) } else { workspace::root().join(&a.out).join(&run_id) };
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
-    eprintln!("zerodrop reconnect {run_id}: {} keep-alive clients, variants at-once and jittered", profile.load.clients);
+    eprintln!(
+        "zerodrop reconnect {run_id}: {} keep-alive clients, variants at-once and jittered",
+        profile.load.clients
+    );
 
     let lab = netns::join(&run_id, VIP).await?;
     let backends = Backends::acquire(&out_dir).await?;
@@ -103,7 +111,29 @@ pub async fn run(a: Args) -> Result<()> {
         );
     }
     eprintln!("report: {}", out_dir.join("report.md").display());
+    if a.assert {
+        check(&report.variants).map_err(|e| crate::CheckFailed(format!("reconnect: {e}")))?;
+    }
     Ok(())
+}
+
+fn check(v: &[report::Variant]) -> std::result::Result<(), String> {
+    use crate::report::stats::{verdict, Verdict};
+    let [a, j] = v else { return Err("expected two variants".into()) };
+    let (a, j) = (&a.summary, &j.summary);
+    if a.cold_pods.http_503.k == 0 {
+        return Err("the at-once variant made no 503s on the cold pods: the storm did not show".into());
+    }
+    if j.cold_pods.http_503.k > 0 {
+        return Err(format!("the jittered variant still made {} 503s on the cold pods", j.cold_pods.http_503.k));
+    }
+    if j.peak_reconnects_per_100ms >= a.peak_reconnects_per_100ms {
+        return Err("jitter did not lower the reconnect peak".into());
+    }
+    match verdict(&[(a.failed.k, a.failed.n)], &[(j.failed.k, j.failed.n)]) {
+        Verdict::Removed | Verdict::Reduced => Ok(()),
+        other => Err(format!("failed requests, jittered against at-once: {}", other.as_str())),
+    }
 }
 
 async fn run_variants<P: Platform>(

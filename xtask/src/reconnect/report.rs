@@ -33,8 +33,10 @@ pub fn write(r: &ReconnectReport, dir: &Path) -> Result<()> {
     std::fs::write(dir.join("report.json"), json).context("writing report.json")?;
     let panels: Vec<(&str, &[Bucket])> =
         r.variants.iter().map(|v| (v.summary.name.as_str(), v.buckets.as_slice())).collect();
-    let title = format!("Thundering reconnect: {} keep-alive clients, rolling deploy of 3 api pods", r.profile.load.clients);
-    std::fs::write(dir.join("charts/reconnect.svg"), super::chart::render(&title, &panels)).context("writing the chart")?;
+    let title =
+        format!("Thundering reconnect: {} keep-alive clients, rolling deploy of 3 api pods", r.profile.load.clients);
+    std::fs::write(dir.join("charts/reconnect.svg"), super::chart::render(&title, &panels))
+        .context("writing the chart")?;
     std::fs::write(dir.join("report.md"), markdown(r)).context("writing report.md")?;
     Ok(())
 }
