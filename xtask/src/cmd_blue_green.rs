@@ -2,6 +2,7 @@
 //! smoke tests pinned to green, one atomic switch under load, a bake judged by the
 //! canary's gates, then blue retired through its lifecycle, or an instant rollback.
 
+use crate::exit::CheckFailed;
 use crate::progressive::blue_green::{self, BlueGreenReport, Window};
 use crate::progressive::fleet::{self, Fleet, Snapshot, VersionSpec};
 use crate::progressive::gates::{self, GateConfig, Observed};
@@ -10,7 +11,6 @@ use crate::progressive::model::{Decision, Step};
 use crate::progressive::smoke;
 use crate::progressive::stats::Detect;
 use crate::progressive::steps::{self, Ticker};
-use crate::exit::CheckFailed;
 use crate::workspace;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;

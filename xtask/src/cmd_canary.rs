@@ -2,13 +2,13 @@
 //! weights each held for the sample a two-proportion z-test needs, gates at every
 //! step, automatic rollback to 0% with its time and blast radius.
 
+use crate::exit::CheckFailed;
 use crate::progressive::fleet::{self, Fleet, VersionSpec};
 use crate::progressive::gates::GateConfig;
 use crate::progressive::lab::{self, Lab};
 use crate::progressive::model::{BlastRadius, CanaryReport, Settings};
 use crate::progressive::stats::{human, plan_duration, Detect};
 use crate::progressive::{report, steps};
-use crate::exit::CheckFailed;
 use crate::workspace;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;

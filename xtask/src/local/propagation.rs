@@ -18,8 +18,8 @@ pub struct PropagationModel {
 }
 
 impl PropagationModel {
-    /// The old behaviour: every change exactly `d` late (controller tests).
-    #[cfg(test)]
+    /// Every change exactly `d` late: for runs about something else than the spread
+    /// (reconnect, long-lived) and for the controller's tests.
     pub const fn constant(d: Duration) -> Self {
         PropagationModel { base: d, nodes: 1, node_skew_max: Duration::ZERO, sync_jitter: Duration::ZERO, seed: 0 }
     }

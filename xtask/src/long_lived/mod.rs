@@ -109,7 +109,7 @@ pub async fn run(a: Args) -> Result<()> {
         backends.database_url.clone(),
         lab.bin_dir.clone(),
         Isolation::detect(),
-        Duration::from_millis(1500),
+        crate::local::propagation::PropagationModel::constant(Duration::from_millis(1500)),
         lab.run().to_string(),
     );
     let result = run_fleet(&mut platform, &a, &st, &run_id, &log_dir).await;
@@ -142,7 +142,7 @@ pub async fn run(a: Args) -> Result<()> {
     eprintln!("report: {}", out_dir.join("report.md").display());
     let (s, o) = (&report.streams, &report.ops);
     if s.gaps + s.duplicates + s.cut + o.cut > 0 || o.retry_refused_again + o.refused_without_retry_after > 0 {
-        return Err(crate::CheckFailed("events lost or operations cut; see the report".into()).into());
+        return Err(crate::exit::CheckFailed("events lost or operations cut; see the report".into()).into());
     }
     Ok(())
 }
@@ -207,8 +207,8 @@ async fn run_fleet(
         let _ = t.await;
     }
     let _ = topology.delete(&ch).await;
-    let _ = ch.close(200, "done").await;
-    let _ = amqp.close(200, "done").await;
+    let _ = ch.close(200, "done".into()).await;
+    let _ = amqp.close(200, "done".into()).await;
     let s = streams.lock().map(|t| t.clone()).unwrap_or_default();
     let o = ops.lock().map(|t| t.clone()).unwrap_or_default();
     Ok((s, o))

@@ -70,13 +70,7 @@ pub async fn run(a: Args) -> Result<()> {
         lab.bin_dir.clone(),
         Isolation::detect(),
         // One constant delay: this run is about the reconnect, not the propagation spread.
-        crate::local::propagation::PropagationModel {
-            base: profile.propagation_delay,
-            nodes: 1,
-            node_skew_max: std::time::Duration::ZERO,
-            sync_jitter: std::time::Duration::ZERO,
-            seed: 0,
-        },
+        crate::local::propagation::PropagationModel::constant(profile.propagation_delay),
         lab.run().to_string(),
     );
     let result = tokio::select! {
@@ -112,7 +106,7 @@ pub async fn run(a: Args) -> Result<()> {
     }
     eprintln!("report: {}", out_dir.join("report.md").display());
     if a.assert {
-        check(&report.variants).map_err(|e| crate::CheckFailed(format!("reconnect: {e}")))?;
+        check(&report.variants).map_err(|e| crate::exit::CheckFailed(format!("reconnect: {e}")))?;
     }
     Ok(())
 }
