@@ -5,6 +5,7 @@
 use crate::exit::CheckFailed;
 use crate::progressive::blue_green::{self, BlueGreenReport, Window};
 use crate::progressive::fleet::{self, Fleet, Snapshot, VersionSpec};
+use crate::progressive::gate_args::GateArgs;
 use crate::progressive::gates::{self, GateConfig, Observed};
 use crate::progressive::lab::{self, Lab};
 use crate::progressive::model::{Decision, Step};
@@ -31,22 +32,9 @@ pub struct Args {
     force_rollback: bool,
     #[arg(long)]
     qps: Option<u32>,
-    /// The bake's sample is sized like a canary step: baseline and detectable error
-    /// rates in percent, α and power.
-    #[arg(long, default_value_t = 0.1)]
-    baseline: f64,
-    #[arg(long)]
-    detect: Option<f64>,
-    #[arg(long, default_value_t = 0.05)]
-    alpha: f64,
-    #[arg(long, default_value_t = 0.8)]
-    power: f64,
-    #[arg(long, default_value_t = 50.0)]
-    p95_tolerance: f64,
-    #[arg(long, default_value_t = 10.0)]
-    p95_floor_ms: f64,
-    #[arg(long, default_value_t = 200)]
-    min_requests: u64,
+    /// The bake's sample is sized like a canary step, and judged by the same gates.
+    #[command(flatten)]
+    gates: GateArgs,
     /// Requests pinned to green before the switch.
     #[arg(long, default_value_t = 50)]
     smoke: u32,
@@ -66,15 +54,7 @@ pub enum Expect {
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    let detect = Detect {
-        baseline: a.baseline / 100.0,
-        detectable: a.detect.unwrap_or(if a.quick { 2.0 } else { 1.0 }) / 100.0,
-        alpha: a.alpha,
-        power: a.power,
-    };
-    if !(detect.detectable > detect.baseline && detect.detectable < 1.0 && 0.0 < a.alpha && a.alpha < 0.5) {
-        bail!("--detect must be above --baseline and below 100 (percent), --alpha in (0, 0.5)");
-    }
+    let detect = a.gates.detect(a.quick)?;
     if a.replicas == 0 || a.replicas > 20 {
         bail!("--replicas must be 1..=20");
     }
@@ -157,13 +137,8 @@ async fn execute(
 }
 
 async fn drive(fleet: &mut Fleet, a: &Args, detect: Detect, qps: u32, r: &mut BlueGreenReport) -> Result<()> {
-    let cfg = GateConfig {
-        alpha: a.alpha,
-        p95_tolerance_pct: a.p95_tolerance,
-        p95_floor_ms: a.p95_floor_ms,
-        min_requests: a.min_requests,
-    };
-    let n = detect.sample_size().max(a.min_requests);
+    let cfg = a.gates.gates();
+    let n = detect.sample_size().max(a.gates.min_requests);
     let baseline_s = if a.quick { 10 } else { 30 };
     let bake_min = Duration::from_secs(if a.quick { 10 } else { 30 });
     let bake_s = (n as f64 / qps as f64).max(bake_min.as_secs_f64());

@@ -4,10 +4,10 @@
 
 use crate::exit::CheckFailed;
 use crate::progressive::fleet::{self, Fleet, VersionSpec};
-use crate::progressive::gates::GateConfig;
+use crate::progressive::gate_args::GateArgs;
 use crate::progressive::lab::{self, Lab};
 use crate::progressive::model::{BlastRadius, CanaryReport, Settings};
-use crate::progressive::stats::{human, plan_duration, Detect};
+use crate::progressive::stats::{human, plan_duration};
 use crate::progressive::{report, steps};
 use crate::workspace;
 use anyhow::{bail, Context, Result};
@@ -29,25 +29,8 @@ pub struct Args {
     /// Requests per second the load sends through the routing tier (default 300; quick 250).
     #[arg(long)]
     qps: Option<u32>,
-    /// The baseline error rate the sample is sized for, in percent.
-    #[arg(long, default_value_t = 0.1)]
-    baseline: f64,
-    /// The canary error rate that must be detected, in percent (default 1; quick 2).
-    #[arg(long)]
-    detect: Option<f64>,
-    #[arg(long, default_value_t = 0.05)]
-    alpha: f64,
-    #[arg(long, default_value_t = 0.8)]
-    power: f64,
-    /// The canary's p95 may exceed the baseline's by this many percent ...
-    #[arg(long, default_value_t = 50.0)]
-    p95_tolerance: f64,
-    /// ... or by this many ms, whichever is larger.
-    #[arg(long, default_value_t = 10.0)]
-    p95_floor_ms: f64,
-    /// A step is judged only with at least this many canary requests.
-    #[arg(long, default_value_t = 200)]
-    min_requests: u64,
+    #[command(flatten)]
+    gates: GateArgs,
     /// Low-traffic guard: refuse when the steps below 100% would hold longer than this.
     #[arg(long, value_parser = humantime::parse_duration)]
     max_duration: Option<Duration>,
@@ -96,18 +79,7 @@ fn settings(a: &Args) -> Result<Settings> {
     if steps.windows(2).any(|p| p[1] <= p[0]) || steps.last() != Some(&100.0) {
         bail!("--steps must rise and end at 100, got {steps:?}");
     }
-    let detect = Detect {
-        baseline: a.baseline / 100.0,
-        detectable: a.detect.unwrap_or(if a.quick { 2.0 } else { 1.0 }) / 100.0,
-        alpha: a.alpha,
-        power: a.power,
-    };
-    if !(detect.detectable > detect.baseline && detect.detectable < 1.0 && detect.baseline >= 0.0) {
-        bail!("--detect must be above --baseline and below 100 (percent)");
-    }
-    if !(0.0 < a.alpha && a.alpha < 0.5 && 0.5 <= a.power && a.power < 1.0) {
-        bail!("--alpha must be in (0, 0.5) and --power in [0.5, 1)");
-    }
+    let detect = a.gates.detect(a.quick)?;
     if a.replicas == 0 || a.replicas > 20 {
         bail!("--replicas must be 1..=20");
     }
@@ -117,12 +89,7 @@ fn settings(a: &Args) -> Result<Settings> {
         qps: a.qps.unwrap_or(if a.quick { 250 } else { 300 }).clamp(1, 2000),
         replicas: a.replicas,
         detect,
-        gates: GateConfig {
-            alpha: a.alpha,
-            p95_tolerance_pct: a.p95_tolerance,
-            p95_floor_ms: a.p95_floor_ms,
-            min_requests: a.min_requests,
-        },
+        gates: a.gates.gates(),
         final_hold_s: if a.quick { 10.0 } else { 30.0 },
         max_duration_s: a.max_duration.unwrap_or(Duration::from_secs(if a.quick { 300 } else { 1800 })).as_secs_f64(),
     })

@@ -4,6 +4,7 @@
 
 pub mod blue_green;
 pub mod fleet;
+pub mod gate_args;
 pub mod gates;
 pub mod kind_plan;
 pub mod lab;
