@@ -60,9 +60,10 @@ impl Publisher {
     async fn open(&self, attempts: Option<u32>, stop: &CancellationToken) -> Result<Option<Session>> {
         let mut backoff = Backoff::default();
         loop {
-            let Some(conn) = broker::connect(&self.url, "zerodrop-api", &mut backoff, attempts, stop)
-                .await
-                .with_context(|| format!("connecting to RabbitMQ at {}", redact(&self.url)))?
+            let Some(conn) =
+                broker::connect(&self.url, "zerodrop-api", &mut backoff, attempts, stop).await.with_context(|| {
+                    format!("connecting to RabbitMQ at {}", zerodrop_jobs::broker::redact_url(&self.url))
+                })?
             else {
                 return Ok(None);
             };
@@ -180,15 +181,5 @@ impl Publisher {
         if let Some(session) = self.replace(None) {
             let _ = session.connection.close(200, "api shutting down".into()).await;
         }
-    }
-}
-
-/// The URL without its password, for errors and logs.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_string() };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
     }
 }

@@ -134,11 +134,11 @@ impl Config {
 
     /// The URL without its password, for logs.
     pub fn amqp_url_redacted(&self) -> String {
-        redact(&self.amqp_url)
+        zerodrop_jobs::broker::redact_url(&self.amqp_url)
     }
 
     pub fn database_url_redacted(&self) -> String {
-        redact(&self.database_url)
+        zerodrop_jobs::broker::redact_url(&self.database_url)
     }
 }
 
@@ -152,16 +152,6 @@ fn default_pod() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "worker".to_string());
     format!("{host}/{}", std::process::id())
-}
-
-/// Replaces the password of `scheme://user:password@host...` with `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_string() };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -226,12 +216,5 @@ mod tests {
             assert_eq!(err.name, name);
             assert!(err.to_string().contains(name), "{err}");
         }
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact("amqp://guest:guest@h:5672/%2f"), "amqp://guest:***@h:5672/%2f");
-        assert_eq!(redact("postgres://postgres@h/db"), "postgres://postgres@h/db");
-        assert_eq!(redact("nonsense"), "nonsense");
     }
 }
