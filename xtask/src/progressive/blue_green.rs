@@ -127,26 +127,7 @@ pub fn markdown(r: &BlueGreenReport) -> String {
         let _ = writeln!(o, "Blue drained and exited through its own lifecycle (HAProxy drain, preStop, SIGTERM) {t:.1} s after the switch.\n");
     }
     let _ = writeln!(o, "![timeline](charts/timeline.svg)\n");
-    if let Some(l) = &r.load {
-        let classes: Vec<String> = l.by_class.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        let _ = writeln!(
-            o,
-            "## Load\n\n{} requests at {} req/s, **{} failed** ({}).\n",
-            l.total,
-            l.rate_per_sec,
-            l.failed,
-            classes.join(", ")
-        );
-    }
-    if let Some(a) = &r.agreement {
-        let _ = writeln!(
-            o,
-            "## Two sources\n\n| | HAProxy | apps' /metrics |\n|---|---|---|\n| blue requests | {} | {} |\n| green requests | {} | {} |\n| 5xx | {} | {} |\n\n\
-             Largest difference {:.3}%: {}.\n",
-            a.router_stable, a.app_stable, a.router_canary, a.app_canary, a.router_errors, a.app_errors, a.max_diff_pct,
-            if a.within_1pct { "the two sources agree within 1%" } else { "the two sources DISAGREE by more than 1%" }
-        );
-    }
+    super::report::load_and_sources(&mut o, r.load.as_ref(), r.agreement.as_ref(), ("blue", "green"));
     let _ = writeln!(
         o,
         "## Cost\n\n{:.0} pod-seconds; blue and green ran side by side for {:.0} s, twice the fleet. Wall time {:.0} s.",

@@ -2,7 +2,7 @@
 //! blast radius, the two sources' agreement), report.json, charts/timeline.svg.
 
 use super::gates::fmt_p;
-use super::model::{CanaryReport, Side, Tick};
+use super::model::{Agreement, CanaryReport, LoadSummary, Side, Tick};
 use super::stats::human;
 use crate::report::stats::describe;
 use anyhow::{Context, Result};
@@ -126,32 +126,7 @@ pub fn markdown(r: &CanaryReport) -> String {
             b.canary_requests, b.canary_errors, b.window_s, b.all_at_once_requests, b.all_at_once_errors_expected, b.how
         );
     }
-    if let Some(l) = &r.load {
-        let classes: Vec<String> = l.by_class.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        let _ = writeln!(
-            o,
-            "## Load\n\n{} requests sent at {} req/s, **{} failed** ({}).\n",
-            l.total,
-            l.rate_per_sec,
-            l.failed,
-            classes.join(", ")
-        );
-    }
-    if let Some(a) = &r.agreement {
-        let _ = writeln!(
-            o,
-            "## Two sources\n\n| | HAProxy | apps' /metrics |\n|---|---|---|\n| v1 requests | {} | {} |\n| v2 requests | {} | {} |\n| 5xx | {} | {} |\n\n\
-             Largest difference {:.3}%: {}.\n",
-            a.router_stable,
-            a.app_stable,
-            a.router_canary,
-            a.app_canary,
-            a.router_errors,
-            a.app_errors,
-            a.max_diff_pct,
-            if a.within_1pct { "the two sources agree within 1%" } else { "the two sources DISAGREE by more than 1%" }
-        );
-    }
+    load_and_sources(&mut o, r.load.as_ref(), r.agreement.as_ref(), ("v1", "v2"));
     let _ = writeln!(
         o,
         "Pod-seconds used: {:.0} (all api pods from the fleet's start to the end of the run). Wall time {:.0} s.",
@@ -209,4 +184,42 @@ pub fn timeline_svg(ticks: &[Tick], marks: &[(f64, String)]) -> String {
     );
     s.push_str("</svg>\n");
     s
+}
+
+/// The load's totals and the two sources' counts side by side (HAProxy against the apps'
+/// `/metrics`), as both `canary` and `blue-green` report them; `labels` names the stable
+/// and the new side.
+pub(super) fn load_and_sources(
+    o: &mut String,
+    load: Option<&LoadSummary>,
+    a: Option<&Agreement>,
+    labels: (&str, &str),
+) {
+    if let Some(l) = load {
+        let classes: Vec<String> = l.by_class.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            o,
+            "## Load\n\n{} requests sent at {} req/s, **{} failed** ({}).\n",
+            l.total,
+            l.rate_per_sec,
+            l.failed,
+            classes.join(", ")
+        );
+    }
+    if let Some(a) = a {
+        let (stable, new) = labels;
+        let _ = writeln!(
+            o,
+            "## Two sources\n\n| | HAProxy | apps' /metrics |\n|---|---|---|\n| {stable} requests | {} | {} |\n| {new} requests | {} | {} |\n| 5xx | {} | {} |\n\n\
+             Largest difference {:.3}%: {}.\n",
+            a.router_stable,
+            a.app_stable,
+            a.router_canary,
+            a.app_canary,
+            a.router_errors,
+            a.app_errors,
+            a.max_diff_pct,
+            if a.within_1pct { "the two sources agree within 1%" } else { "the two sources DISAGREE by more than 1%" }
+        );
+    }
 }
