@@ -32,9 +32,9 @@ pub struct Args {
     #[arg(long, default_value_t = ReconnectProfile::standard().load.clients,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     clients: u32,
-    /// Exit 3 unless the at-once variant made 503s on the cold pods, the jittered one
-    /// made none, jitter lowered the reconnect peak, and the failed-request verdict is
-    /// `removed` or `reduced` (used by CI).
+    /// Exit 3 unless the at-once variant made 503s on the cold pods, jitter lowered the
+    /// reconnect peak, and the verdicts on cold-pod 503s and on failed requests are
+    /// `removed` or `reduced` (95% intervals apart; used by CI).
     #[arg(long)]
     assert: bool,
 }
@@ -118,8 +118,12 @@ fn check(v: &[report::Variant]) -> std::result::Result<(), String> {
     if a.cold_pods.http_503.k == 0 {
         return Err("the at-once variant made no 503s on the cold pods: the storm did not show".into());
     }
-    if j.cold_pods.http_503.k > 0 {
-        return Err(format!("the jittered variant still made {} 503s on the cold pods", j.cold_pods.http_503.k));
+    // One stray 503 in ten thousand is noise, not a verdict: what must hold is that
+    // jitter lowers the cold pods' 503 rate beyond the two intervals' overlap.
+    let cold = |s: &analysis::VariantSummary| (s.cold_pods.http_503.k, s.cold_pods.http_503.n);
+    match verdict(&[cold(a)], &[cold(j)]) {
+        Verdict::Removed | Verdict::Reduced => {}
+        other => return Err(format!("503s on the cold pods, jittered against at-once: {}", other.as_str())),
     }
     if j.peak_reconnects_per_100ms >= a.peak_reconnects_per_100ms {
         return Err("jitter did not lower the reconnect peak".into());
