@@ -55,11 +55,17 @@ pub fn init(service: &'static str) -> Telemetry {
 }
 
 fn otlp_provider(service: &'static str) -> Result<SdkTracerProvider, Box<dyn std::error::Error>> {
+    // Since 0.33 the HTTP exporter retries a failed export (refused connection, 429/5xx)
+    // up to 3 times with backoff; the final flush stays bounded by `Telemetry::flush`.
     let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
-    Ok(SdkTracerProvider::builder()
+    Ok(provider_for(service, exporter))
+}
+
+fn provider_for(service: &'static str, exporter: opentelemetry_otlp::SpanExporter) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(Resource::builder().with_service_name(service).build())
-        .build())
+        .build()
 }
 
 impl Telemetry {
@@ -71,21 +77,7 @@ impl Telemetry {
             tracing::info!(step = "telemetry_flushed", otlp = false, exported = false, "telemetry flushed");
             return;
         };
-        // On its own thread: the exporter's HTTP client blocks, and a hung one is
-        // simply left behind when the process exits.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new().name("otlp-flush".into()).spawn(move || {
-            let flushed = provider.force_flush().is_ok();
-            let _ = provider.shutdown_with_timeout(Duration::from_millis(100));
-            let _ = tx.send(flushed);
-        });
-        let (exported, timed_out) = match spawned {
-            Ok(_) => match rx.recv_timeout(budget) {
-                Ok(flushed) => (flushed, false),
-                Err(_) => (false, true),
-            },
-            Err(_) => (false, false),
-        };
+        let (exported, timed_out) = flush_within(provider, budget);
         tracing::info!(
             step = "telemetry_flushed",
             otlp = true,
@@ -94,5 +86,68 @@ impl Telemetry {
             budget_ms = budget.as_millis() as u64,
             "telemetry flushed"
         );
+    }
+}
+
+/// Returns (exported, timed_out). On its own thread: the exporter's HTTP client blocks,
+/// and a hung one is simply left behind when the process exits.
+fn flush_within(provider: SdkTracerProvider, budget: Duration) -> (bool, bool) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new().name("otlp-flush".into()).spawn(move || {
+        let flushed = provider.force_flush().is_ok();
+        let _ = provider.shutdown_with_timeout(Duration::from_millis(100));
+        let _ = tx.send(flushed);
+    });
+    match spawned {
+        Ok(_) => match rx.recv_timeout(budget) {
+            Ok(flushed) => (flushed, false),
+            Err(_) => (false, true),
+        },
+        Err(_) => (false, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::Tracer as _;
+    use opentelemetry_otlp::WithExportConfig;
+    use std::time::Instant;
+
+    /// A provider holding one finished span, exporting to `url` with a generous
+    /// exporter timeout, so only `flush_within` can make the flush return early.
+    fn provider_with_a_span(url: String) -> SdkTracerProvider {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(url)
+            .with_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let provider = provider_for("telemetry-test", exporter);
+        provider.tracer("test").in_span("one", |_| {});
+        provider
+    }
+
+    #[test]
+    fn a_collector_that_never_answers_cannot_hold_the_flush_past_its_budget() {
+        // The kernel completes the handshake from the backlog; nobody ever reads.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1/traces", silent.local_addr().unwrap());
+        let provider = provider_with_a_span(url);
+        let started = Instant::now();
+        let (exported, timed_out) = flush_within(provider, Duration::from_millis(300));
+        let took = started.elapsed();
+        assert_eq!((exported, timed_out), (false, true));
+        assert!(took < Duration::from_secs(2), "flush took {took:?}");
+    }
+
+    #[test]
+    fn an_absent_collector_is_given_up_on_within_the_largest_budget() {
+        // A port that was free a moment ago: connections are refused, which the 0.33
+        // exporter retries with backoff. All of that must fit in the 2 s budget cap.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let provider = provider_with_a_span(format!("http://127.0.0.1:{port}/v1/traces"));
+        let (exported, timed_out) = flush_within(provider, Duration::from_secs(2));
+        assert_eq!((exported, timed_out), (false, false));
     }
 }
