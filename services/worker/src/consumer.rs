@@ -1,6 +1,6 @@
 //! One job at a time from the consumer stream, and the consumer's part of the drain.
 
-use crate::admin::Metrics;
+use crate::metrics::Metrics;
 use crate::retry::{self, Next};
 use crate::session::BrokerLink;
 use futures::StreamExt;
@@ -55,11 +55,11 @@ impl Worker {
         let tx = tracing::info_span!("ledger.transaction", idempotent = self.idempotent);
         match self.ledger.apply(&job, &self.pod, self.idempotent, self.job_work).instrument(tx).await {
             Ok(Applied::Applied) => {
-                Metrics::inc(&self.metrics.applied);
+                self.metrics.applied.inc();
                 tracing::debug!(job_id = %job.id, "job applied");
             }
             Ok(Applied::AlreadyApplied) => {
-                Metrics::inc(&self.metrics.already_applied);
+                self.metrics.already_applied.inc();
                 tracing::debug!(job_id = %job.id, redelivered = d.redelivered, "job already applied; acknowledging the duplicate");
             }
             Err(e) => return self.database_failed(d, &job, e).await,
@@ -84,7 +84,7 @@ impl Worker {
 
     /// A payload that can never succeed: park it in the dead-letter queue, once.
     async fn dead_letter(&self, d: Delivery, reason: JobError) {
-        Metrics::inc(&self.metrics.dead_lettered);
+        self.metrics.dead_lettered.inc();
         let outcome = if self.manual_ack {
             // The queue's dead-letter exchange routes the rejected message to the DLQ.
             d.acker.reject(BasicRejectOptions { requeue: false }).await.map(|_| ()).map_err(|e| e.to_string())
@@ -131,7 +131,7 @@ impl Worker {
     /// what auto-ack costs.
     async fn database_failed(&self, d: Delivery, job: &Job, e: LedgerError) {
         if !self.manual_ack {
-            Metrics::inc(&self.metrics.failed);
+            self.metrics.failed.inc();
             tracing::error!(job_id = %job.id, error = %e, "database error with auto-ack: the job is lost");
             return;
         }
@@ -152,14 +152,14 @@ impl Worker {
         };
         if let Err(err) = copied {
             tracing::warn!(job_id = %job.id, attempt, error = %err, "could not re-publish the job; handing the original back");
-            Metrics::inc(&self.metrics.requeued);
+            self.metrics.requeued.inc();
             return retry::requeue_original(&d.acker).await;
         }
         if parking.is_some() {
-            Metrics::inc(&self.metrics.dead_lettered);
+            self.metrics.dead_lettered.inc();
             tracing::error!(job_id = %job.id, attempts = attempt, reason = %reason, dead_letter_queue = %self.dead_letter_queue, "job parked in the dead-letter queue after its last attempt");
         } else {
-            Metrics::inc(&self.metrics.requeued);
+            self.metrics.requeued.inc();
         }
         if let Err(e) = d.acker.ack(BasicAckOptions::default()).await {
             // The copy is in the queue already; the original comes back too, and the
@@ -294,7 +294,7 @@ pub async fn drain(
         // Deliveries not nacked in time are requeued by the channel close anyway.
         while let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, consumer.next()).await {
             settled += 1;
-            Metrics::inc(&worker.metrics.requeued);
+            worker.metrics.requeued.inc();
             if let Err(e) = d.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await {
                 tracing::warn!(delivery_tag = d.delivery_tag, error = %e, "requeue failed; the broker will redeliver when the channel closes");
             }
@@ -342,7 +342,7 @@ impl Worker {
             );
         } else {
             let lost = u64::from(job_in_progress) + buffered.unwrap_or(0);
-            self.metrics.abandoned.fetch_add(lost, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.abandoned.inc_by(lost);
             tracing::warn!(
                 step = "inflight_abandoned",
                 job_in_progress,
