@@ -12,13 +12,15 @@
 mod admin;
 mod config;
 mod consumer;
+mod delivery;
 mod metrics;
 mod retry;
 mod session;
 
 use anyhow::Context as _;
 use config::Config;
-use consumer::{ConsumerControl, Worker};
+use consumer::ConsumerControl;
+use delivery::Worker;
 use metrics::Metrics;
 use session::BrokerLink;
 use std::sync::Arc;
