@@ -15,11 +15,15 @@ pub struct Config {
     pub warm_fill: Duration,
     /// Upper bound for `GET /work?ms=`.
     pub max_work_ms: u64,
+    /// How long `/work` and `/jobs` may take before they are answered 503.
+    pub request_timeout: Duration,
     pub behaviour: AppBehaviour,
 }
 
 impl Config {
     pub fn from_env() -> Result<Config> {
+        let max_work_ms: u64 =
+            var("ZD_MAX_WORK_MS", "60000")?.parse().context("ZD_MAX_WORK_MS must be milliseconds")?;
         Ok(Config {
             listen: var("ZD_LISTEN", "127.0.0.1:8080")?.parse().context("ZD_LISTEN must be an ip:port")?,
             amqp_url: var("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")?,
@@ -28,10 +32,23 @@ impl Config {
             warm_fill: Duration::from_millis(
                 var("ZD_WARM_FILL_MS", "40")?.parse().context("ZD_WARM_FILL_MS must be milliseconds")?,
             ),
-            max_work_ms: var("ZD_MAX_WORK_MS", "60000")?.parse().context("ZD_MAX_WORK_MS must be milliseconds")?,
+            max_work_ms,
+            request_timeout: request_timeout(max_work_ms)?,
             behaviour: AppBehaviour::from_env()?,
         })
     }
+}
+
+/// Above the longest `/work` allowed by default, so a legal request is only cut when
+/// it also queued behind the cold cache or a regression for more than this headroom.
+const REQUEST_TIMEOUT_HEADROOM_MS: u64 = 5_000;
+
+fn request_timeout(max_work_ms: u64) -> Result<Duration> {
+    let default = max_work_ms.saturating_add(REQUEST_TIMEOUT_HEADROOM_MS).to_string();
+    let ms: u64 =
+        var("ZD_REQUEST_TIMEOUT_MS", &default)?.parse().context("ZD_REQUEST_TIMEOUT_MS must be milliseconds")?;
+    anyhow::ensure!(ms > 0, "ZD_REQUEST_TIMEOUT_MS must be above 0");
+    Ok(Duration::from_millis(ms))
 }
 
 fn var(name: &str, default: &str) -> Result<String> {

@@ -10,6 +10,7 @@ mod metrics;
 mod publisher;
 mod routes;
 mod stream;
+mod timeout;
 mod version;
 
 use anyhow::Context;
@@ -66,11 +67,13 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
         cache: WarmCache::new(cfg.warm_fill),
         metrics: metrics::Metrics::new(&version.name),
         max_work_ms: cfg.max_work_ms,
+        request_timeout: cfg.request_timeout,
         version,
     });
     let backlog = cfg.behaviour.accept_backlog;
     let listener = conn_cost::bind(cfg.listen, backlog).with_context(|| format!("binding {}", cfg.listen))?;
-    tracing::info!(step = "listening", addr = %cfg.listen, capacity = cfg.capacity, backlog, "listening");
+    let timeout_ms = cfg.request_timeout.as_millis() as u64;
+    tracing::info!(step = "listening", addr = %cfg.listen, capacity = cfg.capacity, backlog, timeout_ms, "listening");
     let pod = conn_cost::pod_header_value();
     let router = routes::router(state.clone())
         .layer(axum::middleware::map_response(move |res| std::future::ready(conn_cost::tag(res, &pod))));

@@ -2,6 +2,7 @@ use crate::capacity::{Capacity, WarmCache};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
+use crate::timeout::bounded;
 use crate::version::Version;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -30,16 +31,19 @@ pub struct AppState {
     pub cache: WarmCache,
     pub metrics: Metrics,
     pub max_work_ms: u64,
+    pub request_timeout: Duration,
     pub version: Version,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.request_timeout;
     Router::new()
-        .route("/work", get(work))
-        .route("/jobs", post(submit_job))
+        .route("/work", bounded(get(work), limit, "GET /work"))
+        .route("/jobs", bounded(post(submit_job), limit, "POST /jobs"))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // Not bounded: both outlive any request timeout on purpose (see timeout.rs).
         .route("/stream", get(crate::stream::stream))
         .route("/long-op", post(crate::long_op::long_op))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))

@@ -12,13 +12,16 @@
 mod admin;
 mod config;
 mod consumer;
+mod delivery;
+mod metrics;
 mod retry;
 mod session;
 
-use admin::Metrics;
 use anyhow::Context as _;
 use config::Config;
-use consumer::{ConsumerControl, Worker};
+use consumer::ConsumerControl;
+use delivery::Worker;
+use metrics::Metrics;
 use session::BrokerLink;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -51,7 +54,7 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
     let lc = Lifecycle::new(cfg.behaviour);
     lc.install_signal_handlers().context("installing the signal handlers")?;
 
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new());
     let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding the admin HTTP listener ZD_LISTEN={}", cfg.listen))?;

@@ -13,6 +13,8 @@ const APPLIED: &str = "zerodrop_worker_jobs_total{outcome=\"applied\"}";
 const ALREADY_APPLIED: &str = "zerodrop_worker_jobs_total{outcome=\"already_applied\"}";
 const DEAD_LETTERED: &str = "zerodrop_worker_jobs_total{outcome=\"dead_lettered\"}";
 const IN_FLIGHT: &str = "zerodrop_worker_jobs_in_flight";
+const PHASE: &str = "zerodrop_worker_phase";
+const READY: &str = "zerodrop_worker_ready";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -151,6 +153,50 @@ async fn poison_is_dead_lettered_with_manual_ack() {
 async fn poison_is_dead_lettered_with_auto_ack() {
     // Reverse-drain: graceful shutdown, still auto-ack with unlimited prefetch.
     bounded(poison_is_dead_lettered(StageName::ReverseDrain)).await;
+}
+
+/// `/metrics` of a real worker, scraped as a Prometheus server would: OpenMetrics text
+/// whose counters, phase and readiness follow what the worker is doing.
+async fn metrics_scrape() {
+    let fx = Fixture::new("metrics").await;
+    let id = fx.job_id("job");
+    fx.publish_job(&id, 3).await;
+    let mut w = fx.spawn_worker(&stage_env(StageName::RequeueIdempotency));
+    w.wait_ready(READY_TIMEOUT).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async { w.metric(APPLIED).await == Some(1) }).await,
+        "the job was never counted as applied:\n{}",
+        w.dump()
+    );
+    let (status, text) = w.get("/metrics").await.expect("a scrape");
+    assert_eq!(status, 200);
+    assert_eq!(text.lines().last(), Some("# EOF"), "OpenMetrics ends with # EOF:\n{text}");
+    assert!(text.contains("# TYPE zerodrop_worker_jobs counter"), "{text}");
+    assert_eq!(w.metric("zerodrop_worker_jobs_total{outcome=\"requeued\"}").await, Some(0));
+    assert_eq!(w.metric(PHASE).await, Some(1), "serving");
+    assert_eq!(w.metric("zerodrop_worker_phase_info{phase=\"serving\"}").await, Some(1));
+    assert_eq!(w.metric("zerodrop_worker_phase_info{phase=\"deregistering\"}").await, Some(0));
+    assert_eq!(w.metric(READY).await, Some(1));
+
+    // This stage waits 1 s for deregistration with readiness failing, and the admin
+    // port still answers meanwhile.
+    w.sigterm();
+    assert!(
+        wait_until(Duration::from_secs(2), || async { w.metric(PHASE).await == Some(2) }).await,
+        "the phase never read deregistering:\n{}",
+        w.dump()
+    );
+    assert_eq!(w.metric("zerodrop_worker_phase_info{phase=\"deregistering\"}").await, Some(1));
+    assert_eq!(w.metric("zerodrop_worker_phase_info{phase=\"serving\"}").await, Some(0));
+    assert_eq!(w.metric(READY).await, Some(0));
+    let status = w.wait_exit(EXIT_TIMEOUT).await.expect("the worker exits on SIGTERM");
+    assert!(status.success(), "exit {status}:\n{}", w.dump());
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn metrics_follow_the_jobs_the_phase_and_readiness() {
+    bounded(metrics_scrape()).await;
 }
 
 #[tokio::test]
