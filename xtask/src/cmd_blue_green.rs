@@ -3,11 +3,12 @@
 //! canary's gates, then blue retired through its lifecycle, or an instant rollback.
 
 use crate::exit::CheckFailed;
+use crate::local::lab::{self as local_lab, Lab};
 use crate::progressive::blue_green::{self, BlueGreenReport, Window};
 use crate::progressive::fleet::{self, Fleet, Snapshot, VersionSpec};
 use crate::progressive::gate_args::GateArgs;
 use crate::progressive::gates::{self, GateConfig, Observed};
-use crate::progressive::lab::{self, Lab};
+use crate::progressive::lab;
 use crate::progressive::model::{Decision, Step};
 use crate::progressive::smoke;
 use crate::progressive::stats::Detect;
@@ -60,8 +61,8 @@ pub async fn run(a: Args) -> Result<()> {
     }
     lab::ensure_inside().await?;
     let run_id = workspace::run_id();
-    let out_dir = lab::out_dir(&a.out, &run_id);
-    lab::create(&out_dir)?;
+    let out_dir = local_lab::out_dir(&a.out, &run_id);
+    local_lab::create_dir(&out_dir)?;
     let qps = a.qps.unwrap_or(if a.quick { 250 } else { 300 }).clamp(1, 2000);
     let mut r = BlueGreenReport {
         run_id: run_id.clone(),
@@ -87,11 +88,9 @@ pub async fn run(a: Args) -> Result<()> {
         wall_s: 0.0,
     };
     eprintln!("zerodrop blue-green {run_id}: green regression {}, {qps} req/s", a.regression);
-    let lab = Lab::join(&run_id, &out_dir).await?;
-    let result = tokio::select! {
-        x = execute(&lab, &a, detect, qps, &out_dir, &mut r) => x,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; partial logs kept in {}", out_dir.display())),
-    };
+    let lab = lab::join(&run_id, &out_dir).await?;
+    let interrupted = format!("partial logs kept in {}", out_dir.display());
+    let result = local_lab::until_interrupted(execute(&lab, &a, detect, qps, &out_dir, &mut r), interrupted).await;
     lab.release().await;
     result?;
     blue_green::write(&r, &out_dir)?;

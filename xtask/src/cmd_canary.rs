@@ -3,9 +3,10 @@
 //! step, automatic rollback to 0% with its time and blast radius.
 
 use crate::exit::CheckFailed;
+use crate::local::lab::{self as local_lab, Lab};
 use crate::progressive::fleet::{self, Fleet, VersionSpec};
 use crate::progressive::gate_args::GateArgs;
-use crate::progressive::lab::{self, Lab};
+use crate::progressive::lab;
 use crate::progressive::model::{BlastRadius, CanaryReport, Settings};
 use crate::progressive::stats::{human, plan_duration};
 use crate::progressive::{report, steps};
@@ -105,7 +106,7 @@ pub async fn run(a: Args) -> Result<()> {
         return Ok(());
     }
     let run_id = workspace::run_id();
-    let out_dir = lab::out_dir(&a.out, &run_id);
+    let out_dir = local_lab::out_dir(&a.out, &run_id);
     let mut r = CanaryReport {
         run_id: run_id.clone(),
         command: lab::command_line(),
@@ -125,7 +126,7 @@ pub async fn run(a: Args) -> Result<()> {
         wall_s: 0.0,
     };
     if plan.total_s > cfg.max_duration_s {
-        lab::create(&out_dir)?;
+        local_lab::create_dir(&out_dir)?;
         report::write(&r, &out_dir)?;
         eprintln!(
             "[canary] refused: {n} canary requests per step at {} req/s need {} over the steps below 100% (limit {}); \
@@ -139,7 +140,7 @@ pub async fn run(a: Args) -> Result<()> {
         return expect(a.expect, Outcome::Refused);
     }
     lab::ensure_inside().await?;
-    lab::create(&out_dir)?;
+    local_lab::create_dir(&out_dir)?;
     eprintln!(
         "zerodrop canary {run_id}: regression {}, steps {:?}%, {} req/s, {n} canary requests per step (about {})",
         cfg.regression,
@@ -147,11 +148,9 @@ pub async fn run(a: Args) -> Result<()> {
         cfg.qps,
         human(plan.total_s)
     );
-    let lab = Lab::join(&run_id, &out_dir).await?;
-    let result = tokio::select! {
-        r2 = execute(&lab, &cfg, n, &out_dir, &mut r) => r2,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; partial logs kept in {}", out_dir.display())),
-    };
+    let lab = lab::join(&run_id, &out_dir).await?;
+    let interrupted = format!("partial logs kept in {}", out_dir.display());
+    let result = local_lab::until_interrupted(execute(&lab, &cfg, n, &out_dir, &mut r), interrupted).await;
     lab.release().await;
     let outcome = result?;
     report::write(&r, &out_dir)?;

@@ -1,11 +1,8 @@
 //! `cargo xtask experiment`.
 
 use crate::experiment::{machine, RunCtx};
-use crate::infra::Backends;
-use crate::local::netns;
+use crate::local::lab::{self, Lab};
 use crate::local::nft::VIP;
-use crate::local::platform::LocalPlatform;
-use crate::local::pod::Isolation;
 use crate::platform::Platform;
 use crate::profile::ExperimentProfile;
 use crate::report::model::{self, Report};
@@ -138,11 +135,7 @@ fn profile_of(a: &Args) -> ExperimentProfile {
 }
 
 fn out_dir_of(a: &Args, run_id: &str) -> PathBuf {
-    if a.out.is_absolute() {
-        a.out.join(run_id)
-    } else {
-        workspace::root().join(&a.out).join(run_id)
-    }
+    lab::out_dir(&a.out, run_id)
 }
 
 fn kind_options(a: &Args, run_id: &str) -> crate::kind::KindOptions {
@@ -174,13 +167,8 @@ async fn run_kind(a: Args) -> Result<()> {
     let opts = kind_options(&a, &run_id);
     crate::kind::prereq::check(&crate::kind::prereq::System::default(), &opts)?;
     let out_dir = out_dir_of(&a, &run_id);
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
-    eprintln!(
-        "zerodrop experiment {run_id}: profile {}, stages {}",
-        profile.name,
-        stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-    );
+    lab::create_dir(&out_dir)?;
+    let command = announce(&run_id, &profile, &stages);
 
     // Ctrl-C, a failure, or success: the teardown below runs in every case.
     let mut session = crate::kind::Session::new(opts);
@@ -191,60 +179,42 @@ async fn run_kind(a: Args) -> Result<()> {
         eprintln!("[platform] {}", platform.describe());
         run_stages(&a, &run_id, &out_dir, platform, profile, stages, command).await
     };
-    let result = tokio::select! {
-        r = work => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; partial logs kept in {}", out_dir.display())),
-    };
+    let result = lab::until_interrupted(work, format!("partial logs kept in {}", out_dir.display())).await;
     session.teardown().await;
     finish(result?, &out_dir, a.assert_staircase, &a.known_gap)
 }
 
 async fn run_local(a: Args) -> Result<()> {
-    if !cfg!(target_os = "linux") {
-        bail!("the local platform needs Linux (PID namespaces, 127.0.0.0/8 addresses); use --platform kind elsewhere");
-    }
-    if !netns::inside() {
-        // Built here, where the network is: the lab has none, and cargo may need it.
-        let bin_dir = workspace::build_services()?;
-        let status = netns::run_in_lab(&bin_dir).await?;
-        std::process::exit(netns::exit_code(status));
-    }
-    let profile = if a.quick { ExperimentProfile::quick() } else { ExperimentProfile::default_profile() };
+    lab::ensure_inside(
+        "the local platform needs Linux (PID namespaces, 127.0.0.0/8 addresses); use --platform kind elsewhere",
+    )
+    .await?;
+    let profile = profile_of(&a);
     let stages = stages_of(&a)?;
     let run_id = workspace::run_id();
-    let out_dir = if a.out.is_absolute() { a.out.join(&run_id) } else { workspace::root().join(&a.out).join(&run_id) };
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let out_dir = out_dir_of(&a, &run_id);
+    lab::create_dir(&out_dir)?;
+    let command = announce(&run_id, &profile, &stages);
+
+    let lab = Lab::join_announced(&run_id, VIP, &out_dir).await?;
+    let platform = lab.platform(profile.propagation);
+    let result = lab::until_interrupted(
+        run_stages(&a, &run_id, &out_dir, platform, profile, stages, command),
+        format!("pods stopped, private servers released, partial logs kept in {}", out_dir.display()),
+    )
+    .await;
+    lab.release().await;
+    finish(result?, &out_dir, a.assert_staircase, &a.known_gap)
+}
+
+/// The run's first line, on either platform; returns the command line for the report.
+fn announce(run_id: &str, profile: &ExperimentProfile, stages: &[Stage]) -> String {
     eprintln!(
         "zerodrop experiment {run_id}: profile {}, stages {}",
         profile.name,
         stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
     );
-
-    let lab = netns::join(&run_id, VIP).await?;
-    let isolation = Isolation::detect();
-    eprintln!("[platform] local: {}; lab network namespace (pid {})", isolation.describe(), std::process::id());
-    let backends = Backends::acquire(&out_dir).await?;
-    eprintln!("[infra] {}", backends.describe());
-
-    let platform = LocalPlatform::new(
-        backends.amqp_url.clone(),
-        backends.database_url.clone(),
-        lab.bin_dir.clone(),
-        isolation,
-        profile.propagation,
-        lab.run().to_string(),
-    );
-    // Ctrl-C abandons the running stage: the private servers are released below, and
-    // the pods die with this process (PR_SET_PDEATHSIG on every pod).
-    let result = tokio::select! {
-        r = run_stages(&a, &run_id, &out_dir, platform, profile, stages, command) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; pods stopped, private servers released, partial logs kept in {}", out_dir.display())),
-    };
-    if let Err(e) = backends.release().await {
-        eprintln!("warning: stopping the private servers: {e:#}");
-    }
-    finish(result?, &out_dir, a.assert_staircase, &a.known_gap)
+    std::env::args().skip(1).collect::<Vec<_>>().join(" ")
 }
 
 /// Writes the report, prints the summary and, for CI, checks the staircase.

@@ -4,16 +4,13 @@
 
 use crate::cmd_experiment::PlatformKind;
 use crate::experiment::{machine, RunCtx};
-use crate::infra::Backends;
-use crate::local::netns;
+use crate::local::lab::{self, Lab};
 use crate::local::nft::VIP;
-use crate::local::platform::LocalPlatform;
-use crate::local::pod::Isolation;
 use crate::platform::Platform;
 use crate::profile::ExperimentProfile;
 use crate::tune::{compare, recommend, report, Plan};
 use crate::workspace;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use zerodrop_stages::{Stage, StageName};
@@ -49,11 +46,7 @@ pub struct Args {
 }
 
 fn out_dir(a: &Args, run_id: &str) -> PathBuf {
-    if a.out.is_absolute() {
-        a.out.join(run_id)
-    } else {
-        workspace::root().join(&a.out).join(run_id)
-    }
+    lab::out_dir(&a.out, run_id)
 }
 
 pub async fn run(a: Args) -> Result<()> {
@@ -68,37 +61,16 @@ pub async fn run(a: Args) -> Result<()> {
 }
 
 async fn run_local(a: Args) -> Result<()> {
-    if !cfg!(target_os = "linux") {
-        bail!("the local platform needs Linux; use --platform kind elsewhere");
-    }
-    if !netns::inside() {
-        let bin_dir = workspace::build_services()?;
-        let status = netns::run_in_lab(&bin_dir).await?;
-        std::process::exit(netns::exit_code(status));
-    }
+    lab::ensure_inside("the local platform needs Linux; use --platform kind elsewhere").await?;
     let profile = ExperimentProfile::tune();
     let run_id = workspace::run_id();
     let out = out_dir(&a, &run_id);
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let lab = netns::join(&run_id, VIP).await?;
-    let isolation = Isolation::detect();
-    let backends = Backends::acquire(&out).await?;
-    eprintln!("[infra] {}", backends.describe());
-    let platform = LocalPlatform::new(
-        backends.amqp_url.clone(),
-        backends.database_url.clone(),
-        lab.bin_dir.clone(),
-        isolation,
-        profile.propagation,
-        lab.run().to_string(),
-    );
-    let result = tokio::select! {
-        r = tune(&a, &run_id, &out, platform, profile) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; partial logs kept in {}", out.display())),
-    };
-    if let Err(e) = backends.release().await {
-        eprintln!("warning: stopping the private servers: {e:#}");
-    }
+    lab::create_dir(&out)?;
+    let lab = Lab::join(&run_id, VIP, &out).await?;
+    let platform = lab.platform(profile.propagation);
+    let interrupted = format!("partial logs kept in {}", out.display());
+    let result = lab::until_interrupted(tune(&a, &run_id, &out, platform, profile), interrupted).await;
+    lab.release().await;
     result
 }
 
@@ -109,7 +81,7 @@ async fn run_kind(a: Args) -> Result<()> {
     let opts =
         crate::kind::KindOptions::new(a.context.clone(), false, run_id.clone(), run_id.to_lowercase(), out.clone());
     crate::kind::prereq::check(&crate::kind::prereq::System::default(), &opts)?;
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    lab::create_dir(&out)?;
     let mut session = crate::kind::Session::new(opts);
     let roll_timeout = profile.roll * 3 + std::time::Duration::from_secs(60);
     let work = async {
@@ -117,10 +89,7 @@ async fn run_kind(a: Args) -> Result<()> {
         let platform = crate::kind::KindPlatform::connect(session.opts.clone(), roll_timeout).await?;
         tune(&a, &run_id, &out, platform, profile).await
     };
-    let result = tokio::select! {
-        r = work => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; partial logs kept in {}", out.display())),
-    };
+    let result = lab::until_interrupted(work, format!("partial logs kept in {}", out.display())).await;
     session.teardown().await;
     result
 }

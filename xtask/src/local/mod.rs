@@ -7,6 +7,7 @@ pub mod follow;
 mod guardian;
 pub mod haproxy;
 pub mod kubelet;
+pub mod lab;
 pub mod netns;
 pub mod nft;
 #[cfg(test)]

@@ -6,14 +6,13 @@
 
 mod clients;
 
-use crate::infra::Backends;
-use crate::local::netns;
+use crate::local::lab::{self, Lab};
 use crate::local::nft::VIP;
 use crate::local::platform::LocalPlatform;
-use crate::local::pod::Isolation;
+use crate::local::propagation::PropagationModel;
 use crate::platform::{Platform, StageEnv};
 use crate::workspace;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clients::{OpTally, StreamTally};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -81,42 +80,26 @@ fn op_lengths(drain: Duration) -> Vec<Duration> {
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    if !cfg!(target_os = "linux") {
-        bail!("`long-lived` runs on the local platform, which needs Linux (network and PID namespaces)");
-    }
-    if !netns::inside() {
-        let bin_dir = workspace::build_services()?;
-        let status = netns::run_in_lab(&bin_dir).await?;
-        std::process::exit(netns::exit_code(status));
-    }
+    lab::ensure_inside("`long-lived` runs on the local platform, which needs Linux (network and PID namespaces)")
+        .await?;
     let wall = Instant::now();
     let drain = Duration::from_secs(a.drain_s);
     let st = stage(drain);
     st.validate().map_err(anyhow::Error::msg)?;
     let run_id = workspace::run_id();
-    let out_dir = if a.out.is_absolute() { a.out.join(&run_id) } else { workspace::root().join(&a.out).join(&run_id) };
+    let out_dir = lab::out_dir(&a.out, &run_id);
     let log_dir = out_dir.join("logs");
-    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    lab::create_dir(&log_dir)?;
     let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
     eprintln!(
         "zerodrop long-lived {run_id}: drain budget {} s, {} streams, {} op clients",
         a.drain_s, a.streams, a.op_clients
     );
-    let lab = netns::join(&run_id, VIP).await?;
-    let backends = Backends::acquire(&out_dir).await?;
-    let mut platform = LocalPlatform::new(
-        backends.amqp_url.clone(),
-        backends.database_url.clone(),
-        lab.bin_dir.clone(),
-        Isolation::detect(),
-        crate::local::propagation::PropagationModel::constant(Duration::from_millis(1500)),
-        lab.run().to_string(),
-    );
+    let lab = Lab::join(&run_id, VIP, &out_dir).await?;
+    let mut platform = lab.platform(PropagationModel::constant(Duration::from_millis(1500)));
     let result = run_fleet(&mut platform, &a, &st, &run_id, &log_dir).await;
     let _ = platform.finish_stage().await;
-    if let Err(e) = backends.release().await {
-        eprintln!("warning: stopping the private servers: {e:#}");
-    }
+    lab.release().await;
     let (streams, ops) = result?;
     let report = LongReport {
         run_id,

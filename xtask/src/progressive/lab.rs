@@ -1,60 +1,26 @@
-//! What `canary` and `blue-green` share: entering the lab, the private broker the api
-//! needs, the load through the routing tier, and the run's end (agreement, load).
+//! What `canary` and `blue-green` share beyond the lab session (`local::lab`): its
+//! entry at the routing tier, the load through that tier, and the run's end
+//! (agreement, load).
 
 use super::fleet::{Fleet, Snapshot};
 use super::model::{Agreement, LoadSummary};
-use crate::infra::Backends;
-use crate::local::netns;
-use crate::workspace;
-use anyhow::{Context, Result};
+use crate::local::{self, lab::Lab};
+use anyhow::Result;
 use std::net::SocketAddrV4;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use zerodrop_load::{Class, Live, Mix, Profile, RunResult};
 
-/// Outside the lab: builds the services and re-runs this command inside a lab network
-/// namespace, exiting with its code. Inside: returns.
+/// The lab session's entry for `canary` and `blue-green` (see `local::lab`).
 pub async fn ensure_inside() -> Result<()> {
-    if !cfg!(target_os = "linux") {
-        anyhow::bail!("the local platform needs Linux (network and PID namespaces)");
-    }
-    if !netns::inside() {
-        let bin_dir = workspace::build_services()?;
-        let status = netns::run_in_lab(&bin_dir).await?;
-        std::process::exit(netns::exit_code(status));
-    }
-    Ok(())
+    local::lab::ensure_inside("the local platform needs Linux (network and PID namespaces)").await
 }
 
-pub fn out_dir(out: &Path, run_id: &str) -> PathBuf {
-    if out.is_absolute() {
-        out.join(run_id)
-    } else {
-        workspace::root().join(out).join(run_id)
-    }
-}
-
-/// The lab node and the private servers of one run.
-pub struct Lab {
-    pub node: netns::LabNode,
-    pub backends: Backends,
-}
-
-impl Lab {
-    pub async fn join(run_id: &str, out_dir: &Path) -> Result<Lab> {
-        let router: SocketAddrV4 = super::fleet::ROUTER.parse()?;
-        let node = netns::join(run_id, router).await?;
-        let backends = Backends::acquire(out_dir).await?;
-        eprintln!("[infra] {}", backends.describe());
-        Ok(Lab { node, backends })
-    }
-
-    pub async fn release(self) {
-        if let Err(e) = self.backends.release().await {
-            eprintln!("warning: stopping the private servers: {e:#}");
-        }
-    }
+/// Joins the lab with the routing tier's address as the one clients aim at.
+pub async fn join(run_id: &str, out_dir: &Path) -> Result<Lab> {
+    let router: SocketAddrV4 = super::fleet::ROUTER.parse()?;
+    Lab::join(run_id, router, out_dir).await
 }
 
 /// Fast requests only (`GET /work?ms=5`) at `qps`: the api's own endpoint, no jobs,
@@ -109,8 +75,4 @@ pub fn started_at() -> String {
 
 pub fn command_line() -> String {
     format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "))
-}
-
-pub fn create(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }

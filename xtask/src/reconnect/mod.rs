@@ -11,14 +11,12 @@ pub mod profile;
 mod report;
 mod variant;
 
-use crate::infra::Backends;
-use crate::local::netns;
+use crate::local::lab::{self, Lab};
 use crate::local::nft::VIP;
-use crate::local::platform::LocalPlatform;
-use crate::local::pod::Isolation;
+use crate::local::propagation::PropagationModel;
 use crate::platform::Platform;
 use crate::workspace;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use profile::{ReconnectProfile, VARIANTS};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -40,47 +38,31 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    if !cfg!(target_os = "linux") {
-        bail!("`reconnect` runs on the local platform, which needs Linux (network and PID namespaces)");
-    }
-    if !netns::inside() {
-        let bin_dir = workspace::build_services()?;
-        let status = netns::run_in_lab(&bin_dir).await?;
-        std::process::exit(netns::exit_code(status));
-    }
+    lab::ensure_inside("`reconnect` runs on the local platform, which needs Linux (network and PID namespaces)")
+        .await?;
     let wall = Instant::now();
     raise_nofile();
     let mut profile = ReconnectProfile::standard();
     profile.load.clients = a.clients;
     let run_id = workspace::run_id();
-    let out_dir = if a.out.is_absolute() { a.out.join(&run_id) } else { workspace::root().join(&a.out).join(&run_id) };
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let out_dir = lab::out_dir(&a.out, &run_id);
+    lab::create_dir(&out_dir)?;
     let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
     eprintln!(
         "zerodrop reconnect {run_id}: {} keep-alive clients, variants at-once and jittered",
         profile.load.clients
     );
 
-    let lab = netns::join(&run_id, VIP).await?;
-    let backends = Backends::acquire(&out_dir).await?;
-    eprintln!("[infra] {}", backends.describe());
-    let mut platform = LocalPlatform::new(
-        backends.amqp_url.clone(),
-        backends.database_url.clone(),
-        lab.bin_dir.clone(),
-        Isolation::detect(),
-        // One constant delay: this run is about the reconnect, not the propagation spread.
-        crate::local::propagation::PropagationModel::constant(profile.propagation_delay),
-        lab.run().to_string(),
-    );
-    let result = tokio::select! {
-        r = run_variants(&mut platform, &profile, &run_id, &out_dir) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; pods stopped, partial logs kept in {}", out_dir.display())),
-    };
+    let lab = Lab::join(&run_id, VIP, &out_dir).await?;
+    // One constant delay: this run is about the reconnect, not the propagation spread.
+    let mut platform = lab.platform(PropagationModel::constant(profile.propagation_delay));
+    let result = lab::until_interrupted(
+        run_variants(&mut platform, &profile, &run_id, &out_dir),
+        format!("pods stopped, partial logs kept in {}", out_dir.display()),
+    )
+    .await;
     let platform_name = platform.describe();
-    if let Err(e) = backends.release().await {
-        eprintln!("warning: stopping the private servers: {e:#}");
-    }
+    lab.release().await;
     let variants = result?;
     let report = report::ReconnectReport {
         run_id,
