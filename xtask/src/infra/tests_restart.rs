@@ -77,7 +77,7 @@ async fn restarts_keep_port_queues_and_rows_and_are_refused_for_env_servers() {
     let _ = conn.close(200, "bye".into()).await;
     ctl.shutdown().await;
     assert!(!ctl_dir.exists(), "the socket directory is removed");
-    let b = Arc::try_unwrap(b).ok().expect("the control let go of the backends");
+    let b = Arc::try_unwrap(b).expect("the control let go of the backends");
 
     // The same servers handed in from the environment may not be restarted.
     let env = Backends::acquire_with(&wd, Some(b.amqp_url.clone()), Some(b.database_url.clone())).await.unwrap();
