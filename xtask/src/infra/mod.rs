@@ -10,12 +10,16 @@
 //! The module never touches data it did not create: it only ever creates its own temporary
 //! directory and its own server processes.
 
+mod fault_ctl;
 mod net;
 mod postgres;
 mod process;
 mod rabbitmq;
+mod restart;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_restart;
 mod watchdog;
 
 use std::fmt;
@@ -24,8 +28,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub(crate) use fault_ctl::FaultControl;
 pub(crate) use net::{amqp_endpoint, postgres_endpoint, Endpoint};
 use process::{ServerProc, TempDir};
+use restart::{Launch, Server};
+pub(crate) use restart::{Restarted, Service};
 use watchdog::Watchdog;
 
 /// Where a backing service comes from.
@@ -45,9 +52,10 @@ pub struct Backends {
     pub db_origin: Origin,
     amqp_desc: String,
     db_desc: String,
-    // Stop order: servers first, then their directories.
-    rabbit: Option<ServerProc>,
-    postgres: Option<ServerProc>,
+    // Stop order: servers first, then their directories. Each server sits behind its own
+    // lock so that restarts of one are serialised (restart.rs) without blocking the other.
+    rabbit: tokio::sync::Mutex<Option<Server>>,
+    postgres: tokio::sync::Mutex<Option<Server>>,
     dirs: Vec<TempDir>,
     /// Cleans up if this process dies without `release()` or `Drop` (see watchdog.rs).
     watchdog: Option<Watchdog>,
@@ -68,6 +76,12 @@ impl Backends {
     /// ports, in a fresh temp dir under `workdir`.
     pub async fn acquire(workdir: &Path) -> Result<Backends> {
         Self::acquire_with(workdir, env_url(AMQP_VAR)?, env_url(DB_VAR)?).await
+    }
+
+    /// A private pair whatever the environment says: the servers that
+    /// [`Backends::restart`] may take down, which nothing else may be using.
+    pub async fn acquire_private(workdir: &Path) -> Result<Backends> {
+        Self::acquire_with(workdir, None, None).await
     }
 
     /// [`Backends::acquire`] with the two variables passed in (tests must not touch the
@@ -118,8 +132,8 @@ impl Backends {
             db_origin: if db_env.is_some() { Origin::Env } else { Origin::Private },
             amqp_desc,
             db_desc,
-            rabbit: None,
-            postgres: None,
+            rabbit: Default::default(),
+            postgres: Default::default(),
             dirs: Vec::new(),
             watchdog: None,
         };
@@ -154,7 +168,7 @@ impl Backends {
             Some(Ok(started)) => {
                 backends.amqp_url = started.url;
                 backends.amqp_desc = started.desc;
-                backends.rabbit = Some(started.proc);
+                *backends.rabbit.get_mut() = Some(Server { proc: started.proc, launch: started.launch });
             }
             Some(Err(e)) => errors.push(format!("{e:#}")),
             None => {}
@@ -163,7 +177,7 @@ impl Backends {
             Some(Ok(started)) => {
                 backends.database_url = started.url;
                 backends.db_desc = started.desc;
-                backends.postgres = Some(started.proc);
+                *backends.postgres.get_mut() = Some(Server { proc: started.proc, launch: started.launch });
                 backends.dirs.extend(started.extra_dir);
             }
             Some(Err(e)) => errors.push(format!("{e:#}")),
@@ -204,11 +218,11 @@ impl Backends {
     /// directories. Idempotent: everything is `take()`n.
     fn shutdown_blocking(&mut self, rabbit_grace: Duration, pg_grace: Duration) -> Result<()> {
         let mut procs: Vec<(ServerProc, Duration)> = Vec::new();
-        if let Some(p) = self.rabbit.take() {
-            procs.push((p, rabbit_grace));
+        if let Some(s) = self.rabbit.get_mut().take() {
+            procs.push((s.proc, rabbit_grace));
         }
-        if let Some(p) = self.postgres.take() {
-            procs.push((p, pg_grace));
+        if let Some(s) = self.postgres.get_mut().take() {
+            procs.push((s.proc, pg_grace));
         }
         for (p, _) in &mut procs {
             p.begin_stop();
@@ -234,8 +248,11 @@ impl Backends {
         }
     }
 
-    fn nothing_private(&self) -> bool {
-        self.rabbit.is_none() && self.postgres.is_none() && self.dirs.is_empty() && self.watchdog.is_none()
+    fn nothing_private(&mut self) -> bool {
+        self.rabbit.get_mut().is_none()
+            && self.postgres.get_mut().is_none()
+            && self.dirs.is_empty()
+            && self.watchdog.is_none()
     }
 
     #[cfg(test)]
@@ -245,7 +262,10 @@ impl Backends {
 
     #[cfg(test)]
     fn private_pgids(&self) -> Vec<i32> {
-        self.rabbit.iter().chain(self.postgres.iter()).map(|p| p.pgid()).collect()
+        [&self.rabbit, &self.postgres]
+            .iter()
+            .filter_map(|slot| slot.try_lock().ok()?.as_ref().map(|s| s.proc.pgid()))
+            .collect()
     }
 }
 
@@ -281,6 +301,8 @@ struct Started {
     proc: ServerProc,
     /// A second directory, when the first one was not usable by the server's user.
     extra_dir: Option<TempDir>,
+    /// How to start it again (restart.rs).
+    launch: Launch,
 }
 
 fn env_url(name: &str) -> Result<Option<String>> {

@@ -149,34 +149,59 @@ pub(super) async fn start(bins: &PgBins, tmp: &Path, watchdog: &Watchdog) -> Res
     process::prepare(&mut cmd, &initdb_log, user.as_ref(), &tag)?;
     process::run_bounded(cmd, "initdb", &initdb_log, INITDB_BOUND).await?;
 
-    // postgres
-    let log = base.join("postgres.log");
-    let socket_dir = if data.as_os_str().len() <= MAX_SOCKET_DIR_LEN { data.as_os_str() } else { OsStr::new("") };
-    let mut cmd = Command::new(&bins.postgres);
+    let l = Launch { bins: bins.clone(), data, port, user, tag, log: base.join("postgres.log") };
+    let proc = launch(&l, watchdog).await?;
+    eprintln!("[infra] PostgreSQL ready in {}", secs(t0.elapsed()));
+    Ok(Started {
+        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        desc: format!("private ({version}, 127.0.0.1:{port})"),
+        proc,
+        extra_dir,
+        launch: super::Launch::Postgres(l),
+    })
+}
+
+/// Everything needed to (re)launch the server on the same data directory and port, so a
+/// restarted server has every committed row.
+#[derive(Debug, Clone)]
+pub(super) struct Launch {
+    bins: PgBins,
+    data: PathBuf,
+    port: u16,
+    user: Option<RunAs>,
+    tag: String,
+    log: PathBuf,
+}
+
+/// Starts `postgres` on an initialised data directory and waits until it takes queries.
+pub(super) async fn launch(l: &Launch, watchdog: &Watchdog) -> Result<ServerProc> {
+    let socket_dir = if l.data.as_os_str().len() <= MAX_SOCKET_DIR_LEN { l.data.as_os_str() } else { OsStr::new("") };
+    let mut cmd = Command::new(&l.bins.postgres);
     cmd.arg("-D")
-        .arg(&data)
+        .arg(&l.data)
         .arg("-p")
-        .arg(port.to_string())
+        .arg(l.port.to_string())
         .arg("-k")
         .arg(socket_dir)
         .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"])
         .current_dir("/")
         .env("LC_ALL", "C")
         .env_remove("PGDATA");
-    process::prepare(&mut cmd, &log, user.as_ref(), &tag)?;
+    process::prepare(&mut cmd, &l.log, l.user.as_ref(), &l.tag)?;
     // SIGINT = "fast" shutdown: disconnect clients, checkpoint, exit (SIGTERM would wait
     // for every client to disconnect).
-    let mut proc = ServerProc::spawn("PostgreSQL", &mut cmd, libc::SIGINT, vec![log.clone()], &tag)?;
+    let mut proc = ServerProc::spawn("PostgreSQL", &mut cmd, libc::SIGINT, vec![l.log.clone()], &l.tag)?;
     watchdog.watch_proc(proc.pgid(), libc::SIGINT);
 
-    let ep = Endpoint::Tcp { host: "127.0.0.1".into(), port };
+    let ep = Endpoint::Tcp { host: "127.0.0.1".into(), port: l.port };
     let deadline = Instant::now() + READY_BOUND;
     loop {
         if let Some(status) = proc.exited() {
             bail!("private PostgreSQL exited during startup ({status})\n{}", proc.log_tails(30));
         }
-        if net::postgres_ready(&ep, "postgres", "postgres").await.unwrap_or(false) && pg_isready(bins, port).await {
-            break;
+        if net::postgres_ready(&ep, "postgres", "postgres").await.unwrap_or(false) && pg_isready(&l.bins, l.port).await
+        {
+            return Ok(proc);
         }
         if Instant::now() > deadline {
             let tails = proc.log_tails(30);
@@ -185,13 +210,6 @@ pub(super) async fn start(bins: &PgBins, tmp: &Path, watchdog: &Watchdog) -> Res
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("[infra] PostgreSQL ready in {}", secs(t0.elapsed()));
-    Ok(Started {
-        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-        desc: format!("private ({version}, 127.0.0.1:{port})"),
-        proc,
-        extra_dir,
-    })
 }
 
 /// `pg_isready` as a second opinion, when installed (true when it is not).

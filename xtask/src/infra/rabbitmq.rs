@@ -81,8 +81,35 @@ pub(super) fn locate(path: &OsStr, script_dir: &Path) -> Result<RabbitBins, Stri
 
 static NODE_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// Everything needed to (re)launch one private node: the same node name, ports and
+/// directories each time, so a restarted node finds its durable queues again.
+#[derive(Debug, Clone)]
+pub(super) struct Launch {
+    script: PathBuf,
+    version: String,
+    base: PathBuf,
+    node: String,
+    port: u16,
+    dist_port: u16,
+}
+
 pub(super) async fn start(bins: &RabbitBins, tmp: &Path, watchdog: &Watchdog) -> Result<Started> {
     let t0 = Instant::now();
+    let l = prepare(bins, tmp)?;
+    eprintln!("[infra] starting private RabbitMQ ({}, node {}) on 127.0.0.1:{} ...", l.version, l.node, l.port);
+    let proc = launch(&l, watchdog).await?;
+    eprintln!("[infra] RabbitMQ ready in {}", secs(t0.elapsed()));
+    Ok(Started {
+        url: format!("amqp://guest:guest@127.0.0.1:{}/%2f", l.port),
+        desc: format!("private ({}, 127.0.0.1:{})", l.version, l.port),
+        proc,
+        extra_dir: None,
+        launch: super::Launch::Rabbit(l),
+    })
+}
+
+/// Creates the node's directories, config and cookie, and picks its ports.
+fn prepare(bins: &RabbitBins, tmp: &Path) -> Result<Launch> {
     let base = tmp.join("rabbitmq");
     let dirs = ["mnesia", "log", "schema", "generated", "home", "conf.d"];
     for d in std::iter::once("").chain(dirs) {
@@ -98,74 +125,74 @@ pub(super) async fn start(bins: &RabbitBins, tmp: &Path, watchdog: &Watchdog) ->
         format!("zerodrop-{}-{seq}@localhost", std::process::id())
     };
 
-    let conf = base.join("rabbitmq.conf");
     fs::write(
-        &conf,
+        base.join("rabbitmq.conf"),
         format!(
             "# written by zerodrop xtask (infra): a private, loopback-only node\n\
              listeners.tcp.local = 127.0.0.1:{port}\n\
              loopback_users = none\n"
         ),
     )?;
-    let plugins = base.join("enabled_plugins");
-    fs::write(&plugins, "[].\n")?;
+    fs::write(base.join("enabled_plugins"), "[].\n")?;
     // The scripts (and rabbit_env) source RABBITMQ_CONF_ENV_FILE, by default
     // /etc/rabbitmq/rabbitmq-env.conf, which may set NODENAME etc. for the system node.
-    let env_conf = base.join("rabbitmq-env.conf");
-    fs::write(&env_conf, "")?;
-    let home = base.join("home");
-    let cookie = home.join(".erlang.cookie");
+    fs::write(base.join("rabbitmq-env.conf"), "")?;
+    let cookie = base.join("home").join(".erlang.cookie");
     let cookie_value: String = {
         let mut rng = rand::thread_rng();
         (0..20).map(|_| rng.gen_range(b'A'..=b'Z') as char).collect()
     };
     fs::write(&cookie, cookie_value)?;
     fs::set_permissions(&cookie, fs::Permissions::from_mode(0o400))?;
+    Ok(Launch { script: bins.script.clone(), version: bins.version.clone(), base, node, port, dist_port })
+}
 
-    let stdout_log = base.join("stdout.log");
-    let mut cmd = Command::new(&bins.script);
+/// Starts the node described by `l` and waits until it answers AMQP.
+pub(super) async fn launch(l: &Launch, watchdog: &Watchdog) -> Result<ServerProc> {
+    let base = &l.base;
+    let p = |s: &str| base.join(s);
+    let stdout_log = p("stdout.log");
+    let mut cmd = Command::new(&l.script);
     // Nothing from a RABBITMQ_* in our own environment may leak into this node.
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("RABBITMQ_") {
             cmd.env_remove(k);
         }
     }
-    let p = |s: &str| base.join(s);
-    cmd.current_dir(&base)
-        .env("HOME", &home)
-        .env("RABBITMQ_CONF_ENV_FILE", &env_conf)
-        .env("RABBITMQ_NODENAME", &node)
+    cmd.current_dir(base)
+        .env("HOME", p("home"))
+        .env("RABBITMQ_CONF_ENV_FILE", p("rabbitmq-env.conf"))
+        .env("RABBITMQ_NODENAME", &l.node)
         .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-        .env("RABBITMQ_NODE_PORT", port.to_string())
-        .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+        .env("RABBITMQ_NODE_PORT", l.port.to_string())
+        .env("RABBITMQ_DIST_PORT", l.dist_port.to_string())
         .env("RABBITMQ_MNESIA_BASE", p("mnesia"))
         .env("RABBITMQ_LOG_BASE", p("log"))
         .env("RABBITMQ_SCHEMA_DIR", p("schema"))
         .env("RABBITMQ_GENERATED_CONFIG_DIR", p("generated"))
-        .env("RABBITMQ_CONFIG_FILE", &conf)
+        .env("RABBITMQ_CONFIG_FILE", p("rabbitmq.conf"))
         .env("RABBITMQ_CONFIG_FILES", p("conf.d").join("*.conf"))
         .env("RABBITMQ_ADVANCED_CONFIG_FILE", p("advanced.config")) // never written
-        .env("RABBITMQ_ENABLED_PLUGINS_FILE", &plugins)
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", p("enabled_plugins"))
         // The distribution listener on loopback only (as the system's env file does), and an
         // epmd we might have to start ourselves on loopback only too.
         .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-kernel inet_dist_use_interface {127,0,0,1}")
         .env("ERL_EPMD_ADDRESS", "127.0.0.1");
     let tag = base.to_string_lossy().into_owned();
     process::prepare(&mut cmd, &stdout_log, None, &tag)?;
-    eprintln!("[infra] starting private RabbitMQ ({}, node {node}) on 127.0.0.1:{port} ...", bins.version);
     // SIGTERM to the script: it traps it and stops the node gracefully (rabbitmqctl-less).
-    let node_log = p("log").join(format!("{node}.log"));
+    let node_log = p("log").join(format!("{}.log", l.node));
     let mut proc = ServerProc::spawn("RabbitMQ", &mut cmd, libc::SIGTERM, vec![stdout_log, node_log], &tag)?;
     watchdog.watch_proc(proc.pgid(), libc::SIGTERM);
 
-    let ep = Endpoint::Tcp { host: "127.0.0.1".into(), port };
+    let ep = Endpoint::Tcp { host: "127.0.0.1".into(), port: l.port };
     let deadline = Instant::now() + READY_BOUND;
     loop {
         if let Some(status) = proc.exited() {
             bail!("private RabbitMQ exited during startup ({status})\n{}", proc.log_tails(30));
         }
         if net::amqp_handshake(&ep).await.is_ok() {
-            break;
+            return Ok(proc);
         }
         if Instant::now() > deadline {
             let tails = proc.log_tails(30);
@@ -174,11 +201,4 @@ pub(super) async fn start(bins: &RabbitBins, tmp: &Path, watchdog: &Watchdog) ->
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    eprintln!("[infra] RabbitMQ ready in {}", secs(t0.elapsed()));
-    Ok(Started {
-        url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
-        desc: format!("private ({}, 127.0.0.1:{port})", bins.version),
-        proc,
-        extra_dir: None,
-    })
 }

@@ -1,15 +1,18 @@
 //! The real api binary, for tests that follow a job from `POST /jobs` to the ledger.
 //! It is built next to the worker by `cargo test --workspace`.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct ApiProc {
     pub addr: String,
     child: Child,
+    /// Its stdout (JSON log lines), collected as they come.
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 fn binary() -> PathBuf {
@@ -50,14 +53,27 @@ impl ApiProc {
             .env("AMQP_URL", amqp_url)
             .env("ZD_QUEUE", queue)
             .env("RUST_LOG", "info")
+            .env("ZD_LOG_FORMAT", "json")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn zerodrop-api");
-        let api = ApiProc { addr, child };
+        let mut child = cmd.spawn().expect("spawn zerodrop-api");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            let lines = lines.clone();
+            // Ends at EOF, when the api exits.
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Ok(mut l) = lines.lock() {
+                        l.push(line);
+                    }
+                }
+            });
+        }
+        let api = ApiProc { addr, child, lines };
         let deadline = Instant::now() + Duration::from_secs(20);
         while api.get("/readyz").map(|(c, _)| c) != Some(200) {
             assert!(Instant::now() < deadline, "the api did not become ready in 20 s");
@@ -72,6 +88,18 @@ impl ApiProc {
 
     pub fn post_job(&self, id: &str, amount: i64) -> Option<u16> {
         post_job(&self.addr, id, amount)
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Whether a log line carries `"step":"<step>"` in its fields.
+    pub fn has_step(&self, step: &str) -> bool {
+        self.lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| v.get("fields").and_then(|f| f.get("step")).and_then(|s| s.as_str()) == Some(step))
     }
 
     /// SIGTERM, then waits for the exit.

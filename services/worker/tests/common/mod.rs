@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod fault_ctl;
+pub mod load;
 pub mod outage;
 
 use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
@@ -48,9 +50,8 @@ where
     }
 }
 
-async fn connect_amqp() -> Connection {
-    let url = amqp_url();
-    match tokio::time::timeout(Duration::from_secs(10), Connection::connect(&url, ConnectionProperties::default())).await {
+async fn connect_amqp(url: &str) -> Connection {
+    match tokio::time::timeout(Duration::from_secs(10), Connection::connect(url, ConnectionProperties::default())).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => panic!(
             "RabbitMQ is unreachable at {url}: {e}\n\
@@ -60,9 +61,8 @@ async fn connect_amqp() -> Connection {
     }
 }
 
-async fn connect_pg() -> tokio_postgres::Client {
-    let url = ledger::database_url();
-    match tokio::time::timeout(Duration::from_secs(10), ledger::connect(&url)).await {
+async fn connect_pg(url: &str) -> tokio_postgres::Client {
+    match tokio::time::timeout(Duration::from_secs(10), ledger::connect(url)).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => panic!(
             "PostgreSQL is unreachable at {url}: {e}\n\
@@ -79,21 +79,42 @@ pub struct Fixture {
     pub schema: String,
     pub channel: Channel,
     pub db: tokio_postgres::Client,
+    /// The broker and database this fixture (and the workers it spawns) use.
+    pub amqp_url: String,
+    pub database_url: String,
     conn: Connection,
     cleaned: bool,
 }
 
 impl Fixture {
     pub async fn new(tag: &str) -> Fixture {
+        Fixture::on(tag, &amqp_url(), &ledger::database_url()).await
+    }
+
+    /// A fixture on the given servers (e.g. the restartable pair of the fault tests).
+    pub async fn on(tag: &str, amqp_url: &str, database_url: &str) -> Fixture {
         let name = unique(&format!("zdt_{tag}"));
-        let conn = connect_amqp().await;
-        let db = connect_pg().await;
+        let conn = connect_amqp(amqp_url).await;
+        let db = connect_pg(database_url).await;
         let channel = conn.create_channel().await.expect("open a channel");
         channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
         let topology = Topology::new(format!("{name}.jobs").replace('_', "-"));
         topology.declare(&channel).await.expect("declare the queues");
         ledger::create_schema(&db, &name).await.expect("create the ledger schema");
-        Fixture { topology, schema: name, channel, db, conn, cleaned: false }
+        let (amqp_url, database_url) = (amqp_url.to_string(), database_url.to_string());
+        Fixture { topology, schema: name, channel, db, amqp_url, database_url, conn, cleaned: false }
+    }
+
+    /// A fresh database session, for after the server was restarted under the old one.
+    pub async fn reconnect_db(&mut self) {
+        self.db = connect_pg(&self.database_url).await;
+    }
+
+    /// A fresh broker session, for after the broker was restarted under the old one.
+    pub async fn reconnect_amqp(&mut self) {
+        self.conn = connect_amqp(&self.amqp_url).await;
+        self.channel = self.conn.create_channel().await.expect("open a channel");
+        self.channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm.select");
     }
 
     pub fn job_id(&self, tag: &str) -> String {
@@ -157,8 +178,8 @@ impl Fixture {
     /// logs and an ephemeral admin port; `env` comes last and wins.
     pub fn spawn_worker(&self, env: &[(&str, String)]) -> WorkerProc {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_zerodrop-worker"));
-        cmd.env("AMQP_URL", amqp_url())
-            .env("DATABASE_URL", ledger::database_url())
+        cmd.env("AMQP_URL", &self.amqp_url)
+            .env("DATABASE_URL", &self.database_url)
             .env("ZD_QUEUE", &self.topology.queue)
             .env("ZD_DB_SCHEMA", &self.schema)
             .env("ZD_LISTEN", "127.0.0.1:0")
@@ -188,17 +209,18 @@ impl Drop for Fixture {
         // test's runtime may be gone or busy unwinding.
         let topology = self.topology.clone();
         let schema = self.schema.clone();
+        let (amqp_url, database_url) = (self.amqp_url.clone(), self.database_url.clone());
         let cleanup = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async move {
                 let work = async {
-                    if let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
+                    if let Ok(conn) = Connection::connect(&amqp_url, ConnectionProperties::default()).await {
                         if let Ok(ch) = conn.create_channel().await {
                             let _ = topology.delete(&ch).await;
                         }
                         let _ = conn.close(200, "bye".into()).await;
                     }
-                    if let Ok(db) = ledger::connect(&ledger::database_url()).await {
+                    if let Ok(db) = ledger::connect(&database_url).await {
                         let _ = ledger::drop_schema(&db, &schema).await;
                     }
                 };
