@@ -26,6 +26,8 @@ pub enum PublishError {
     ConfirmTimeout,
     #[error("not connected to the broker (reconnecting)")]
     Disconnected,
+    #[error("the channel was not in confirm mode: the broker never took responsibility")]
+    Unconfirmed,
     #[error("publish failed: {0}")]
     Broker(#[from] lapin::Error),
 }
@@ -156,7 +158,10 @@ impl Publisher {
             Err(_) => Err(PublishError::ConfirmTimeout),
             Ok(confirm) => match confirm? {
                 Confirmation::Nack(_) => Err(PublishError::Nacked),
-                _ => Ok(()),
+                // A 202 promises the broker's confirm; a channel that lost confirm mode
+                // cannot give one, so the job is refused rather than risked.
+                Confirmation::NotRequested => Err(PublishError::Unconfirmed),
+                Confirmation::Ack(_) => Ok(()),
             },
         }
     }
