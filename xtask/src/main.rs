@@ -18,6 +18,7 @@ mod kind;
 mod local;
 mod long_lived;
 mod platform;
+mod private_dir;
 mod profile;
 mod progress;
 mod progressive;

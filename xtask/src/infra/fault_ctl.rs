@@ -10,7 +10,7 @@
 //!
 //! Requests are served concurrently; [`Backends::restart`] queues restarts of one server.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -65,7 +65,7 @@ impl FaultControl {
         if path.as_os_str().len() > MAX_SOCKET_PATH {
             bail!("the fault-control socket path {} is too long for a Unix socket", path.display());
         }
-        private_dir(dir)?;
+        crate::private_dir::ensure(dir, "fault socket")?;
         // A socket left by a run that was killed would make bind fail.
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
@@ -90,25 +90,6 @@ impl FaultControl {
     }
 }
 
-fn private_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("inspecting {}", dir.display()))?;
-    if !meta.is_dir() || meta.uid() != own_uid() {
-        bail!(
-            "{} is not a directory owned by uid {}; refusing to put the fault socket there",
-            dir.display(),
-            own_uid()
-        );
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making {} private (0700)", dir.display()))
-}
-
-fn own_uid() -> u32 {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    unsafe { libc::geteuid() }
-}
-
 async fn accept_loop(listener: UnixListener, backends: Arc<Backends>, stop: CancellationToken) {
     let mut conns = JoinSet::new();
     loop {
@@ -130,7 +111,7 @@ async fn handle(conn: UnixStream, backends: Arc<Backends>) {
     let peer = conn.peer_cred().map(|c| c.uid());
     let (r, mut w) = conn.into_split();
     let line = match peer {
-        Ok(uid) if uid == own_uid() => {
+        Ok(uid) if uid == crate::private_dir::own_uid() => {
             let mut line = String::new();
             match BufReader::new(r.take(MAX_LINE)).read_line(&mut line).await {
                 Ok(_) if line.ends_with('\n') => match parse_request(&line) {

@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
@@ -31,10 +31,7 @@ pub enum Request {
     Down,
 }
 
-pub fn own_uid() -> u32 {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    unsafe { libc::geteuid() }
-}
+pub use crate::private_dir::own_uid;
 
 /// Creates `dir` (0700, owned by us; anything else is refused) and binds
 /// `dir/control.sock` (0600) in it.
@@ -42,21 +39,7 @@ pub fn bind(dir: &Path) -> Result<(UnixListener, PathBuf)> {
     if let Some(parent) = dir.parent() {
         std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     }
-    match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-    }
-    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("inspecting {}", dir.display()))?;
-    if !meta.is_dir() || meta.uid() != own_uid() {
-        bail!(
-            "{} is not a directory owned by uid {}; refusing to put the control socket there (remove it)",
-            dir.display(),
-            own_uid()
-        );
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making {} private (0700)", dir.display()))?;
+    crate::private_dir::ensure(dir, "control socket")?;
     let path = dir.join("control.sock");
     // A socket file left by an `up` that was killed would make bind fail.
     let _ = std::fs::remove_file(&path);
