@@ -124,6 +124,7 @@ struct Outcome {
     record: Record,
     seq: u64,
     accepted_job: Option<String>,
+    pod: Option<String>,
 }
 
 /// Runs `profile` against the endpoints `resolver` hands out. Job ids are
@@ -165,11 +166,14 @@ pub async fn run(profile: &Profile, resolver: Arc<dyn Resolver>, job_prefix: &st
     let mut records = Vec::with_capacity(scheduled);
     let mut accepted_jobs = Vec::new();
     let mut rebuilt = Plan::new(profile);
+    let mut pods = PodNames::default();
     for slot in outcomes.into_iter().take(scheduled) {
         let planned = rebuilt.next();
         match slot {
             Some(o) => {
-                records.push(o.record);
+                let mut record = o.record;
+                record.pod = o.pod.as_deref().and_then(|name| pods.index(name));
+                records.push(record);
                 accepted_jobs.extend(o.accepted_job);
             }
             // Only a starved runtime gets here: the request never reported back.
@@ -189,6 +193,27 @@ pub async fn run(profile: &Profile, resolver: Arc<dyn Resolver>, job_prefix: &st
         accepted_jobs,
         late_sends,
         connections_opened: ctx.pool.connections_opened(),
+        pods: pods.names,
+    }
+}
+
+/// Interns pod names into [`RunResult::pods`], so a record carries a small index.
+#[derive(Default)]
+struct PodNames {
+    names: Vec<String>,
+}
+
+impl PodNames {
+    /// `None` past `u16::MAX` distinct names: the record then names no pod.
+    fn index(&mut self, name: &str) -> Option<u16> {
+        let i = match self.names.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                self.names.push(name.to_string());
+                self.names.len() - 1
+            }
+        };
+        u16::try_from(i).ok()
     }
 }
 
@@ -235,13 +260,18 @@ async fn one(ctx: Arc<Ctx>, p: Planned, tx: mpsc::UnboundedSender<Outcome>) {
     let late = Instant::now().saturating_duration_since(intended) > LATE;
     let job_id = (p.kind == Kind::Job).then(|| format!("{}-{}", ctx.job_prefix, p.seq));
     let work = request::execute(&ctx.pool, &ctx.spec, &p, job_id.as_deref());
-    let (class, accepted) = timeout_at(intended + ctx.request_timeout, work).await.unwrap_or((Class::Timeout, false));
+    let answer = timeout_at(intended + ctx.request_timeout, work).await.unwrap_or(request::Answer {
+        class: Class::Timeout,
+        accepted: false,
+        pod: None,
+    });
     let end = Instant::now();
-    ctx.live.record(class);
+    ctx.live.record(answer.class);
     let _ = tx.send(Outcome {
-        record: record(ctx.start, &p, end, class, late),
+        record: record(ctx.start, &p, end, answer.class, late),
         seq: p.seq,
-        accepted_job: if accepted { job_id } else { None },
+        accepted_job: if answer.accepted { job_id } else { None },
+        pod: answer.pod,
     });
 }
 
@@ -253,5 +283,6 @@ fn record(start: Instant, p: &Planned, end: Instant, class: Class, late: bool) -
         class,
         kind: p.kind,
         late,
+        pod: None,
     }
 }

@@ -11,6 +11,7 @@
 //! opened. Keep-alive connections stay on the endpoint they were opened to.
 
 mod engine;
+pub mod gate;
 pub mod keepalive;
 pub mod profile;
 pub mod record;
@@ -19,6 +20,7 @@ pub mod target;
 pub mod wire;
 
 pub use engine::{run, Live, LiveSnapshot};
+pub use gate::{await_pods, GateConfig, GateError, GateState};
 pub use profile::{Mix, Profile};
 pub use record::{Class, Kind, Record, RunResult};
 pub use stats::{timeline, window_stats, LatencySummary, Second, WindowStats};

@@ -71,7 +71,7 @@ impl Class {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Fast,
@@ -90,6 +90,12 @@ pub struct Record {
     pub kind: Kind,
     /// Sent more than 1 ms after its intended start.
     pub late: bool,
+    /// The pod that answered (its `x-zd-pod` response header), as an index into
+    /// [`RunResult::pods`]; `None` when no response head arrived (refused, reset,
+    /// timeout) or the answer named no pod. Lets the report tie an outcome to the
+    /// endpoint it landed on, which the client cannot see behind a Service address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<u16>,
 }
 
 /// Everything a run measured.
@@ -103,4 +109,14 @@ pub struct RunResult {
     pub accepted_jobs: Vec<String>,
     pub late_sends: u64,
     pub connections_opened: u64,
+    /// Pod names seen in responses; [`Record::pod`] indexes into it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<String>,
+}
+
+impl RunResult {
+    /// The name of the pod that answered `r`, if known.
+    pub fn pod_of(&self, r: &Record) -> Option<&str> {
+        r.pod.and_then(|i| self.pods.get(i as usize)).map(String::as_str)
+    }
 }

@@ -141,6 +141,7 @@ mod tests {
             class: if i.is_multiple_of(97) { Class::Reset } else { Class::Ok },
             kind: Kind::Fast,
             late: false,
+            pod: None,
         };
         RunResult {
             started_unix_ms: 1_795_438_951_000,
@@ -149,6 +150,7 @@ mod tests {
             accepted_jobs: vec!["run-naive-7".into(), "run-naive-ü".into()],
             late_sends: 3,
             connections_opened: 64,
+            pods: vec![],
         }
     }
 

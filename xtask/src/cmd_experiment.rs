@@ -382,8 +382,10 @@ fn print_summary(r: &Report, dir: &std::path::Path) {
     }
     if let Some(g) = &r.guardian {
         println!(
-            "guardian: exit code {:?} (expected {}) {} ms after SIGTERM",
-            g.exit_code, g.expected_exit_code, g.exit_after_ms
+            "guardian: {} (expected exit code {}), {} ms after SIGTERM",
+            crate::guardian::describe_exit(g.exit_code),
+            g.expected_exit_code,
+            g.exit_after_ms
         );
     }
     println!("\nreport: {}", dir.join("report.md").display());

@@ -31,7 +31,12 @@ pub struct ExperimentProfile {
 
 impl ExperimentProfile {
     pub fn quick() -> Self {
-        let (warmup, steady, roll, cooldown) = (secs(4), secs(8), secs(22), secs(3));
+        // Roll: the slowest stage's last old pod exits ~14 s after the window opens
+        // (naive: SIGKILL at the end of its grace; measured in a --quick run, see
+        // reports/example); 18 s leaves what it cuts inside. Cool-down: the load goes
+        // on 1 s past the window; requests still in flight then finish anyway (the
+        // run waits out the request timeout), so a longer tail only costs time.
+        let (warmup, steady, roll, cooldown) = (secs(4), secs(8), secs(18), secs(1));
         ExperimentProfile {
             name: "quick",
             warmup,

@@ -13,12 +13,14 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Builds the api and the worker (same profile as everything else) and returns the
-/// directory holding their binaries.
+/// directory holding their binaries. Not `--quiet`: on a fresh clone this compiles for
+/// minutes, and cargo's Compiling lines / progress bar show it working; once built,
+/// cargo prints one `Finished` line.
 pub fn build_services() -> Result<PathBuf> {
     let sh = xshell::Shell::new()?;
     sh.change_dir(root());
-    eprintln!("[build] cargo build -p zerodrop-api -p zerodrop-worker -p zerodrop-init");
-    xshell::cmd!(sh, "cargo build --quiet -p zerodrop-api -p zerodrop-worker -p zerodrop-init")
+    eprintln!("[build] api, worker and init: the binaries the pods run (minutes on a fresh clone, then seconds)");
+    xshell::cmd!(sh, "cargo build -p zerodrop-api -p zerodrop-worker -p zerodrop-init")
         .run()
         .context("building the services failed (see the compiler output above)")?;
     Ok(target_dir().join("debug"))

@@ -3,7 +3,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use zerodrop_load::{window_stats, Class, FixedResolver, Live, Mix, Profile, RunResult};
+use zerodrop_load::gate::{self, GateConfig, GateState};
+use zerodrop_load::{window_stats, Class, FixedResolver, Live, Mix, Profile, Resolver, RunResult};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,6 +43,17 @@ pub struct Args {
     /// Permit a target outside loopback (e.g. a ClusterIP from inside a cluster).
     #[arg(long)]
     allow_non_loopback: bool,
+    /// Before the load, wait until these pods (comma-separated) have each answered a
+    /// `GET /healthz` sent through --target on a new connection (their `x-zd-pod`
+    /// header): the data plane carries them, not just the control plane's list.
+    #[arg(long, value_delimiter = ',', value_name = "POD,POD,...")]
+    await_pods: Vec<String>,
+    /// Give up on --await-pods after this long (exit non-zero, no load sent).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    await_timeout: Duration,
+    /// Give up on --await-pods after this many probes.
+    #[arg(long, default_value_t = 2000)]
+    await_max_probes: u32,
 }
 
 /// `--out -`: the result as checksummed chunk lines (see [`zerodrop_load::wire`]).
@@ -73,10 +85,22 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
         request_timeout: args.timeout,
         connect_timeout: args.connect_timeout,
     };
-    eprintln!("{} rps for {:?} to {addr}", profile.rate_per_sec, profile.duration);
+    let resolver: Arc<dyn Resolver> = Arc::new(FixedResolver(addr));
+    if !args.await_pods.is_empty() {
+        let cfg = GateConfig {
+            deadline: args.await_timeout,
+            max_probes: args.await_max_probes,
+            pause: gate::DEFAULT_PAUSE,
+            connect_timeout: args.connect_timeout,
+            probe_timeout: args.timeout,
+        };
+        await_data_plane(resolver.as_ref(), addr, &args.await_pods, &cfg).await?;
+    }
+    // The load's own t=0 is set inside `run`, after the gate.
+    eprintln!("{}{} rps for {:?} to {addr}", gate::LOAD_BEGINS, profile.rate_per_sec, profile.duration);
     let live = Arc::new(Live::new());
     let progress = tokio::spawn(progress(live.clone()));
-    let result = zerodrop_load::run(&profile, Arc::new(FixedResolver(addr)), &args.job_prefix, live).await;
+    let result = zerodrop_load::run(&profile, resolver, &args.job_prefix, live).await;
     progress.abort();
     print_summary(&result);
     if args.out.as_deref() == Some(std::path::Path::new("-")) {
@@ -86,6 +110,43 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
         std::fs::write(path, json).with_context(|| format!("write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+/// Runs the gate, one line per newly seen pod and one at the end (all prefixed
+/// [`gate::LINE_PREFIX`], so a log reader knows no load was sent yet).
+async fn await_data_plane(
+    resolver: &dyn Resolver,
+    addr: SocketAddr,
+    pods: &[String],
+    cfg: &GateConfig,
+) -> anyhow::Result<()> {
+    let p = gate::LINE_PREFIX;
+    // Deduplicated and sorted, as the gate counts them.
+    let names = GateState::new(pods).missing();
+    let n = names.len();
+    eprintln!(
+        "{p}awaiting {n} pods through {addr} (GET {} on a new connection each): {}",
+        gate::PROBE_PATH,
+        names.join(", ")
+    );
+    let passed = gate::await_pods(resolver, pods, cfg, |pod, s, t| {
+        eprintln!(
+            "{p}{pod} answered ({}/{}) after {} probes, {} ms",
+            s.seen(),
+            s.expected(),
+            s.probes(),
+            t.as_millis()
+        );
+    })
+    .await
+    .context("no load sent: the api Service's data plane does not reach every awaited pod")?;
+    eprintln!(
+        "{p}data plane carries {}/{n} endpoints after {} probes, {} ms",
+        passed.pods,
+        passed.probes,
+        passed.elapsed.as_millis()
+    );
     Ok(())
 }
 
@@ -138,6 +199,7 @@ mod tests {
             accepted_jobs: vec!["load-1".into()],
             late_sends: 0,
             connections_opened: 2,
+            pods: vec![],
         };
         let mut buf = Vec::new();
         write_result(&mut buf, &r).unwrap();

@@ -13,20 +13,44 @@ pub(crate) struct Spec {
     pub slow_ms: u32,
 }
 
-/// Returns the class and whether a job was accepted (202). Has no timeout of its own:
-/// the caller bounds the whole of it.
-pub(crate) async fn execute(pool: &Pool, spec: &Spec, p: &Planned, job_id: Option<&str>) -> (Class, bool) {
-    match attempt(pool, spec, p, job_id).await {
-        Ok(status) => (classify::status(status), p.kind == Kind::Job && status == StatusCode::ACCEPTED),
-        Err(class) => (class, false),
+/// The header every api response names its pod in (services/api `conn_cost.rs`).
+pub(crate) const POD_HEADER: &str = "x-zd-pod";
+
+/// What one request came to.
+pub(crate) struct Answer {
+    pub class: Class,
+    /// A job answered 202.
+    pub accepted: bool,
+    /// The pod that answered, once a response head arrived.
+    pub pod: Option<String>,
+}
+
+/// Has no timeout of its own: the caller bounds the whole of it.
+pub(crate) async fn execute(pool: &Pool, spec: &Spec, p: &Planned, job_id: Option<&str>) -> Answer {
+    let mut pod = None;
+    match attempt(pool, spec, p, job_id, &mut pod).await {
+        Ok(status) => Answer {
+            class: classify::status(status),
+            accepted: p.kind == Kind::Job && status == StatusCode::ACCEPTED,
+            pod,
+        },
+        // A body cut after the head still names the pod that cut it.
+        Err(class) => Answer { class, accepted: false, pod },
     }
 }
 
-async fn attempt(pool: &Pool, spec: &Spec, p: &Planned, job_id: Option<&str>) -> Result<StatusCode, Class> {
+async fn attempt(
+    pool: &Pool,
+    spec: &Spec,
+    p: &Planned,
+    job_id: Option<&str>,
+    pod: &mut Option<String>,
+) -> Result<StatusCode, Class> {
     let mut lease = pool.checkout().await?;
     let req = build(spec, p, job_id, lease.conn.host.clone()).map_err(|_| Class::Other)?;
     let resp = lease.conn.sender.send_request(req).await.map_err(|e| classify::established(&e))?;
     let status = resp.status();
+    *pod = resp.headers().get(POD_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     let close = wants_close(resp.headers());
     let mut body = resp.into_body();
     while let Some(frame) = body.frame().await {

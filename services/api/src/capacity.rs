@@ -53,7 +53,16 @@ impl WarmCache {
         if !filled[slot] {
             tokio::time::sleep(self.fill_cost).await;
             filled[slot] = true;
-            self.fills.fetch_add(1, Ordering::Relaxed);
+            let fills = self.fills.fetch_add(1, Ordering::Relaxed) + 1;
+            // The end of the cold period, in the log: the report tells a request
+            // served cold from one served warm by this line's time.
+            if fills == CACHE_SLOTS as u64 {
+                tracing::info!(
+                    step = "cache_warm",
+                    slots = CACHE_SLOTS,
+                    "every cache slot filled: the instance is warm"
+                );
+            }
         }
     }
 

@@ -19,6 +19,8 @@ mod restart;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_epmd;
+#[cfg(test)]
 mod tests_restart;
 mod watchdog;
 
@@ -168,7 +170,8 @@ impl Backends {
             Some(Ok(started)) => {
                 backends.amqp_url = started.url;
                 backends.amqp_desc = started.desc;
-                *backends.rabbit.get_mut() = Some(Server { proc: started.proc, launch: started.launch });
+                *backends.rabbit.get_mut() =
+                    Some(Server { proc: started.proc, launch: started.launch, helper: started.helper });
             }
             Some(Err(e)) => errors.push(format!("{e:#}")),
             None => {}
@@ -177,7 +180,8 @@ impl Backends {
             Some(Ok(started)) => {
                 backends.database_url = started.url;
                 backends.db_desc = started.desc;
-                *backends.postgres.get_mut() = Some(Server { proc: started.proc, launch: started.launch });
+                *backends.postgres.get_mut() =
+                    Some(Server { proc: started.proc, launch: started.launch, helper: started.helper });
                 backends.dirs.extend(started.extra_dir);
             }
             Some(Err(e)) => errors.push(format!("{e:#}")),
@@ -214,15 +218,17 @@ impl Backends {
         format!("RabbitMQ: {}; PostgreSQL: {}", self.amqp_desc, self.db_desc)
     }
 
-    /// Signals every private server, then waits for each (bounded), then removes the
-    /// directories. Idempotent: everything is `take()`n.
+    /// Signals every private server, then waits for each (bounded), then stops their
+    /// helpers (RabbitMQ's epmd), then removes the directories. Idempotent: everything is
+    /// `take()`n.
     fn shutdown_blocking(&mut self, rabbit_grace: Duration, pg_grace: Duration) -> Result<()> {
         let mut procs: Vec<(ServerProc, Duration)> = Vec::new();
-        if let Some(s) = self.rabbit.get_mut().take() {
-            procs.push((s.proc, rabbit_grace));
-        }
-        if let Some(s) = self.postgres.get_mut().take() {
-            procs.push((s.proc, pg_grace));
+        let mut helpers: Vec<ServerProc> = Vec::new();
+        for (slot, grace) in [(&mut self.rabbit, rabbit_grace), (&mut self.postgres, pg_grace)] {
+            if let Some(s) = slot.get_mut().take() {
+                procs.push((s.proc, grace));
+                helpers.extend(s.helper);
+            }
         }
         for (p, _) in &mut procs {
             p.begin_stop();
@@ -230,6 +236,16 @@ impl Backends {
         let mut errors = Vec::new();
         for (mut p, grace) in procs {
             if let Err(e) = p.finish_stop(grace) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        // Only once the servers are gone: a broker still running would find its epmd
+        // missing, and the node deregisters from it as it stops.
+        for h in &mut helpers {
+            h.begin_stop();
+        }
+        for mut h in helpers {
+            if let Err(e) = h.finish_stop(rabbitmq::EPMD_GRACE) {
                 errors.push(format!("{e:#}"));
             }
         }
@@ -258,6 +274,15 @@ impl Backends {
     #[cfg(test)]
     fn private_dirs(&self) -> Vec<std::path::PathBuf> {
         self.dirs.iter().map(|d| d.path().to_path_buf()).collect()
+    }
+
+    /// The process groups of the servers' helpers (RabbitMQ's epmd).
+    #[cfg(test)]
+    fn helper_pgids(&self) -> Vec<i32> {
+        [&self.rabbit, &self.postgres]
+            .iter()
+            .filter_map(|slot| slot.try_lock().ok()?.as_ref()?.helper.as_ref().map(|h| h.pgid()))
+            .collect()
     }
 
     #[cfg(test)]
@@ -299,6 +324,9 @@ struct Started {
     url: String,
     desc: String,
     proc: ServerProc,
+    /// A process the server needs beside it, started before it and stopped after it, that
+    /// stays up across restarts of the server: RabbitMQ's own epmd.
+    helper: Option<ServerProc>,
     /// A second directory, when the first one was not usable by the server's user.
     extra_dir: Option<TempDir>,
     /// How to start it again (restart.rs).

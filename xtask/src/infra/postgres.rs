@@ -156,6 +156,7 @@ pub(super) async fn start(bins: &PgBins, tmp: &Path, watchdog: &Watchdog) -> Res
         url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
         desc: format!("private ({version}, 127.0.0.1:{port})"),
         proc,
+        helper: None,
         extra_dir,
         launch: super::Launch::Postgres(l),
     })

@@ -4,7 +4,7 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -277,7 +277,10 @@ impl ServerProc {
             if status.is_none() {
                 bail!("{} (pid {}) survived SIGKILL", self.label, self.pgid);
             }
-        } else if let Some(s) = status.filter(|s| !s.success() && !self.died_early) {
+        } else if let Some(s) = status.filter(|s| !s.success() && s.signal() != Some(self.graceful) && !self.died_early)
+        {
+            // Dying of the graceful signal itself is a clean stop for a server without a
+            // handler for it (epmd).
             eprintln!("[infra] {} exited with {s} on shutdown", self.label);
         }
         // Leftovers (in the group, or tagged but escaped from it): give them a moment to
@@ -295,11 +298,18 @@ impl ServerProc {
                     unsafe { libc::kill(*pid, libc::SIGKILL) };
                 }
                 std::thread::sleep(Duration::from_millis(500));
-                let left = self.leftovers();
-                if !left.is_empty() {
-                    bail!("{}: processes left behind after SIGKILL: {left:?}", self.label);
+                let still = self.leftovers();
+                if !still.is_empty() {
+                    bail!("{}: processes left behind after SIGKILL: {still:?}", self.label);
                 }
-                eprintln!("[infra] {}: killed leftover processes {left:?}", self.label);
+                let what: Vec<String> = left.iter().map(|(pid, comm)| format!("{comm} (pid {pid})")).collect();
+                tracing::warn!(server = self.label, leftovers = ?left, "killed processes left behind");
+                eprintln!(
+                    "[infra] {}: killed {} with SIGKILL: still alive 3 s after the server's main process \
+                     had exited (started by it, in its process group or carrying its tag)",
+                    self.label,
+                    what.join(", ")
+                );
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -383,8 +393,10 @@ pub(super) fn live_group_members(pgid: i32) -> Vec<(i32, String)> {
     out
 }
 
-/// Live processes carrying `TAG_VAR=tag`, except `epmd`: an epmd started by our node
-/// daemonizes and may be shared by other Erlang nodes, so it is left running.
+/// Live processes carrying `TAG_VAR=tag`. An `epmd` among them is ours too: RabbitMQ's
+/// node runs its own epmd (rabbitmq.rs, tagged apart), so one carrying the node's tag is a
+/// `-daemon` the node started against our settings, which nobody else uses and which would
+/// otherwise outlive the run (and keep a lab's network namespace alive).
 pub(super) fn tagged_processes(tag: &str) -> Vec<(i32, String)> {
     let needle = format!("{TAG_VAR}={tag}\0").into_bytes();
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -407,7 +419,7 @@ pub(super) fn tagged_processes(tag: &str) -> Vec<(i32, String)> {
         };
         let comm = stat[open + 1..close].to_string();
         let state = stat[close + 1..].split_whitespace().next().unwrap_or("");
-        if state != "Z" && state != "X" && comm != "epmd" {
+        if state != "Z" && state != "X" {
             out.push((pid, comm));
         }
     }

@@ -1,5 +1,15 @@
 //! A private RabbitMQ node: its own node name, ports, config, data, logs and Erlang cookie,
 //! all under the temp dir, so it never meets the system broker (`rabbit@localhost`).
+//!
+//! It also gets its own Erlang port mapper. Left to itself, a node (and the one-off
+//! `erl -sname epmd-starter-N` that RabbitMQ's `rabbit_nodes_common:ensure_epmd/0`
+//! spawns) runs `epmd -daemon` when none answers on `ERL_EPMD_PORT` (default 4369): that
+//! daemon outlives the broker, and inside a lab it kept the lab's network namespace alive
+//! forever. So we start `epmd -port <free port>` in the foreground as a supervised child
+//! before the broker, point the node at it (`ERL_EPMD_PORT`), and forbid every Erlang VM of
+//! the node from starting one (`ERL_ZFLAGS=-start_epmd false`, which `erl` reads from the
+//! environment, so the epmd-starter inherits it). The broker is stopped first, then its epmd.
+//! A private port also keeps us off a system-wide epmd on 4369 (the system broker's).
 
 use std::ffi::OsStr;
 use std::fs;
@@ -23,10 +33,17 @@ pub(super) const DEBIAN_SCRIPT_DIR: &str = "/usr/lib/rabbitmq/bin";
 
 const READY_BOUND: Duration = Duration::from_secs(60);
 
+/// How long our epmd gets to accept connections before the broker is started.
+const EPMD_READY_BOUND: Duration = Duration::from_secs(10);
+/// How long our epmd gets to exit after SIGTERM (it has nothing to flush).
+pub(super) const EPMD_GRACE: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub(super) struct RabbitBins {
     /// The real `rabbitmq-server` script (the one that sources `rabbitmq-env` beside it).
     pub script: PathBuf,
+    /// Erlang's port mapper, run by us for the node (see the module docs).
+    pub epmd: PathBuf,
     /// "rabbitmq-server 3.10.8" (or just "rabbitmq-server" when the version is not visible).
     pub version: String,
 }
@@ -58,13 +75,23 @@ pub(super) fn locate(path: &OsStr, script_dir: &Path) -> Result<RabbitBins, Stri
             script_dir.display()
         ));
     };
-    if process::which("erl", path).is_none() {
+    let Some(erl) = process::which("erl", path) else {
         return Err(format!(
             "RabbitMQ found ({}) but Erlang's `erl` is not on PATH: install Erlang \
              (Debian/Ubuntu: `sudo apt-get install rabbitmq-server` pulls it in) or point AMQP_URL at a running broker",
             script.display()
         ));
-    }
+    };
+    // epmd ships with erl (erlang-base); Debian links both into /usr/bin, other layouts
+    // may only have it beside the real `erl`.
+    let beside_erl = || Some(erl.canonicalize().ok()?.parent()?.join("epmd")).filter(|p| process::is_executable(p));
+    let Some(epmd) = process::which("epmd", path).or_else(beside_erl) else {
+        return Err(format!(
+            "Erlang's port mapper `epmd` is neither on PATH nor beside {}: reinstall Erlang \
+             (Debian/Ubuntu: `sudo apt-get install --reinstall erlang-base`) or point AMQP_URL at a running broker",
+            erl.display()
+        ));
+    };
     // ".../rabbitmq_server-3.10.8/sbin/rabbitmq-server" carries the version.
     let version = script
         .canonicalize()
@@ -76,7 +103,7 @@ pub(super) fn locate(path: &OsStr, script_dir: &Path) -> Result<RabbitBins, Stri
         })
         .map(|v| format!("rabbitmq-server {v}"))
         .unwrap_or_else(|| "rabbitmq-server".into());
-    Ok(RabbitBins { script, version })
+    Ok(RabbitBins { script, epmd, version })
 }
 
 static NODE_SEQ: AtomicU32 = AtomicU32::new(0);
@@ -91,21 +118,73 @@ pub(super) struct Launch {
     node: String,
     port: u16,
     dist_port: u16,
+    /// Where our own epmd listens (it outlives restarts of the node, as a system one would).
+    epmd_port: u16,
 }
 
 pub(super) async fn start(bins: &RabbitBins, tmp: &Path, watchdog: &Watchdog) -> Result<Started> {
     let t0 = Instant::now();
     let l = prepare(bins, tmp)?;
-    eprintln!("[infra] starting private RabbitMQ ({}, node {}) on 127.0.0.1:{} ...", l.version, l.node, l.port);
-    let proc = launch(&l, watchdog).await?;
+    eprintln!(
+        "[infra] starting private RabbitMQ ({}, node {}) on 127.0.0.1:{}, its epmd on 127.0.0.1:{} ...",
+        l.version, l.node, l.port, l.epmd_port
+    );
+    let mut epmd = start_epmd(&bins.epmd, &l, watchdog).await?;
+    let proc = match launch(&l, watchdog).await {
+        Ok(p) => p,
+        Err(e) => {
+            // Off the async threads: the stop polls and sleeps.
+            let _ = tokio::task::spawn_blocking(move || epmd.finish_stop(EPMD_GRACE)).await;
+            return Err(e);
+        }
+    };
     eprintln!("[infra] RabbitMQ ready in {}", secs(t0.elapsed()));
     Ok(Started {
         url: format!("amqp://guest:guest@127.0.0.1:{}/%2f", l.port),
         desc: format!("private ({}, 127.0.0.1:{})", l.version, l.port),
         proc,
+        helper: Some(epmd),
         extra_dir: None,
         launch: super::Launch::Rabbit(l),
     })
+}
+
+/// The node's own epmd, in the foreground (no `-daemon`): our child, in its own process
+/// group, tagged apart from the broker so that stopping the broker leaves it alone while a
+/// restart brings the node back.
+async fn start_epmd(epmd: &Path, l: &Launch, watchdog: &Watchdog) -> Result<ServerProc> {
+    let log = l.base.join("epmd.log");
+    let mut cmd = Command::new(epmd);
+    // -address: loopback only, as the system's env file has it for the system node.
+    cmd.args(["-port", &l.epmd_port.to_string(), "-address", "127.0.0.1"]).current_dir(&l.base);
+    let tag = epmd_tag(&l.base);
+    process::prepare(&mut cmd, &log, None, &tag)?;
+    let mut proc = ServerProc::spawn("epmd", &mut cmd, libc::SIGTERM, vec![log], &tag)?;
+    watchdog.watch_proc(proc.pgid(), libc::SIGTERM);
+    let ep = Endpoint::Tcp { host: "127.0.0.1".into(), port: l.epmd_port };
+    let deadline = Instant::now() + EPMD_READY_BOUND;
+    loop {
+        if let Some(status) = proc.exited() {
+            // Most likely its port was taken between picking and binding it.
+            bail!("the private RabbitMQ's epmd exited at start ({status})\n{}", proc.log_tails(30));
+        }
+        if net::accepts(&ep).await {
+            return Ok(proc);
+        }
+        if Instant::now() > deadline {
+            let tails = proc.log_tails(30);
+            // Off the async threads: the stop polls and sleeps.
+            let _ = tokio::task::spawn_blocking(move || proc.finish_stop(EPMD_GRACE)).await;
+            bail!("the private RabbitMQ's epmd did not listen on {ep} within {}\n{tails}", secs(EPMD_READY_BOUND));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The tag of a node's epmd: distinct from the node's own (its base dir), but under it, so
+/// that a search for everything under the run's directory finds both.
+fn epmd_tag(base: &Path) -> String {
+    base.join("epmd").to_string_lossy().into_owned()
 }
 
 /// Creates the node's directories, config and cookie, and picks its ports.
@@ -116,8 +195,8 @@ fn prepare(bins: &RabbitBins, tmp: &Path) -> Result<Launch> {
         let p = base.join(d);
         fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
     }
-    let ports = net::free_ports(2)?;
-    let (port, dist_port) = (ports[0], ports[1]);
+    let ports = net::free_ports(3)?;
+    let (port, dist_port, epmd_port) = (ports[0], ports[1], ports[2]);
     let seq = NODE_SEQ.fetch_add(1, Ordering::Relaxed);
     let node = if seq == 0 {
         format!("zerodrop-{}@localhost", std::process::id())
@@ -144,7 +223,7 @@ fn prepare(bins: &RabbitBins, tmp: &Path) -> Result<Launch> {
     };
     fs::write(&cookie, cookie_value)?;
     fs::set_permissions(&cookie, fs::Permissions::from_mode(0o400))?;
-    Ok(Launch { script: bins.script.clone(), version: bins.version.clone(), base, node, port, dist_port })
+    Ok(Launch { script: bins.script.clone(), version: bins.version.clone(), base, node, port, dist_port, epmd_port })
 }
 
 /// Starts the node described by `l` and waits until it answers AMQP.
@@ -174,9 +253,14 @@ pub(super) async fn launch(l: &Launch, watchdog: &Watchdog) -> Result<ServerProc
         .env("RABBITMQ_CONFIG_FILES", p("conf.d").join("*.conf"))
         .env("RABBITMQ_ADVANCED_CONFIG_FILE", p("advanced.config")) // never written
         .env("RABBITMQ_ENABLED_PLUGINS_FILE", p("enabled_plugins"))
-        // The distribution listener on loopback only (as the system's env file does), and an
-        // epmd we might have to start ourselves on loopback only too.
+        // The distribution listener on loopback only (as the system's env file does).
         .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-kernel inet_dist_use_interface {127,0,0,1}")
+        // Our epmd, and no other: every `erl` of this node (the broker, the epmd-starter
+        // that rabbit_nodes_common:ensure_epmd/0 and rabbit_epmd_monitor spawn) reads
+        // ERL_ZFLAGS, so none of them can fall back to `epmd -daemon`; rabbitmq-env exports
+        // ERL_EPMD_PORT as given. ERL_EPMD_ADDRESS stays loopback in case anything still does.
+        .env("ERL_EPMD_PORT", l.epmd_port.to_string())
+        .env("ERL_ZFLAGS", "-start_epmd false")
         .env("ERL_EPMD_ADDRESS", "127.0.0.1");
     let tag = base.to_string_lossy().into_owned();
     process::prepare(&mut cmd, &stdout_log, None, &tag)?;

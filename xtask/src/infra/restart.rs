@@ -76,6 +76,9 @@ impl Launch {
 pub(super) struct Server {
     pub proc: ServerProc,
     pub launch: Launch,
+    /// Kept running across restarts (RabbitMQ's epmd, as a host's epmd outlives a broker
+    /// restart); stopped after the server by `release()`.
+    pub helper: Option<ServerProc>,
 }
 
 impl Backends {
@@ -104,13 +107,24 @@ impl Backends {
         })
         .await
         .context("the stop task panicked")?;
-        stopped.with_context(|| format!("stopping {service} for a restart"))?;
+        // On failure the slot stays empty: later restarts say so, release() has nothing to
+        // stop, so the helper is stopped here (off the async threads: the stop sleeps).
+        let Server { launch, helper, .. } = server;
+        if let Err(e) = stopped {
+            let _ = tokio::task::spawn_blocking(move || drop(helper)).await;
+            return Err(e.context(format!("stopping {service} for a restart")));
+        }
         let stopped_in = t0.elapsed();
         eprintln!("[infra] {service} stopped in {}; starting it again ...", secs(stopped_in));
-        // On failure the slot stays empty: later restarts say so, release() has nothing to stop.
-        let proc = server.launch.run(watchdog).await.with_context(|| format!("starting {service} again"))?;
+        let proc = match launch.run(watchdog).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tokio::task::spawn_blocking(move || drop(helper)).await;
+                return Err(e.context(format!("starting {service} again")));
+            }
+        };
         let down = t0.elapsed();
-        *guard = Some(Server { proc, launch: server.launch });
+        *guard = Some(Server { proc, launch, helper });
         eprintln!("[infra] {service} ready again, down for {}", secs(down));
         Ok(Restarted { stopped_in, down })
     }

@@ -63,8 +63,8 @@ fn processes_mentioning(needle: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// Live processes (epmd aside) tagged with a path under `dir`.
-fn tagged_under(dir: &Path) -> Vec<(i32, String)> {
+/// Live processes (RabbitMQ's epmd included) tagged with a path under `dir`.
+pub(super) fn tagged_under(dir: &Path) -> Vec<(i32, String)> {
     let needle = format!("{}={}", process::TAG_VAR, dir.display()).into_bytes();
     std::fs::read_dir("/proc")
         .unwrap()
@@ -76,7 +76,7 @@ fn tagged_under(dir: &Path) -> Vec<(i32, String)> {
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
             let comm = stat[stat.find('(')? + 1..stat.rfind(')')?].to_string();
             let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?.to_string();
-            (state != "Z" && comm != "epmd").then_some((pid, comm))
+            (state != "Z").then_some((pid, comm))
         })
         .collect()
 }
@@ -328,8 +328,12 @@ async fn startup_failures_show_the_log_tail() {
     let scripts = TempDir::create_under(&workdir("startup-failure")).unwrap();
     let watchdog = super::watchdog::Watchdog::spawn().unwrap();
 
+    // The real epmd: it is started before the broker and must be stopped when the broker
+    // fails to start.
+    let epmd = process::which("epmd", &std::env::var_os("PATH").unwrap_or_default()).expect("epmd on PATH");
     let bins = rabbitmq::RabbitBins {
         script: write_script(scripts.path(), "rabbitmq-server", "echo 'BOOT FAILED: eaddrinuse (stand-in)'; exit 3"),
+        epmd,
         version: "rabbitmq-server stand-in".into(),
     };
     let tmp = TempDir::create_under(&workdir("startup-failure")).unwrap();
@@ -339,6 +343,7 @@ async fn startup_failures_show_the_log_tail() {
     };
     assert!(err.contains("private RabbitMQ exited during startup"), "{err}");
     assert!(err.contains("BOOT FAILED: eaddrinuse (stand-in)"), "{err}");
+    assert!(tagged_under(tmp.path()).is_empty(), "left after a failed start: {:?}", tagged_under(tmp.path()));
 
     let bins = postgres::PgBins {
         initdb: write_script(scripts.path(), "initdb", "echo 'initdb: error: stand-in failure' >&2; exit 1"),

@@ -8,6 +8,10 @@
 //!
 //! The table is pure: it is fed slices and says what changed. The watcher glue at the
 //! bottom timestamps the changes on the runner's clock.
+//!
+//! It also names the pods the load generator's data-plane gate must reach before the
+//! load starts ([`awaited_pods`]): the slices say which endpoints the control plane
+//! routes; only a probe through the Service shows that the node's rules carry them.
 
 use super::state::Shared;
 use crate::platform::{now_ms, RawEvent};
@@ -29,6 +33,9 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub struct EndpointView {
     /// The pod behind the endpoint (its `targetRef`), or its first address.
     pub pod: String,
+    /// `pod` is a Pod's name from `targetRef`, not an address: what the pod's
+    /// `x-zd-pod` answers carry.
+    pub named: bool,
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
@@ -45,17 +52,39 @@ pub fn endpoints_of(slice: &EndpointSlice) -> Vec<EndpointView> {
         .endpoints
         .iter()
         .filter_map(|e| {
-            let pod = e.target_ref.as_ref().and_then(|r| r.name.clone()).or_else(|| e.addresses.first().cloned())?;
+            let target = e.target_ref.as_ref().and_then(|r| Some((r.name.clone()?, r.kind.as_deref())));
+            let (pod, named) = match target {
+                Some((name, kind)) => (name, kind.is_none_or(|k| k == "Pod")),
+                None => (e.addresses.first().cloned()?, false),
+            };
             let c = e.conditions.clone().unwrap_or_default();
             let ready = c.ready.unwrap_or(true);
             Some(EndpointView {
                 pod,
+                named,
                 ready,
                 serving: c.serving.unwrap_or(ready),
                 terminating: c.terminating.unwrap_or(false),
             })
         })
         .collect()
+}
+
+/// The pods a probe through the Service must reach, in name order, from the
+/// endpoints of every slice of the Service ([`endpoints_of`]): ready and not
+/// terminating, named by their `targetRef` Pod. Per the discovery.k8s.io/v1 API, a
+/// missing `ready` is unknown and read as ready, a missing `terminating` as not
+/// terminating. An endpoint can sit in two slices for a moment (the controller moving
+/// it); it is awaited once, and not at all if either copy says terminating. An
+/// endpoint without a Pod `targetRef` has no name to await.
+pub fn awaited_pods<'a>(views: impl IntoIterator<Item = &'a EndpointView> + Clone) -> Vec<String> {
+    let leaving: BTreeSet<&str> = views.clone().into_iter().filter(|e| e.terminating).map(|e| e.pod.as_str()).collect();
+    let pods: BTreeSet<&str> = views
+        .into_iter()
+        .filter(|e| e.named && e.ready && !e.terminating && !leaving.contains(e.pod.as_str()))
+        .map(|e| e.pod.as_str())
+        .collect();
+    pods.into_iter().map(str::to_string).collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,9 +136,29 @@ impl EndpointTable {
         self.recompute()
     }
 
+    /// What one event of the slices' watch changes, as [`spawn_watch`] applies it:
+    /// a re-list (`Init` .. `InitDone`) is held back until complete.
+    pub fn on_event(&mut self, ev: &Event<EndpointSlice>) -> Vec<Change> {
+        match ev {
+            Event::Init => {
+                self.begin_resync();
+                Vec::new()
+            }
+            Event::InitApply(s) | Event::Apply(s) => self.apply(s),
+            Event::Delete(s) => self.delete(s.metadata.name.as_deref().unwrap_or_default()),
+            Event::InitDone => self.end_resync(),
+        }
+    }
+
     /// Endpoints routed right now.
     pub fn ready(&self) -> u32 {
         self.routed.len() as u32
+    }
+
+    /// [`awaited_pods`] over every slice held; `None` during a re-list, whose
+    /// half-listed state is no answer.
+    pub fn awaited_pods(&self) -> Option<Vec<String>> {
+        self.resync.is_none().then(|| awaited_pods(self.slices.values().flatten()))
     }
 
     fn recompute(&mut self) -> Vec<Change> {
@@ -217,19 +266,13 @@ pub fn spawn_watch(
             let Some(ev) = ev else { break };
             let at = now_ms();
             let changes = match ev {
-                Ok(Event::Init) => {
-                    table.begin_resync();
-                    Vec::new()
-                }
-                Ok(Event::InitApply(s)) | Ok(Event::Apply(s)) => table.apply(&s),
-                Ok(Event::Delete(s)) => table.delete(s.metadata.name.as_deref().unwrap_or_default()),
-                Ok(Event::InitDone) => {
-                    if !synced {
+                Ok(ev) => {
+                    if matches!(ev, Event::InitDone) && !synced {
                         synced = true;
                         shared.with(|s| s.synced += 1);
                         shared.changed.notify_waiters();
                     }
-                    table.end_resync()
+                    table.on_event(&ev)
                 }
                 Err(e) => {
                     if !warned {
@@ -240,6 +283,9 @@ pub fn spawn_watch(
                 }
             };
             shared.ready_endpoints.store(table.ready(), std::sync::atomic::Ordering::Relaxed);
+            if let Some(pods) = table.awaited_pods() {
+                shared.with(|s| s.awaited_pods = pods);
+            }
             record(&shared, at, changes);
         }
     })
@@ -389,6 +435,123 @@ mod tests {
         annotate_removals(&mut events);
         assert_eq!(events[0].detail, "while the pod was not terminating (readiness failed)");
         assert_eq!(events[2].detail, "-100 ms after the pod turned terminating", "within the two watches' skew");
+    }
+
+    /// `testdata/endpointslices-awaited.json`: a list of the api Service's slices,
+    /// then watch events, in the API's own JSON.
+    fn awaited_fixture() -> (Vec<EndpointSlice>, Vec<(String, EndpointSlice)>) {
+        let v: serde_json::Value = serde_json::from_str(include_str!("testdata/endpointslices-awaited.json")).unwrap();
+        let slices = serde_json::from_value(v["snapshot"].clone()).unwrap();
+        let events = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["type"].as_str().unwrap().to_string(), serde_json::from_value(e["object"].clone()).unwrap()))
+            .collect();
+        (slices, events)
+    }
+
+    fn apply_event(table: &mut EndpointTable, kind: &str, slice: &EndpointSlice) {
+        match kind {
+            "DELETED" => table.delete(slice.metadata.name.as_deref().unwrap()),
+            "ADDED" | "MODIFIED" => table.apply(slice),
+            other => panic!("not a watch event type: {other}"),
+        };
+    }
+
+    const A: &str = "api-5d8f7c9b4-2xq7k";
+    const B: &str = "api-5d8f7c9b4-8mzt4";
+    const C: &str = "api-5d8f7c9b4-kw9rj";
+    const D: &str = "api-5d8f7c9b4-p4n6d";
+    const E: &str = "api-5d8f7c9b4-h7c2v";
+    const F: &str = "api-5d8f7c9b4-z3l8s";
+
+    #[test]
+    fn awaited_pods_are_the_ready_non_terminating_targets_of_a_list() {
+        let (slices, _) = awaited_fixture();
+        assert_eq!(slices.len(), 4);
+        assert!(slices[1].endpoints.is_empty() && slices[2].endpoints.is_empty(), "`endpoints` null or absent");
+        // Ready a and b; c's conditions are empty and e's absent: unknown ready reads
+        // as ready, unknown terminating as not terminating. d is not ready yet; the
+        // old pods are terminating (one of them still ready, as publishNotReadyAddresses
+        // allows); 10.244.3.9 has no targetRef, so no pod name to await.
+        let views: Vec<EndpointView> = slices.iter().flat_map(endpoints_of).collect();
+        assert_eq!(awaited_pods(&views), vec![A, B, E, C]);
+        let noref = endpoints_of(&slices[3]).into_iter().find(|e| e.pod == "10.244.3.9").unwrap();
+        assert!(!noref.named && noref.ready);
+        let mut table = EndpointTable::default();
+        for s in &slices {
+            table.apply(s);
+        }
+        assert_eq!(table.awaited_pods(), Some(awaited_pods(&views)));
+        assert_eq!(table.ready(), 6, "routed counts every ready endpoint, named or not");
+    }
+
+    #[test]
+    fn watch_events_after_the_list_move_the_awaited_pods() {
+        let (slices, events) = awaited_fixture();
+        let mut table = EndpointTable::default();
+        table.begin_resync();
+        for s in &slices {
+            table.apply(s);
+            assert_eq!(table.awaited_pods(), None, "a half-listed state is no answer");
+        }
+        table.end_resync();
+        let mut after = Vec::new();
+        for (kind, slice) in &events {
+            apply_event(&mut table, kind, slice);
+            after.push(table.awaited_pods().unwrap());
+        }
+        assert_eq!(after[0], vec![A, B, E, C, D], "MODIFIED: d turned ready");
+        assert_eq!(after[1], vec![A, B, E, C, D, F], "ADDED: a, listed in two slices, is awaited once");
+        assert_eq!(after[2], vec![A, B, E, D, F], "MODIFIED: c turned terminating");
+        assert_eq!(after[3], after[2], "DELETED: the empty slice had nothing");
+        // A DELETED for a slice never seen is nothing to undo.
+        table.delete("api-never-listed");
+        assert_eq!(table.awaited_pods().unwrap(), after[3]);
+    }
+
+    /// The API orders the events of one object, never those of different objects: in
+    /// any order of these (one per slice), the end is the same.
+    #[test]
+    fn the_awaited_pods_do_not_depend_on_the_order_across_slices() {
+        let (slices, events) = awaited_fixture();
+        let n = events.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut ends = std::collections::BTreeSet::new();
+        let mut seen = 0;
+        // Heap's algorithm: every permutation of the events.
+        let mut c = vec![0; n];
+        let mut run = |order: &[usize]| {
+            let mut table = EndpointTable::default();
+            for s in &slices {
+                table.apply(s);
+            }
+            for &i in order {
+                apply_event(&mut table, &events[i].0, &events[i].1);
+            }
+            ends.insert(table.awaited_pods().unwrap());
+            seen += 1;
+        };
+        run(&order);
+        let mut i = 0;
+        while i < n {
+            if c[i] < i {
+                order.swap(if i % 2 == 0 { 0 } else { c[i] }, i);
+                run(&order);
+                c[i] += 1;
+                i = 0;
+            } else {
+                c[i] = 0;
+                i += 1;
+            }
+        }
+        assert_eq!(seen, 24);
+        assert_eq!(ends.into_iter().collect::<Vec<_>>(), vec![vec![A, B, E, D, F]]);
+        // A slice first seen as MODIFIED (its ADDED fell before the watch began) counts.
+        let mut table = EndpointTable::default();
+        apply_event(&mut table, "MODIFIED", &events[1].1);
+        assert_eq!(table.awaited_pods().unwrap(), vec![A, F]);
     }
 
     #[test]

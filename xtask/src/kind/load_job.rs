@@ -4,15 +4,30 @@
 //! ([`zerodrop_load::wire`]), which survive the kubelet's line limit, other output in
 //! between, and a log stream that was reopened or read twice.
 
+//!
+//! Before its load the generator waits for the data plane (`--await-pods`, see
+//! [`zerodrop_load::gate`]): its first lines are the gate's, and only its
+//! `load begins:` line (or a progress line) says requests flow.
+
 use anyhow::{bail, Context, Result};
-use zerodrop_load::{Profile, RunResult};
+use std::time::Duration;
+use zerodrop_load::{LiveSnapshot, Profile, RunResult};
 
 pub use zerodrop_load::wire::{BEGIN, END};
 
-/// `zerodrop-load` arguments for `profile` against `target` (`host:port`).
-pub fn args(profile: &Profile, target: &str, job_prefix: &str) -> Vec<String> {
-    let ms = |d: std::time::Duration| format!("{}ms", d.as_millis());
+/// How long the load pod waits for the Service to reach every awaited api pod; the
+/// runner's wait for requests to flow grows by as much.
+pub const GATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `zerodrop-load` arguments for `profile` against `target` (`host:port`), first
+/// awaiting `await_pods` through it (no gate when empty).
+pub fn args(profile: &Profile, target: &str, job_prefix: &str, await_pods: &[String]) -> Vec<String> {
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
     let m = profile.mix;
+    let gate = match await_pods {
+        [] => vec![],
+        pods => vec!["--await-pods".into(), pods.join(","), "--await-timeout".into(), ms(GATE_TIMEOUT)],
+    };
     [
         "run".to_string(),
         "--target".into(),
@@ -41,7 +56,18 @@ pub fn args(profile: &Profile, target: &str, job_prefix: &str) -> Vec<String> {
         "--out".into(),
         "-".into(),
     ]
-    .to_vec()
+    .into_iter()
+    .chain(gate)
+    .collect()
+}
+
+/// A line of the load pod's log that says requests are flowing: the generator's
+/// `load begins:` line, a per-second progress line, or its result. The data-plane
+/// gate's lines before them, or an error ending the run early, do not.
+pub fn load_began(line: &str) -> bool {
+    line.starts_with(zerodrop_load::gate::LOAD_BEGINS)
+        || line.starts_with(BEGIN)
+        || LiveSnapshot::parse_progress_line(line).is_some()
 }
 
 /// The result in a load pod's log; when there is none, the error shows the log's
@@ -65,7 +91,8 @@ pub fn job_name(run_id: &str, index: usize) -> String {
     name.trim_end_matches('-').to_string()
 }
 
-/// The stage's load Job: `profile` against the api Service of `stage_objects`.
+/// The stage's load Job: `profile` against the api Service of `stage_objects`, once
+/// the Service reaches every pod of `await_pods`.
 pub fn job_object(
     opts: &super::KindOptions,
     render: &zerodrop_manifests::RenderOptions,
@@ -73,12 +100,13 @@ pub fn job_object(
     profile: &Profile,
     job_prefix: &str,
     index: usize,
+    await_pods: &[String],
 ) -> Result<zerodrop_manifests::Object> {
     let port = super::objects::service_port(stage_objects, "api")?;
     let target = format!("{}:{port}", render.service_host("api"));
     let spec = zerodrop_manifests::LoadJobSpec {
         name: job_name(&opts.run_id, index),
-        args: args(profile, &target, job_prefix),
+        args: args(profile, &target, job_prefix, await_pods),
     };
     Ok(zerodrop_manifests::load_job(&spec, render))
 }
@@ -90,7 +118,8 @@ mod tests {
     #[test]
     fn args_parse_back_into_the_same_profile() {
         let p = crate::profile::ExperimentProfile::quick().load;
-        let a = args(&p, "api.zerodrop.svc.cluster.local:80", "run-naive");
+        let pods = ["api-7c9f6d5b8d-4xk2p".to_string(), "api-7c9f6d5b8d-9wq7m".into()];
+        let a = args(&p, "api.zerodrop.svc.cluster.local:80", "run-naive", &pods);
         let find = |flag: &str| a.iter().position(|x| x == flag).map(|i| a[i + 1].clone()).unwrap();
         assert_eq!(a[0], "run");
         assert_eq!(find("--duration"), format!("{}ms", p.duration.as_millis()));
@@ -98,6 +127,40 @@ mod tests {
         assert_eq!(find("--out"), "-");
         assert!(a.contains(&"--allow-non-loopback".to_string()));
         assert_eq!(humantime::parse_duration(&find("--timeout")).unwrap(), p.request_timeout);
+        assert_eq!(find("--await-pods"), "api-7c9f6d5b8d-4xk2p,api-7c9f6d5b8d-9wq7m");
+        assert_eq!(humantime::parse_duration(&find("--await-timeout")).unwrap(), GATE_TIMEOUT);
+        let ungated = args(&p, "api.zerodrop.svc.cluster.local:80", "run-naive", &[]);
+        assert!(!ungated.iter().any(|x| x.starts_with("--await")), "{ungated:?}");
+    }
+
+    /// What the generator prints with `--await-pods`: the gate's lines come before
+    /// the load; only the `load begins:` line and what follows mean requests flow.
+    const GATED: &str = "gate: awaiting 3 pods through 10.96.0.12:80 (GET /healthz on a new connection each): api-7c9f6d5b8d-4xk2p, api-7c9f6d5b8d-9wq7m, api-7c9f6d5b8d-hb2cn
+gate: api-7c9f6d5b8d-9wq7m answered (1/3) after 1 probes, 2 ms
+gate: api-7c9f6d5b8d-4xk2p answered (2/3) after 2 probes, 30 ms
+gate: api-7c9f6d5b8d-hb2cn answered (3/3) after 41 probes, 1154 ms
+gate: data plane carries 3/3 endpoints after 41 probes, 1154 ms
+load begins: 200 rps for 37s to 10.96.0.12:80
+   1s  sent 200  ok 200  errors 0
+";
+
+    #[test]
+    fn only_the_load_s_own_lines_say_it_began() {
+        let began: Vec<bool> = GATED.lines().map(load_began).collect();
+        assert_eq!(began, [false, false, false, false, false, true, true]);
+        assert!(
+            load_began("   7s  sent 1400  ok 1391  errors refused=3 timeout=6"),
+            "a stream reopened past the first line"
+        );
+        assert!(load_began(&format!("{BEGIN} 1 chunks, 2 bytes, fnv1a64 0 ---")));
+        for line in [
+            "Error: no load sent: the api Service's data plane does not reach every awaited pod",
+            "",
+            "Caused by:",
+            "total 7400  failed 0 (0.00%)",
+        ] {
+            assert!(!load_began(line), "{line:?}");
+        }
     }
 
     #[test]
@@ -109,14 +172,22 @@ mod tests {
             accepted_jobs: vec!["a-1".into(), "a-7".into()],
             late_sends: 3,
             connections_opened: 64,
+            pods: vec![],
         };
         let wire = zerodrop_load::wire::encode(&r).unwrap();
-        let log = format!(
-            "200 rps for 37s to 10.96.0.12:80\n   1s  sent 200  ok 200  errors 0\ntotal 7400  failed 0 (0.00%)\n{wire}"
-        );
+        let log = format!("{GATED}total 7400  failed 0 (0.00%)\n{wire}");
         let back = extract_result(&log).unwrap();
         assert_eq!(back.accepted_jobs, r.accepted_jobs);
         assert_eq!(back.started_unix_ms, r.started_unix_ms);
+        let failed_gate = "gate: awaiting 3 pods through 10.96.0.12:80 (GET /healthz on a new connection each): a, b, c
+gate: a answered (1/3) after 1 probes, 2 ms
+Error: no load sent: the api Service's data plane does not reach every awaited pod
+
+Caused by:
+    the data plane never reached 2 of 3 awaited pods (b, c) through the Service: the 60s deadline passed after 2300 probes (0 failed) in 60011 ms
+";
+        let err = extract_result(failed_gate).unwrap_err().to_string();
+        assert!(err.contains("never reached 2 of 3 awaited pods (b, c)"), "{err}");
         let err = extract_result("200 rps for 37s\nerror: connection refused\n").unwrap_err().to_string();
         assert!(err.contains("error: connection refused"), "{err}");
         let cut: String = wire.lines().take(1).map(|l| format!("{l}\n")).collect();

@@ -16,6 +16,8 @@ pub mod endpoints;
 mod fake_api;
 pub mod forward;
 pub mod guardian;
+#[cfg(test)]
+mod join_tests;
 pub mod load_job;
 pub mod log_stream;
 pub mod objects;
@@ -304,6 +306,16 @@ pub fn measured_propagation_placed(
     p
 }
 
+/// The stage's record as its watches left it: the events, each endpoint removal with
+/// its delay after the pod turned terminating, in time order; the ready-endpoint
+/// samples; the pods' logs.
+pub fn observed(s: &state::StageState) -> Observed {
+    let mut events = s.events.clone();
+    endpoints::annotate_removals(&mut events);
+    events.sort_by_key(|e| e.unix_ms);
+    Observed { events, endpoints: s.samples.clone(), pod_logs: s.pod_logs.clone() }
+}
+
 /// Stops every log stream and watch of a stage (`stop`) and waits for them to end.
 async fn cut_streams(shared: &Shared, stop: &CancellationToken, watchers: Vec<JoinHandle<()>>) {
     stop.cancel();
@@ -320,10 +332,11 @@ async fn cut_streams(shared: &Shared, stop: &CancellationToken, watchers: Vec<Jo
     }
 }
 
-/// After the load pod started or exited: requests are flowing if its log had a line.
-/// A pod that exited before its followed stream showed a line gets its whole log read
-/// (the stream may have opened too early, or broken off) before the Job is declared
-/// silent; what that read finds replaces the streamed file.
+/// After the load pod started or exited: requests are flowing if its log had a line
+/// saying the load began ([`load_job::load_began`]). A pod that exited before its
+/// followed stream showed one gets its whole log read (the stream may have opened too
+/// early, or broken off) before the Job is declared silent, or stopped before its load
+/// (its data-plane gate failed); what that read finds replaces the streamed file.
 async fn confirm_started(pods: &Api<Pod>, shared: &Shared, job: &str) -> Result<()> {
     let (started, exit, pod, path) =
         shared.with(|s| (s.load.started, s.load.exit.clone(), s.load.pod.clone(), s.load.log_path.clone()));
@@ -338,6 +351,11 @@ async fn confirm_started(pods: &Api<Pod>, shared: &Shared, job: &str) -> Result<
     }
     if let Some(path) = path {
         std::fs::write(&path, &full).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !full.lines().any(load_job::load_began) {
+        let lines: Vec<&str> = full.lines().collect();
+        let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+        bail!("the load Job {job} ended before its load began: {exit}; the last lines of {pod}'s log:\n{tail}");
     }
     shared.with(|s| s.load.started = true);
     Ok(())
@@ -563,10 +581,33 @@ impl Platform for KindPlatform {
 
     async fn start_load(&mut self, profile: &Profile, job_prefix: &str, live: Arc<Live>) -> Result<LoadRun> {
         // The generator runs in the cluster: its per-second progress lines, read off
-        // its pod's log, feed `live`.
+        // its pod's log, feed `live`. It first waits until a probe through the Service
+        // has reached every api pod the EndpointSlices call ready: the control plane's
+        // list is ahead of the node's kube-proxy rules, and load started in between is
+        // refused, times out, and pins the keep-alive pool to the pods programmed then.
         let (shared, job) = {
             let f = self.fleet()?;
-            let job = load_job::job_object(&self.opts, &f.render, &f.objects, profile, job_prefix, f.env.index)?;
+            let awaited = f.shared.with(|s| s.awaited_pods.clone());
+            let ready = f.shared.ready_endpoints.load(Ordering::Relaxed) as usize;
+            if awaited.len() < ready {
+                eprintln!(
+                    "warning: {} of {ready} ready api endpoints have no Pod targetRef to await by name; the load's \
+                     data-plane gate checks only {}",
+                    ready - awaited.len(),
+                    awaited.len()
+                );
+            }
+            if awaited.is_empty() {
+                eprintln!("warning: no api pod to await; the load starts without the data-plane gate");
+            } else {
+                eprintln!(
+                    "[kind] the load starts once the api Service reaches {}/{ready} pods: {}",
+                    awaited.len(),
+                    awaited.join(", ")
+                );
+            }
+            let job =
+                load_job::job_object(&self.opts, &f.render, &f.objects, profile, job_prefix, f.env.index, &awaited)?;
             (f.shared.clone(), Rendered::from_object(&job))
         };
         shared.with(|s| {
@@ -577,9 +618,14 @@ impl Platform for KindPlatform {
             f.load_job = Some(job.name.clone());
         }
         apply::apply(&self.client, &self.opts.namespace, &job).await?;
-        if !Self::wait_or(&shared, Duration::from_secs(120), |s| s.load.started || s.load.exit.is_some()).await {
-            let why = shared.with(|s| s.load.waiting.clone()).unwrap_or_else(|| "no pod yet".into());
-            bail!("the load Job {} did not start within 120 s: {why}", job.name);
+        let limit = Duration::from_secs(120) + load_job::GATE_TIMEOUT;
+        if !Self::wait_or(&shared, limit, |s| s.load.started || s.load.exit.is_some()).await {
+            let why = shared.with(|s| match (&s.load.waiting, &s.load.pod) {
+                (Some(w), _) => w.clone(),
+                (None, Some(pod)) => format!("{pod} runs but its load has not begun (see its log for the gate)"),
+                (None, None) => "no pod yet".into(),
+            });
+            bail!("the load Job {} did not start within {limit:?}: {why}", job.name);
         }
         let pods = self.pods();
         confirm_started(&pods, &shared, &job.name).await?;
@@ -648,16 +694,14 @@ impl Platform for KindPlatform {
     async fn finish_stage(&mut self) -> Result<Observed> {
         let Some(f) = self.fleet.take() else { return Ok(Observed::default()) };
         // What the stage showed, before the teardown adds its own kills.
-        let (mut events, endpoints, pod_logs, placed) = f.shared.with(|s| {
+        let (observed, placed) = f.shared.with(|s| {
             let placed = s.load.job.is_some().then(|| placement::Placement::of(s.load.node.as_deref(), &s.api_nodes));
-            (s.events.clone(), s.samples.clone(), s.pod_logs.clone(), placed)
+            (observed(s), placed)
         });
         if let Some(p) = placed {
             eprintln!("[kind] {}: {}", f.stage.name, p.describe());
             self.placements.push(p);
         }
-        endpoints::annotate_removals(&mut events);
-        events.sort_by_key(|e| e.unix_ms);
         // The stage ends here: the log streams are cut and the watches stopped before
         // the fleet is deleted, so the surviving pods' shutdown after the delete never
         // enters this stage's logs (its events already stopped at the snapshot).
@@ -666,7 +710,7 @@ impl Platform for KindPlatform {
         let down =
             apply::delete_fleet(&self.client, &self.opts.namespace, &DEPLOYMENTS, &jobs, Duration::from_secs(120))
                 .await;
-        let delays = endpoints::removal_delays(&events);
+        let delays = endpoints::removal_delays(&observed.events);
         self.removal_delays.extend(delays.iter().map(|(_, d)| *d));
         if !delays.is_empty() {
             let mut ms: Vec<i64> = delays.iter().map(|(_, d)| *d).collect();
@@ -684,7 +728,7 @@ impl Platform for KindPlatform {
             // The next deploy removes leftovers before it starts; the data stands.
             eprintln!("warning: stopping the {} fleet: {e:#}", f.stage.name);
         }
-        Ok(Observed { events, endpoints, pod_logs })
+        Ok(observed)
     }
 
     async fn guardian_exercise(&mut self, log_dir: &Path) -> Result<GuardianCheck> {
@@ -715,7 +759,7 @@ mod tests {
     #[tokio::test]
     async fn a_load_job_is_silent_only_if_its_whole_log_is_empty() {
         let full = format!(
-            "200 rps for 37s to 10.96.0.12:80\n   1s  sent 200  ok 200  errors 0\n{} 1 chunks, 2 bytes, fnv1a64 0 ---\n",
+            "gate: data plane carries 3/3 endpoints after 7 probes, 160 ms\nload begins: 200 rps for 37s to 10.96.0.12:80\n   1s  sent 200  ok 200  errors 0\n{} 1 chunks, 2 bytes, fnv1a64 0 ---\n",
             load_job::BEGIN,
         );
         let body = full.clone();
@@ -743,6 +787,25 @@ mod tests {
             .to_string();
         assert!(err.contains("ended before printing anything: exit code 0"), "{err}");
         assert!(err.contains("whole log is empty"), "{err}");
+
+        // Issue 15, item 4: a pod whose data-plane gate failed printed only the gate's
+        // lines and its error; that is not a load that ran, and the error says why.
+        let gate_failed =
+            "gate: awaiting 3 pods through 10.96.0.12:80 (GET /healthz on a new connection each): a, b, c\n\
+                           gate: a answered (1/3) after 1 probes, 2 ms\n\
+                           Error: no load sent: the api Service's data plane does not reach every awaited pod\n";
+        let (client, _) = fake_api::client(move |_| Reply::ok(gate_failed));
+        let shared = exited_silently(&path);
+        shared.with(|s| {
+            s.load.exit = Some(pods::Terminated { exit_code: 1, signal: None, reason: Some("Error".into()) })
+        });
+        let err = confirm_started(&Api::namespaced(client, "zerodrop"), &shared, "load-0-20261123-130150")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ended before its load began: exit code 1"), "{err}");
+        assert!(err.contains("data plane does not reach every awaited pod"), "{err}");
+        assert!(!shared.with(|s| s.load.started));
         let _ = std::fs::remove_file(&path);
     }
 

@@ -11,6 +11,9 @@ use anyhow::Result;
 use std::fmt::Write as _;
 use zerodrop_stages::Stage;
 
+/// `--await-pods` in a plan: the names are only known once the stage's pods exist.
+const AWAITED_PLACEHOLDER: &str = "<ready-api-pods>";
+
 #[derive(Debug, Clone)]
 pub enum Step {
     /// A section heading.
@@ -195,9 +198,16 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
             &profile.load,
             &format!("{}-{}", opts.run_id, stage.name),
             i,
+            &[AWAITED_PLACEHOLDER.to_string()],
         )?;
         p.apply(format!("the load Job {}", job.name()), std::slice::from_ref(&job));
-        p.api("wait for the load generator's first log line (requests flowing)");
+        p.api(format!(
+            "the Job first probes GET /healthz through the api Service, a new connection each, until every api pod \
+             the EndpointSlices list as ready and not terminating (targetRef names, passed as --await-pods) has \
+             answered (x-zd-pod), at most {} s",
+            load_job::GATE_TIMEOUT.as_secs()
+        ));
+        p.api("wait for the load generator's `load begins:` log line (requests flowing)");
         p.api(format!(
             "after warm-up + steady ({} s): patch deployments api and worker (strategic merge, field manager {}):",
             (profile.warmup + profile.steady).as_secs(),

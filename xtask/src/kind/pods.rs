@@ -4,7 +4,7 @@
 //! container's start into `<log_dir>/<pod>.log` (a deleted pod's log is gone).
 
 pub use super::log_stream::{spawn_log_stream, LineHook};
-use super::state::Shared;
+use super::state::{Shared, StageState};
 use crate::platform::{now_ms, PodLog, RawEvent};
 use crate::report::model::PodEventKind;
 use futures::StreamExt;
@@ -13,7 +13,7 @@ use kube::api::Api;
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -105,6 +105,8 @@ struct Track {
     terminating: Option<(i64, i64)>,
     exited: bool,
     last: PodFacts,
+    /// When the API last showed the pod.
+    seen_at: i64,
 }
 
 /// Turns successive observations of pods into events. Pure: the caller supplies the
@@ -112,6 +114,8 @@ struct Track {
 #[derive(Debug, Default)]
 pub struct PodTracker {
     pods: BTreeMap<String, Track>,
+    /// Pods listed since a re-list began (watcher `Init`); `None` outside one.
+    resync: Option<std::collections::BTreeSet<String>>,
 }
 
 /// (when, kind, detail).
@@ -124,6 +128,9 @@ impl PodTracker {
 
     pub fn observe(&mut self, at: i64, f: &PodFacts, pre_stop_ms: u64) -> Seen {
         let mut out = Vec::new();
+        if let Some(listed) = &mut self.resync {
+            listed.insert(f.name.clone());
+        }
         let t = self.pods.entry(f.name.clone()).or_insert_with(|| {
             let detail = match &f.node {
                 Some(n) => format!("scheduled on {n}"),
@@ -161,6 +168,7 @@ impl PodTracker {
             t.exited = true;
         }
         t.last = f.clone();
+        t.seen_at = at;
         out
     }
 
@@ -174,6 +182,38 @@ impl PodTracker {
             }
             _ => Vec::new(),
         }
+    }
+
+    /// A re-list begins (the watch fell behind, e.g. `410 Gone`): the pods it lists
+    /// are observed as usual; [`PodTracker::end_resync`] ends it.
+    pub fn begin_resync(&mut self) {
+        self.resync = Some(Default::default());
+    }
+
+    /// The re-list is complete. A pod it did not list is gone from the API: it was
+    /// deleted while the watch was not delivering, and its exit was never shown. It
+    /// exits here, once, at `at` (an upper bound), saying so; `(pod, events)` each.
+    pub fn end_resync(&mut self, at: i64) -> Vec<(String, Seen)> {
+        let Some(listed) = self.resync.take() else { return Vec::new() };
+        self.pods
+            .iter_mut()
+            .filter(|(name, t)| !listed.contains(*name) && !t.exited)
+            .map(|(name, t)| {
+                t.exited = true;
+                t.ready = false;
+                let detail = format!(
+                    "pod gone at a re-list after a watch gap: exit status and time not observed (at or before \
+                     this, after it was last seen {} ms earlier)",
+                    at - t.seen_at
+                );
+                (name.clone(), vec![(at, PodEventKind::Exited, detail)])
+            })
+            .collect()
+    }
+
+    /// The app of a tracked pod, by the labels it last showed.
+    pub fn app(&self, pod: &str) -> Option<&'static str> {
+        self.pods.get(pod).and_then(|t| app_of(&t.last.labels))
     }
 
     /// Pods told to terminate that have not exited yet.
@@ -223,7 +263,7 @@ fn job_of(labels: &BTreeMap<String, String>) -> Option<&str> {
 }
 
 /// Watches every pod of the namespace until `stop`; records the api and worker pods'
-/// events, follows the load pod, and streams each pod's log into `log_dir`.
+/// events ([`record`]), follows the load pod, and streams each pod's log into `log_dir`.
 pub fn spawn_watch(api: Api<Pod>, shared: Arc<Shared>, log_dir: PathBuf, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(watcher(api.clone(), watcher::Config::default()).default_backoff());
@@ -235,42 +275,82 @@ pub fn spawn_watch(api: Api<Pod>, shared: Arc<Shared>, log_dir: PathBuf, stop: C
             };
             let Some(ev) = ev else { break };
             let at = now_ms();
-            match ev {
-                Ok(Event::Apply(p)) | Ok(Event::InitApply(p)) => on_pod(&api, &shared, &log_dir, &stop, at, &facts(&p)),
-                Ok(Event::Delete(p)) => {
-                    let name = p.metadata.name.clone().unwrap_or_default();
-                    // The last state first: a final status may only arrive with the delete.
-                    on_pod(&api, &shared, &log_dir, &stop, at, &facts(&p));
-                    shared.with(|s| {
-                        let app = app_of(&p.metadata.labels.clone().unwrap_or_default());
-                        if let Some(app) = app {
-                            let seen = s.pods.deleted(at, &name);
-                            push(&mut s.events, &name, app, seen);
-                        }
-                        if s.load.pod.as_deref() == Some(name.as_str()) && s.load.exit.is_none() {
-                            s.load.exit =
-                                Some(Terminated { exit_code: -1, signal: None, reason: Some("pod deleted".into()) });
-                        }
-                    });
-                    shared.changed.notify_waiters();
-                }
-                Ok(Event::InitDone) => {
-                    if !synced {
-                        synced = true;
-                        shared.with(|s| s.synced += 1);
-                        shared.changed.notify_waiters();
-                    }
-                }
-                Ok(Event::Init) => {}
+            let ev = match ev {
+                Ok(ev) => ev,
                 Err(e) => {
                     if !warned {
                         eprintln!("warning: watching pods: {e} (retrying)");
                         warned = true;
                     }
+                    continue;
+                }
+            };
+            shared.with(|s| record(s, at, &ev, &log_dir));
+            match &ev {
+                Event::Apply(p) | Event::InitApply(p) => follow(&api, &shared, &log_dir, &stop, &facts(p)),
+                Event::Delete(p) => {
+                    follow(&api, &shared, &log_dir, &stop, &facts(p));
+                    let name = p.metadata.name.clone().unwrap_or_default();
+                    shared.with(|s| {
+                        if s.load.pod.as_deref() == Some(name.as_str()) && s.load.exit.is_none() {
+                            s.load.exit =
+                                Some(Terminated { exit_code: -1, signal: None, reason: Some("pod deleted".into()) });
+                        }
+                    });
+                }
+                Event::InitDone if !synced => {
+                    synced = true;
+                    shared.with(|s| s.synced += 1);
+                }
+                Event::InitDone | Event::Init => {}
+            }
+            shared.changed.notify_waiters();
+        }
+    })
+}
+
+/// What the pod watch records of one event, all but what needs the API (log streams,
+/// the load pod: [`spawn_watch`]): the api and worker pods' events, their logs'
+/// paths, the api pods' nodes, and once a re-list is complete an exit for every pod
+/// it no longer lists (the watcher says such pods were deleted; it sends no delete
+/// for them). Pure: `at` is when the event arrived.
+pub fn record(s: &mut StageState, at: i64, ev: &Event<Pod>, log_dir: &Path) {
+    match ev {
+        Event::Init => s.pods.begin_resync(),
+        Event::InitApply(p) | Event::Apply(p) => record_pod(s, at, &facts(p), log_dir),
+        Event::Delete(p) => {
+            let f = facts(p);
+            // The last state first: a final status may only arrive with the delete.
+            record_pod(s, at, &f, log_dir);
+            if let Some(app) = app_of(&f.labels) {
+                let seen = s.pods.deleted(at, &f.name);
+                push(&mut s.events, &f.name, app, seen);
+            }
+        }
+        Event::InitDone => {
+            for (pod, seen) in s.pods.end_resync(at) {
+                if let Some(app) = s.pods.app(&pod) {
+                    push(&mut s.events, &pod, app, seen);
                 }
             }
         }
-    })
+    }
+}
+
+fn record_pod(s: &mut StageState, at: i64, f: &PodFacts, log_dir: &Path) {
+    let Some(app) = app_of(&f.labels) else { return };
+    if !s.pods.knows(&f.name) {
+        s.pod_logs.push(PodLog { pod: f.name.clone(), app, path: log_path(log_dir, &f.name) });
+    }
+    let seen = s.pods.observe(at, f, s.pre_stop_ms);
+    push(&mut s.events, &f.name, app, seen);
+    if let (Some(node), "api") = (&f.node, app) {
+        s.api_nodes.insert(node.clone());
+    }
+}
+
+fn log_path(log_dir: &Path, pod: &str) -> PathBuf {
+    log_dir.join(format!("{pod}.log"))
 }
 
 fn push(events: &mut Vec<RawEvent>, pod: &str, app: &'static str, seen: Seen) {
@@ -283,31 +363,17 @@ fn push(events: &mut Vec<RawEvent>, pod: &str, app: &'static str, seen: Seen) {
     }));
 }
 
-fn on_pod(
-    api: &Api<Pod>,
-    shared: &Arc<Shared>,
-    log_dir: &std::path::Path,
-    stop: &CancellationToken,
-    at: i64,
-    f: &PodFacts,
-) {
+/// Opens the log stream of an api or worker pod once its container has started, and
+/// follows the load pod (its state, its log with the line hook).
+fn follow(api: &Api<Pod>, shared: &Arc<Shared>, log_dir: &Path, stop: &CancellationToken, f: &PodFacts) {
     let app = app_of(&f.labels);
     let is_load = shared.with(|s| s.load.job.is_some() && s.load.job.as_deref() == job_of(&f.labels));
     if app.is_none() && !is_load {
         return;
     }
-    let path = log_dir.join(format!("{}.log", f.name));
+    let path = log_path(log_dir, &f.name);
     shared.with(|s| {
-        if let Some(app) = app {
-            let new = !s.pods.knows(&f.name);
-            let seen = s.pods.observe(at, f, s.pre_stop_ms);
-            push(&mut s.events, &f.name, app, seen);
-            if new {
-                s.pod_logs.push(PodLog { pod: f.name.clone(), app, path: path.clone() });
-            }
-            if let (Some(node), "api") = (&f.node, app) {
-                s.api_nodes.insert(node.clone());
-            }
+        if app.is_some() {
             if log_ready(f) && s.streaming.insert(f.name.clone()) {
                 let task = spawn_log_stream(api.clone(), f.name.clone(), path.clone(), None, stop.clone());
                 s.log_tasks.push(task);
@@ -335,19 +401,25 @@ fn on_pod(
             }
         }
     });
-    shared.changed.notify_waiters();
 }
 
-/// The load pod's line hook: its first line says requests are flowing, and its
-/// per-second progress lines (`   3s  sent 600  ok 597  errors refused=3`, on stderr,
-/// which the pod log carries) feed the run's live counters.
+/// The load pod's line hook: its first line that says the load began
+/// ([`super::load_job::load_began`]; the data-plane gate's lines before it do not)
+/// says requests are flowing, and its per-second progress lines
+/// (`   3s  sent 600  ok 597  errors refused=3`, on stderr, which the pod log
+/// carries) feed the run's live counters.
 pub fn load_line_hook(shared: Arc<Shared>) -> LineHook {
     Box::new(move |line| {
-        let (was, live) = shared.with(|s| (std::mem::replace(&mut s.load.started, true), s.load.live.clone()));
+        let began = super::load_job::load_began(line);
+        let (was, live) = shared.with(|s| {
+            let was = s.load.started;
+            s.load.started |= began;
+            (was, s.load.live.clone())
+        });
         if let (Some(live), Some((_, counts))) = (live, zerodrop_load::LiveSnapshot::parse_progress_line(line)) {
             live.show(&counts);
         }
-        if !was {
+        if began && !was {
             shared.changed.notify_waiters();
         }
     })
@@ -675,7 +747,15 @@ mod tests {
         shared.with(|s| s.load.live = Some(live.clone()));
         let mut hook = load_line_hook(shared.clone());
         for line in [
-            "200 rps for 37s to 10.96.0.12:80",
+            "gate: awaiting 1 pods through 10.96.0.12:80 (GET /healthz on a new connection each): api-7c9f6d5b8d-4xk2p",
+            "gate: api-7c9f6d5b8d-4xk2p answered (1/1) after 3 probes, 52 ms",
+            "gate: data plane carries 1/1 endpoints after 3 probes, 52 ms",
+        ] {
+            hook(line);
+        }
+        assert!(!shared.with(|s| s.load.started), "the gate's lines are not the load");
+        for line in [
+            "load begins: 200 rps for 37s to 10.96.0.12:80",
             "   1s  sent 200  ok 200  errors 0",
             "   2s  sent 400  ok 391  errors refused=3 reset=1 http_503=5",
         ] {

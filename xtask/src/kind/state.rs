@@ -22,6 +22,9 @@ pub struct StageState {
     pub events: Vec<RawEvent>,
     /// (unix ms, ready api endpoints), one per change.
     pub samples: Vec<(i64, u32)>,
+    /// The api pods the EndpointSlices last said are ready and not terminating
+    /// ([`super::endpoints::awaited_pods`]): what the load's data-plane gate awaits.
+    pub awaited_pods: Vec<String>,
     pub pod_logs: Vec<PodLog>,
     pub log_tasks: Vec<JoinHandle<()>>,
     /// Pods whose log stream was opened (once each: when the container has started).

@@ -1,7 +1,9 @@
 //! One lab session, the same for every command that runs on the local platform
 //! (`experiment`, `tune`, `reconnect`, `long-lived`, `canary`, `blue-green`): enter the
 //! lab's network namespace, join it under the run's id, detect the pods' isolation,
-//! acquire the private servers, and release them at the end.
+//! acquire the private servers, and release them at the end, checking that nothing of
+//! the run is left in the lab (and the parent outside checks again once the runner has
+//! exited: `netns::run_in_lab`).
 
 use super::netns;
 use super::platform::LocalPlatform;
@@ -98,10 +100,16 @@ impl Lab {
         )
     }
 
-    /// Stops the private servers; a failure to is a warning, not the run's result.
+    /// Stops the private servers, then checks that nothing else of the run is left in
+    /// the lab (killing what is, and saying why: netns/leftovers.rs). A failure to stop
+    /// is a warning, not the run's result.
     pub async fn release(self) {
         if let Err(e) = self.backends.release().await {
             eprintln!("warning: stopping the private servers: {e:#}");
+        }
+        // The sweep polls and sleeps: off the async threads.
+        if let Err(e) = tokio::task::spawn_blocking(netns::sweep_own_lab).await {
+            eprintln!("warning: checking the lab for leftovers: {e}");
         }
     }
 }

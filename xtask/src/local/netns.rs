@@ -7,6 +7,7 @@
 //! lab (relay.rs), forward Ctrl-C/SIGTERM, and pass the child's exit code through.
 
 pub mod lab;
+pub mod leftovers;
 mod relay;
 
 use anyhow::{bail, Context, Result};
@@ -82,6 +83,9 @@ pub async fn run_in_lab(bin_dir: &Path) -> Result<ExitStatus> {
     })?;
     drop(ready_r);
     let pid = child.id().context("the lab process exited at once")?;
+    // Held until the lab's last check below: the namespace cannot go away (and its
+    // identity be reused by another run's lab) before we have looked into it.
+    let pin = pin_lab(pid).await;
     if let Err(e) = relay::start(pid, &relays).await {
         let _ = child.start_kill();
         let _ = child.wait().await;
@@ -93,11 +97,11 @@ pub async fn run_in_lab(bin_dir: &Path) -> Result<ExitStatus> {
 
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    loop {
+    let status = loop {
         // The terminal sends Ctrl-C to the child as well; forwarding covers a `kill`
         // aimed at this process only. The child cleans up and its code comes back.
         let sig = tokio::select! {
-            s = child.wait() => return s.context("waiting for the lab process"),
+            s = child.wait() => break s.context("waiting for the lab process")?,
             _ = int.recv() => libc::SIGINT,
             _ = term.recv() => libc::SIGTERM,
         };
@@ -105,6 +109,77 @@ pub async fn run_in_lab(bin_dir: &Path) -> Result<ExitStatus> {
         unsafe {
             libc::kill(pid as i32, sig);
         }
+    };
+    if let Some(pin) = pin {
+        // Every command that enters a lab ends here, whatever the runner inside did
+        // (Lab::release sweeps too, but `up` does not use it, and a runner may crash).
+        let _ = tokio::task::spawn_blocking(move || after_the_runner(pin)).await;
+    }
+    Ok(status)
+}
+
+/// How long what is left in the lab gets to exit by itself once the runner has exited:
+/// pods die of PR_SET_PDEATHSIG then, which is not instant.
+const AFTER_RUNNER_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// The same inside, at `Lab::release`: pods are killed when their owners are dropped.
+const AT_RELEASE_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Pins the namespace the lab process `pid` creates (`unshare` makes it, then execs the
+/// runner), once it differs from ours; None if that does not happen (the lab failed to
+/// start: there is nothing to check then).
+async fn pin_lab(pid: u32) -> Option<leftovers::Pin> {
+    let own = leftovers::NetNs::own()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match leftovers::NetNs::of_pid(pid) {
+            Some(ns) if ns != own => {
+                let pin = leftovers::Pin::of_pid(pid).ok().filter(|p| p.ns == ns);
+                if pin.is_none() {
+                    eprintln!(
+                        "[lab] warning: could not hold the lab's network namespace; it is not checked at the end"
+                    );
+                }
+                return pin;
+            }
+            Some(_) => {}
+            None => return None,
+        }
+        if std::time::Instant::now() > deadline {
+            eprintln!("[lab] warning: the lab process did not enter its own network namespace within 10 s");
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// The outer half of the lab's last check: the runner has exited, so anything still in
+/// its namespace is a leftover. Killed, and said so.
+fn after_the_runner(pin: leftovers::Pin) {
+    let (killed, survivors) = leftovers::sweep(pin.ns, &[], None, AFTER_RUNNER_GRACE);
+    leftovers::report("lab", "after its runner exited", pin.ns, &killed, &survivors);
+    if killed.is_empty() && survivors.is_empty() {
+        tracing::debug!(netns = pin.ns.inode(), "lab network namespace empty after the run");
+    }
+}
+
+/// The inner half, from `Lab::release` once the private servers are stopped: nothing but
+/// this runner may be left in the lab. Refuses to look anywhere but in a lab of its own
+/// (a namespace other than the parent's), so it can never sweep the host's.
+pub fn sweep_own_lab() {
+    let (Some(own), Some(parent)) =
+        (leftovers::NetNs::own(), leftovers::NetNs::of_pid(std::os::unix::process::parent_id()))
+    else {
+        eprintln!("[lab] warning: could not read the network namespaces; the lab is not checked for leftovers");
+        return;
+    };
+    if !inside() || own == parent {
+        return;
+    }
+    let me = std::process::id() as i32;
+    let (killed, survivors) = leftovers::sweep(own, &[me], Some(me), AT_RELEASE_GRACE);
+    leftovers::report("lab", "when the lab was released", own, &killed, &survivors);
+    if killed.is_empty() && survivors.is_empty() {
+        eprintln!("[lab] checked: no process of this run is left in the lab (net:[{}])", own.inode());
     }
 }
 

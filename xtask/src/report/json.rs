@@ -1,15 +1,18 @@
 //! report.json: the machine-readable report. Per-request records are left out; the
 //! per-second timeline is included so the charts can be redrawn.
 
+use super::causes::{Cause, Causes};
 use super::levers;
 use super::model::{Report, StageRun, SCHEMA_VERSION};
 use super::stats;
 use super::summary::StageSummary;
 use super::StageGroup;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 /// One entry per stage. Its raw fields (timeline, events, evidence, checks) are the
-/// first repeat's; `repeats`, `stats`, `runs` and `lever_effect` cover every repeat.
+/// first repeat's; `repeats`, `stats`, `runs`, `causes` (summed over repeats; each
+/// run's own are in `runs`) and `lever_effect` cover every repeat.
 pub fn render(report: &Report, groups: &[StageGroup]) -> anyhow::Result<Value> {
     let stages = groups
         .iter()
@@ -21,6 +24,8 @@ pub fn render(report: &Report, groups: &[StageGroup]) -> anyhow::Result<Value> {
             let pooled = stats::pooled(&g.runs.iter().map(|(_, s)| (s.roll.failed, s.roll.total)).collect::<Vec<_>>());
             v["requests"]["failed_rate"] =
                 json!({ "value": pooled.value, "ci95": pooled.ci95, "failed": pooled.k, "total": pooled.n });
+            v["causes"] = json!(pooled_causes(g, |s| &s.causes.deploy));
+            v["steady_causes"] = json!(pooled_causes(g, |s| &s.causes.steady));
             v["stats"] = levers::spreads(&g.runs).into_iter().map(|(k, sp)| (k.to_string(), json!(sp))).collect();
             v["runs"] = g
                 .runs
@@ -32,6 +37,8 @@ pub fn render(report: &Report, groups: &[StageGroup]) -> anyhow::Result<Value> {
                         "steady_requests": { "total": s.steady.total, "failed": s.steady.failed },
                         "jobs": { "accepted": r.jobs.accepted, "lost": r.jobs.lost, "duplicated": r.jobs.duplicated },
                         "rollout_seconds": r.rollout_seconds,
+                        "causes": Causes::keyed(&s.causes.deploy),
+                        "steady_causes": Causes::keyed(&s.causes.steady),
                         "pod_logs_dir": r.pod_logs_dir,
                     })
                 })
@@ -61,6 +68,17 @@ pub fn render(report: &Report, groups: &[StageGroup]) -> anyhow::Result<Value> {
         "guardian": guardian,
         "incomplete": report.incomplete,
     }))
+}
+
+/// `{cause: count}` summed over every repeat of one stage.
+fn pooled_causes(g: &StageGroup, pick: fn(&StageSummary) -> &BTreeMap<Cause, u64>) -> BTreeMap<&'static str, u64> {
+    let mut out = BTreeMap::new();
+    for (_, s) in &g.runs {
+        for (c, n) in pick(s) {
+            *out.entry(c.key()).or_default() += n;
+        }
+    }
+    out
 }
 
 fn stage(run: &StageRun, s: &StageSummary) -> anyhow::Result<Value> {
@@ -102,6 +120,7 @@ fn stage(run: &StageRun, s: &StageSummary) -> anyhow::Result<Value> {
         "endpoints": run.endpoints,
         "events": run.events,
         "evidence": evidence,
+        "slow_threshold_us": s.causes.slow_us,
         "checks": s.checks,
         "check_notes": s.check_notes,
         "pod_logs_dir": run.pod_logs_dir,

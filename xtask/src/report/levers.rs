@@ -2,11 +2,12 @@
 //! over trials, and its effect is judged against the stage run before it, over every
 //! repeat, from Wilson intervals (see `stats`).
 
+use super::causes::Cause;
 use super::model::{PodEventKind, StageRun};
 use super::stats::{self, Rate, Spread, Verdict};
 use super::summary::StageSummary;
 use serde::Serialize;
-use zerodrop_load::{Class, Kind};
+use zerodrop_load::Class;
 use zerodrop_stages::StageName;
 
 /// One countable failure: `count` gives (events, trials) for one stage run.
@@ -15,101 +16,72 @@ pub struct Target {
     pub metric: &'static str,
     pub label: &'static str,
     pub count: fn(&StageRun, &StageSummary) -> (u64, u64),
+    /// The causes (`causes.rs`) it counts; empty for a target that counts pods.
+    pub causes: &'static [Cause],
 }
-
-/// A SIGKILL cuts what is in flight; a failure that ends this soon after one is its.
-const KILL_REACH_US: u64 = 300_000;
 
 fn sigkilled_pods(r: &StageRun, _: &StageSummary) -> (u64, u64) {
     let count = |k: PodEventKind| r.events.iter().filter(|e| e.kind == k).count() as u64;
     (count(PodEventKind::Sigkill), count(PodEventKind::Terminating))
 }
 
-fn cut_by_sigkill(r: &StageRun, s: &StageSummary) -> (u64, u64) {
-    let kills: Vec<u64> = r
-        .events
-        .iter()
-        .filter(|e| e.kind == PodEventKind::Sigkill && e.t_ms >= 0)
-        .map(|e| e.t_ms as u64 * 1000)
-        .collect();
-    let cut = in_window(r)
-        .filter(|rec| matches!(rec.class, Class::Reset | Class::Other))
-        .filter(|rec| {
-            let end = rec.at_us + rec.latency_us;
-            kills.iter().any(|&k| end >= k && end <= k + KILL_REACH_US)
-        })
-        .count() as u64;
-    (cut, s.roll.total)
+/// Deploy-window requests whose cause is one of `causes`, over every request of
+/// the window.
+fn requests_by_cause(s: &StageSummary, causes: &[Cause]) -> (u64, u64) {
+    (causes.iter().map(|&c| s.causes.deploy_count(c)).sum(), s.roll.total)
 }
 
-fn refused(_: &StageRun, s: &StageSummary) -> (u64, u64) {
-    (s.count(Class::Refused), s.roll.total)
-}
+const CUT_BY_SIGKILL: &[Cause] = &[Cause::CutBySigkill];
+const REFUSED: &[Cause] = &[Cause::RefusedStoppedListener];
+const CUT_BY_SHUTDOWN: &[Cause] = &[Cause::CutByShutdown];
+const JOBS: &[Cause] = &[Cause::JobLost, Cause::JobAppliedTwice];
+/// The surge lever's mechanism: capacity missing (fewer ready endpoints than desired)
+/// or not yet usable (a cold pod, which is where a synchronised reconnect lands).
+/// A 503 on a full, warm fleet is not its target: that is steady overload.
+const CAPACITY_DIP: &[Cause] = &[Cause::ShedFleetShort, Cause::ShedColdPod, Cause::SlowColdPod];
 
-/// Requests the server cut (reset or closed early), and job submissions that failed
-/// in the server (500, 502, timeout, other). Refused connections are the readiness
-/// lever's, and 503s (an instance at capacity) the surge lever's.
-fn cut_mid_flight(r: &StageRun, s: &StageSummary) -> (u64, u64) {
-    let cut = in_window(r)
-        .filter(|rec| {
-            rec.class == Class::Reset
-                || (rec.kind == Kind::Job
-                    && matches!(rec.class, Class::Http500 | Class::Http502 | Class::Timeout | Class::Other))
-        })
-        .count() as u64;
-    (cut, s.roll.total)
-}
-
-fn lost_or_duplicated_jobs(r: &StageRun, _: &StageSummary) -> (u64, u64) {
-    (r.jobs.lost + r.jobs.duplicated, r.jobs.accepted)
-}
-
-/// A request slower than this many times the stage's own steady p99 was held up by
-/// the deploy, not by the tail the service always has.
-pub const SLOW_FACTOR: f64 = 2.0;
-
-/// Requests turned away (503: an instance at capacity) or held up well beyond the
-/// steady tail while the fleet was short of warm capacity.
-fn capacity_dip(r: &StageRun, s: &StageSummary) -> (u64, u64) {
-    (dip_hits(r, s).len() as u64, s.roll.total)
-}
-
-/// The requests [`capacity_dip`] counts.
-pub fn dip_hits<'a>(r: &'a StageRun, s: &StageSummary) -> Vec<&'a zerodrop_load::Record> {
-    let slow_us = (s.steady.latency_ms.p99 * SLOW_FACTOR * 1000.0) as u64;
-    in_window(r)
-        .filter(|rec| rec.class == Class::Http503 || (rec.class == Class::Ok && rec.latency_us > slow_us))
-        .collect()
-}
-
-fn in_window(r: &StageRun) -> impl Iterator<Item = &zerodrop_load::Record> {
-    let w = r.roll;
-    r.load.records.iter().filter(move |rec| rec.at_us >= w.from_us && rec.at_us < w.to_us)
-}
-
-/// The failure each stage's lever targets; the baseline has none.
+/// The failure each stage's lever targets, by cause; the baseline has none.
 pub fn targets(stage: StageName) -> Vec<Target> {
-    let t = |metric, label, count| Target { metric, label, count };
     match stage {
         StageName::Naive => vec![],
         StageName::Pid1 => vec![
-            t("requests_cut_by_sigkill", "requests cut by a SIGKILL", cut_by_sigkill as fn(&_, &_) -> _),
-            t("sigkilled_pods", "pods SIGKILLed at the end of the grace period", sigkilled_pods),
+            Target {
+                metric: "cut_by_sigkill",
+                label: "requests cut by a SIGKILL",
+                count: |_, s| requests_by_cause(s, CUT_BY_SIGKILL),
+                causes: CUT_BY_SIGKILL,
+            },
+            Target {
+                metric: "sigkilled_pods",
+                label: "pods SIGKILLed at the end of the grace period",
+                count: sigkilled_pods,
+                causes: &[],
+            },
         ],
-        StageName::ReadinessPrestop => {
-            vec![t("refused", "connections refused while the endpoint was still routed", refused)]
-        }
-        StageName::ReverseDrain => {
-            vec![t("cut_mid_flight", "requests and job submissions cut mid-flight", cut_mid_flight)]
-        }
-        StageName::RequeueIdempotency => {
-            vec![t("lost_or_duplicated_jobs", "jobs lost or applied twice", lost_or_duplicated_jobs)]
-        }
-        StageName::SurgeJitter => vec![t(
-            "capacity_dip",
-            "requests refused with 503 or slower than 2× the steady p99 while the fleet was short or cold",
-            capacity_dip,
-        )],
+        StageName::ReadinessPrestop => vec![Target {
+            metric: "refused_stopped_listener",
+            label: "connections refused by an endpoint that stopped listening while still routed",
+            count: |_, s| requests_by_cause(s, REFUSED),
+            causes: REFUSED,
+        }],
+        StageName::ReverseDrain => vec![Target {
+            metric: "cut_by_shutdown",
+            label: "requests and job submissions cut mid-flight by a pod's shutdown",
+            count: |_, s| requests_by_cause(s, CUT_BY_SHUTDOWN),
+            causes: CUT_BY_SHUTDOWN,
+        }],
+        StageName::RequeueIdempotency => vec![Target {
+            metric: "job_lost_or_applied_twice",
+            label: "jobs accepted and never applied, or applied twice",
+            count: |r, s| (JOBS.iter().map(|&c| s.causes.deploy_count(c)).sum(), r.jobs.accepted),
+            causes: JOBS,
+        }],
+        StageName::SurgeJitter => vec![Target {
+            metric: "capacity_dip",
+            label: "requests shed (503) with the fleet short or by a cold pod, or served slowly by a cold pod",
+            count: |_, s| requests_by_cause(s, CAPACITY_DIP),
+            causes: CAPACITY_DIP,
+        }],
     }
 }
 
@@ -130,7 +102,10 @@ pub struct TargetEffect {
 /// `report.json`'s `lever_effect`.
 #[derive(Debug, Clone, Serialize)]
 pub struct LeverEffect {
+    /// Each target's metric name.
     pub targets: Vec<&'static str>,
+    /// The causes each target counts (`causes` keys), in the order of `targets`.
+    pub target_causes: Vec<Vec<&'static str>>,
     /// Events of the first (primary) target, median over repeats.
     pub before: f64,
     pub after: f64,
@@ -166,6 +141,7 @@ pub fn effect(prev: &[(&StageRun, &StageSummary)], cur: &[(&StageRun, &StageSumm
     let median = |v: &[u64]| stats::spread(&v.iter().map(|&x| x as f64).collect::<Vec<_>>()).median;
     Some(LeverEffect {
         targets: targets.iter().map(|t| t.metric).collect(),
+        target_causes: targets.iter().map(|t| t.causes.iter().map(|c| c.key()).collect()).collect(),
         before: median(&primary.before_counts),
         after: median(&primary.after_counts),
         verdict: primary.verdict,

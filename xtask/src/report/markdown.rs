@@ -15,6 +15,7 @@ pub fn render(report: &Report, groups: &[StageGroup]) -> String {
     header(&mut md, report);
     profile(&mut md, report);
     staircase(&mut md, report, groups);
+    super::cause_table::render(&mut md, groups);
     table(&mut md, report, groups);
     repeats(&mut md, groups);
     for (i, g) in groups.iter().enumerate() {
@@ -239,7 +240,7 @@ fn table(md: &mut String, r: &Report, groups: &[StageGroup]) {
     );
     let _ = writeln!(
         md,
-        "| Stage | Error rate (95% CI) | steady failed | 502 | 503 | 504 | refused | reset | timeout | other | p50 | p99 | max | steady p99 | min ready / desired | dip | lost jobs | dup jobs | rollout s |"
+        "| Stage | Error rate (95% CI) | steady failed | 502 | 503 | 504 | refused | reset | timeout | other | p50 | p99 | max | steady p99 | min ready pods / endpoints / desired | dip | lost jobs | dup jobs | rollout s |"
     );
     let _ =
         writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -249,7 +250,8 @@ fn table(md: &mut String, r: &Report, groups: &[StageGroup]) {
         let rate = stats::wilson(s.roll.failed, s.roll.total);
         let c = |class| s.count(class).to_string();
         let lr = &s.roll.latency_ms;
-        let min_ready = s.capacity.min_ready_endpoints.map_or("?".into(), |m| m.to_string());
+        let q = |m: Option<u32>| m.map_or("?".to_string(), |m| m.to_string());
+        let min_ready = format!("{} / {}", q(s.capacity.min_ready_pods), q(s.capacity.min_ready_endpoints));
         let star = if run.jobs.settled { "" } else { "\\*" };
         unsettled |= !run.jobs.settled;
         let _ = writeln!(
@@ -277,6 +279,13 @@ fn table(md: &mut String, r: &Report, groups: &[StageGroup]) {
             run.rollout_seconds
         );
     }
+    let _ = writeln!(
+        md,
+        "\n*min ready*: the fewest api pods ready and not terminating (what maxUnavailable counts), and the fewest \
+         endpoints the Service routed to, during the deploy window. The Service learns each change one propagation \
+         delay late, a removal sometimes sooner than an addition, so its endpoints can dip below the pods' count even \
+         with maxUnavailable 0."
+    );
     if unsettled {
         let _ = writeln!(
             md,

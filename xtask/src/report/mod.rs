@@ -1,6 +1,9 @@
 //! Turns an experiment's measurements into reports/<run-id>/: report.md, report.json,
-//! one SVG timeline per stage.
+//! one SVG timeline per stage, and beside each run's pod logs `outcomes.csv`: every
+//! failed or slow request with its cause.
 
+mod cause_table;
+pub mod causes;
 mod checks;
 mod evidence;
 mod json;
@@ -67,6 +70,13 @@ pub fn write(report: &model::Report, dir: &Path) -> anyhow::Result<()> {
         let (run, s) = g.first();
         let path = charts.join(format!("{}.svg", s.name));
         std::fs::write(&path, svg::render(run, s)).with_context(|| format!("writing {}", path.display()))?;
+    }
+
+    for (run, s) in report.stages.iter().zip(&summaries) {
+        let logs = dir.join(&run.pod_logs_dir);
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let path = logs.join("outcomes.csv");
+        std::fs::write(&path, causes::csv(run, &s.causes)).with_context(|| format!("writing {}", path.display()))?;
     }
 
     let path = dir.join("report.md");

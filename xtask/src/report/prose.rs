@@ -2,6 +2,7 @@
 //! only the connecting words are fixed, and nothing is called better or worse unless
 //! the intervals say so.
 
+use super::causes::Cause;
 use super::levers::TargetEffect;
 use super::model::StageRun;
 use super::stats::{self, Verdict};
@@ -38,40 +39,19 @@ fn parts(stage: StageName, g: &StageGroup, prev: &StageGroup) -> Option<String> 
             ))
         }
         StageName::SurgeJitter => {
-            let (dip_b, cold_b) = split_dip(prev);
-            let (dip_a, cold_a) = split_dip(g);
+            let n = |g: &StageGroup, c: Cause| -> u64 { g.runs.iter().map(|(_, s)| s.causes.deploy_count(c)).sum() };
+            let (short_b, short_a) = (n(prev, Cause::ShedFleetShort), n(g, Cause::ShedFleetShort));
+            let cold = |g: &StageGroup| n(g, Cause::ShedColdPod) + n(g, Cause::SlowColdPod);
             Some(format!(
-                "Of its parts, maxSurge 1 / maxUnavailable 0 acts on what was hit while fewer api endpoints than desired were \
-                 ready ({dip_b} → {dip_a} requests over all repeats); warming before ready and the jittered keep-alive close \
-                 act on what was hit with the fleet at full size, on cold replacement pods taking reconnecting clients \
-                 ({cold_b} → {cold_a})."
+                "Of its parts, maxSurge 1 / maxUnavailable 0 acts on 503s while fewer api endpoints than desired were \
+                 ready ({short_b} → {short_a} requests over all repeats); warming before ready and the jittered keep-alive \
+                 close act on requests shed or held up by cold replacement pods taking reconnecting clients ({} → {}).",
+                cold(prev),
+                cold(g)
             ))
         }
         _ => None,
     }
-}
-
-/// The surge lever's target hits, split by whether the Service had fewer ready
-/// endpoints than desired at that moment.
-fn split_dip(g: &StageGroup) -> (u64, u64) {
-    let (mut dip, mut full) = (0, 0);
-    for (r, s) in &g.runs {
-        for rec in super::levers::dip_hits(r, s) {
-            let t_ms = (rec.at_us / 1000) as i64;
-            let ready = r
-                .endpoints
-                .iter()
-                .filter(|e| e.t_ms <= t_ms)
-                .max_by_key(|e| e.t_ms)
-                .map_or(s.capacity.desired, |e| e.ready);
-            if ready < s.capacity.desired {
-                dip += 1;
-            } else {
-                full += 1;
-            }
-        }
-    }
-    (dip, full)
 }
 
 fn target_sentence(t: &TargetEffect) -> String {

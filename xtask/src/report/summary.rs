@@ -1,6 +1,7 @@
 //! Every derived number of one stage, computed once from its raw measurements and
 //! shared by report.json, report.md, the prose and the chart.
 
+use super::causes::{self, Causes};
 use super::checks::{self, Checks};
 use super::model::{StageRun, Window};
 use serde::Serialize;
@@ -25,6 +26,9 @@ pub struct Capacity {
     /// Lowest number of ready api endpoints during the roll window; `None` when no
     /// endpoint sample covers the window.
     pub min_ready_endpoints: Option<u32>,
+    /// Lowest number of api pods ready and not terminating during the roll window:
+    /// what a Deployment's maxUnavailable counts. `None` without pod events.
+    pub min_ready_pods: Option<u32>,
     pub desired: u32,
     /// Lowest per-second ok throughput during the roll against the steady mean, in %
     /// (0 when the roll never dipped below the steady mean).
@@ -46,6 +50,8 @@ pub struct StageSummary {
     pub timeline: Vec<Second>,
     pub checks: Checks,
     pub check_notes: Vec<String>,
+    /// Every failed or slow request and every lost or twice-applied job, explained.
+    pub causes: Causes,
 }
 
 impl StageSummary {
@@ -57,7 +63,9 @@ impl StageSummary {
         let error_rate = ratio(roll.failed, roll.total);
         let capacity = capacity(run, &steady, &timeline);
         let (checks, check_notes) = checks::compute(run);
+        let causes = causes::explain(run);
         StageSummary {
+            causes,
             name: run.stage.name.as_str().to_string(),
             error_rate,
             capacity,
@@ -113,6 +121,7 @@ fn capacity(run: &StageRun, steady: &WindowStats, timeline: &[Second]) -> Capaci
     };
     Capacity {
         min_ready_endpoints: min_ready(run),
+        min_ready_pods: min_ready_pods(run),
         desired: run.desired_endpoints,
         throughput_dip_pct: dip,
         steady_ok_per_sec: steady_mean,
@@ -155,4 +164,41 @@ fn min_ready(run: &StageRun) -> Option<u32> {
     let at_start = run.endpoints.iter().filter(|e| e.t_ms <= from_ms).max_by_key(|e| e.t_ms).map(|e| e.ready);
     let during = run.endpoints.iter().filter(|e| e.t_ms > from_ms && e.t_ms < to_ms).map(|e| e.ready);
     at_start.into_iter().chain(during).min()
+}
+
+/// Replays the api pods' events: a pod counts from `Ready` until `Unready`,
+/// `Terminating`, `Sigterm` or its exit; the lowest count in force during the roll.
+fn min_ready_pods(run: &StageRun) -> Option<u32> {
+    use super::model::PodEventKind as K;
+    let from_ms = (run.roll.from_us / 1000) as i64;
+    let to_ms = (run.roll.to_us / 1000) as i64;
+    let mut events: Vec<_> = run.events.iter().filter(|e| e.app == "api").collect();
+    events.sort_by_key(|e| e.t_ms);
+    let mut ready = std::collections::BTreeSet::new();
+    let mut min: Option<u32> = None;
+    let mut seen_start = false;
+    for e in events {
+        if e.t_ms > to_ms {
+            break;
+        }
+        if e.t_ms > from_ms && !seen_start {
+            // The count in force when the window opened.
+            seen_start = true;
+            min = Some(ready.len() as u32);
+        }
+        match e.kind {
+            K::Ready => {
+                ready.insert(e.pod.as_str());
+            }
+            K::Unready | K::Terminating | K::Sigterm | K::Sigkill | K::Exited => {
+                ready.remove(e.pod.as_str());
+            }
+            K::Created | K::EndpointRemoved => {}
+        }
+        if e.t_ms > from_ms {
+            let n = ready.len() as u32;
+            min = Some(min.map_or(n, |m| m.min(n)));
+        }
+    }
+    min.or_else(|| (!ready.is_empty()).then_some(ready.len() as u32))
 }

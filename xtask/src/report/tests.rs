@@ -15,7 +15,7 @@ fn stage_run(name: StageName, failures: &[(Class, u64)]) -> StageRun {
         let at_us = i * 100_000;
         let class = if at_us >= 5_000_000 { fails.next().unwrap_or(Class::Ok) } else { Class::Ok };
         let latency_us = if class == Class::Ok { 5_000 } else { 1_000 };
-        records.push(Record { at_us, latency_us, class, kind: Kind::Fast, late: false });
+        records.push(Record { at_us, latency_us, class, kind: Kind::Fast, late: false, pod: None });
     }
     let ev = |t_ms, pod: &str, kind| PodEvent { t_ms, pod: pod.into(), app: "api".into(), kind, detail: String::new() };
     StageRun {
@@ -28,6 +28,7 @@ fn stage_run(name: StageName, failures: &[(Class, u64)]) -> StageRun {
             accepted_jobs: vec!["j-1".into()],
             late_sends: 0,
             connections_opened: 4,
+            pods: vec![],
         },
         steady: Window { from_us: 0, to_us: 5_000_000 },
         roll: Window { from_us: 5_000_000, to_us: 10_000_000 },
@@ -253,7 +254,9 @@ fn repeats_are_pooled_and_summarised() {
     assert_eq!(pid1["requests"]["failed_rate"]["total"], 100);
     let ci = pid1["requests"]["failed_rate"]["ci95"].as_array().unwrap();
     assert!(ci[0].as_f64().unwrap() < 0.18 && ci[1].as_f64().unwrap() > 0.18);
-    assert_eq!(pid1["lever_effect"]["targets"][0], "requests_cut_by_sigkill");
+    assert_eq!(pid1["lever_effect"]["targets"][0], "cut_by_sigkill");
+    assert_eq!(pid1["lever_effect"]["target_causes"][0], json!(["cut_by_sigkill"]));
+    assert!(pid1["causes"].is_object() && pid1["runs"][1]["causes"].is_object(), "causes per stage and per repeat");
     assert_eq!(pid1["lever_effect"]["verdict"], "not-detectable");
     assert!(v["stages"][0]["lever_effect"].is_null(), "the baseline has no lever");
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
@@ -396,7 +399,7 @@ fn sample() {
                         Class::Ok if (10..20).contains(&sec) => 8_000 + (k * 7919 % 300) * 1000,
                         _ => 3_000 + (k * 7919 % 40) * 1000,
                     };
-                    Record { at_us: k * 25_000, latency_us, class, kind: Kind::Fast, late: false }
+                    Record { at_us: k * 25_000, latency_us, class, kind: Kind::Fast, late: false, pod: None }
                 })
                 .collect();
             run.load.profile.duration = std::time::Duration::from_secs(30);
