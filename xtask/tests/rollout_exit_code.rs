@@ -94,6 +94,19 @@ fn a_rollout_that_never_becomes_ready_exits_4_with_the_reason() {
     assert!(started.elapsed() >= Duration::from_secs(15), "failed before its deadline");
     assert!(stdout.contains("Created") && stdout.contains("new replicas created"), "no streamed progress:\n{stdout}");
 
+    // A new pod that exits at start: the failure names its exit status and quotes the
+    // app's own message from its log, not how the runner looked for its process.
+    let out = run(
+        &target,
+        &["rollout", "--only", "api", "--progress-deadline", "30s", "--set-env", "ZD_CAPACITY=notanumber"],
+    );
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(4), "rollout exit code\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stderr.contains("ZD_CAPACITY must be a positive integer") && stderr.contains("exit code"),
+        "the app's own error and its exit status are not in the failure:\n{stderr}"
+    );
+
     let down = run(&target, &["down"]);
     assert!(down.status.success(), "down: {down:?}");
     let t = Instant::now();

@@ -2,6 +2,14 @@
 //! `axum::serve`, because draining needs control over each keep-alive connection:
 //! when it is told to close, and whether it closes idle (racing the client's next
 //! request) or by answering `Connection: close`.
+//!
+//! What hyper answers by itself, before a request reaches the router, carries a
+//! status and no body: 400 for a malformed request line or header (bad bytes, a
+//! conflicting `Content-Length`), 431 for a head above [`MAX_HEAD_BYTES`] (a long URI
+//! included) or with more than 100 header fields. hyper 1.x writes these from its
+//! parser with no hook to give them a body, and only a hand-written HTTP layer could;
+//! so this is a documented limit, not a bug to paper over. Each such connection is
+//! closed after the answer, and its reason logged at debug level.
 
 use crate::head_timeout::{HeadClock, Timed};
 use crate::Lifecycle;
@@ -24,6 +32,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use zerodrop_stages::KeepAliveClose;
+
+/// The largest request head (request line and headers) served; a larger one is
+/// answered 431 by hyper. Set explicitly rather than left to hyper's read-buffer
+/// ceiling (about 400 KiB) so the limit is a number we state, and so a connection's
+/// head buffer stays small even with every connection slot taken.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Live counters of the server, read by `/metrics` and by the drain.
 #[derive(Debug, Default)]
@@ -206,6 +220,37 @@ async fn set_up(cost: Option<Duration>, permit: Option<OwnedSemaphorePermit>) {
     drop(permit);
 }
 
+/// The per-connection HTTP/1 settings.
+fn builder() -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.keep_alive(true)
+        // A client may send a whole request and then shut down its write side (as
+        // `nc -N` and some proxies do) while it waits for the answer. Without this,
+        // hyper reads that EOF while the handler runs, takes it for a client that is
+        // gone and drops the request unanswered. The price: a client that really is
+        // gone (TCP cannot tell the two apart) no longer cancels its handler, which
+        // runs to its end; the api bounds that (its request timeout, a long
+        // operation's own length, a stream's next write failing).
+        .half_close(true)
+        .max_header_size(MAX_HEAD_BYTES);
+    b
+}
+
+/// Why a connection ended with an error. hyper has already answered a malformed
+/// head (400/431, see the module docs); this is the only place its reason is kept.
+fn log_ended(e: &hyper::Error) {
+    let kind = if e.is_parse_too_large() {
+        "head_too_large"
+    } else if e.is_parse() {
+        "malformed_head"
+    } else if e.is_incomplete_message() {
+        "incomplete_message"
+    } else {
+        "other"
+    };
+    tracing::debug!(kind, error = %e, "connection ended with an error");
+}
+
 struct Connection {
     router: Router,
     drain: watch::Receiver<Option<DrainOrder>>,
@@ -289,7 +334,7 @@ impl Connection {
             })
         };
         let io = TokioIo::new(Timed::new(stream, clock.clone()));
-        let conn = http1::Builder::new().keep_alive(true).serve_connection(io, svc);
+        let conn = builder().serve_connection(io, svc);
         tokio::pin!(conn);
 
         let far = || Instant::now() + Duration::from_secs(86_400);
@@ -303,7 +348,12 @@ impl Connection {
         loop {
             let head_due = clock.deadline(self.head_timeout).unwrap_or_else(far);
             tokio::select! {
-                _ = conn.as_mut() => break,
+                ended = conn.as_mut() => {
+                    if let Err(e) = ended {
+                        log_ended(&e);
+                    }
+                    break;
+                }
                 // A head started (or finished): recompute when it is due.
                 _ = clock.changed.notified() => {}
                 _ = tokio::time::sleep_until(head_due) => {

@@ -17,6 +17,8 @@ pub struct Config {
     pub max_work_ms: u64,
     /// How long `/work` and `/jobs` may take before they are answered 503.
     pub request_timeout: Duration,
+    /// How long a request body may stop arriving before it is answered 408.
+    pub body_read_timeout: Duration,
     pub behaviour: AppBehaviour,
 }
 
@@ -34,6 +36,7 @@ impl Config {
             ),
             max_work_ms,
             request_timeout: request_timeout(max_work_ms)?,
+            body_read_timeout: positive_ms("ZD_BODY_READ_TIMEOUT_MS", BODY_READ_TIMEOUT_MS)?,
             behaviour: AppBehaviour::from_env()?,
         })
     }
@@ -43,11 +46,17 @@ impl Config {
 /// it also queued behind the cold cache or a regression for more than this headroom.
 const REQUEST_TIMEOUT_HEADROOM_MS: u64 = 5_000;
 
+/// The same as the header-read timeout (`ZD_HEADER_READ_TIMEOUT_MS`): a client that
+/// pauses this long inside its request is treated alike in the head and in the body.
+const BODY_READ_TIMEOUT_MS: u64 = 5_000;
+
 fn request_timeout(max_work_ms: u64) -> Result<Duration> {
-    let default = max_work_ms.saturating_add(REQUEST_TIMEOUT_HEADROOM_MS).to_string();
-    let ms: u64 =
-        var("ZD_REQUEST_TIMEOUT_MS", &default)?.parse().context("ZD_REQUEST_TIMEOUT_MS must be milliseconds")?;
-    anyhow::ensure!(ms > 0, "ZD_REQUEST_TIMEOUT_MS must be above 0");
+    positive_ms("ZD_REQUEST_TIMEOUT_MS", max_work_ms.saturating_add(REQUEST_TIMEOUT_HEADROOM_MS))
+}
+
+fn positive_ms(name: &str, default: u64) -> Result<Duration> {
+    let ms: u64 = var(name, &default.to_string())?.parse().with_context(|| format!("{name} must be milliseconds"))?;
+    anyhow::ensure!(ms > 0, "{name} must be above 0");
     Ok(Duration::from_millis(ms))
 }
 

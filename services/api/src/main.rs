@@ -1,6 +1,16 @@
 //! zerodrop-api: the HTTP half of the lossy pair. How it shuts down is decided by the
 //! stage's ZD_* environment (see zerodrop-stages); the code path is the same for all.
+//!
+//! Errors: every 4xx and 5xx a route gives is `{"error": <reason>, "status": <code>}`.
+//! Two kinds of answer carry no reason. hyper answers a request that never reaches
+//! the router by itself, with a status and an empty body: 400 for a malformed request
+//! line or header, 431 for a head above 64 KiB or with more than 100 header fields
+//! (`zerodrop_lifecycle::http::MAX_HEAD_BYTES`); hyper 1.x has no hook to add a body.
+//! And a head not complete within `ZD_HEADER_READ_TIMEOUT_MS` is not answered at all:
+//! the connection is closed. A body that stalls for `ZD_BODY_READ_TIMEOUT_MS` is
+//! answered 408 with a reason (`body_timeout.rs`).
 
+mod body_timeout;
 mod capacity;
 mod config;
 mod conn_cost;
@@ -68,12 +78,22 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
         metrics: metrics::Metrics::new(&version.name),
         max_work_ms: cfg.max_work_ms,
         request_timeout: cfg.request_timeout,
+        body_read_timeout: cfg.body_read_timeout,
         version,
     });
     let backlog = cfg.behaviour.accept_backlog;
     let listener = conn_cost::bind(cfg.listen, backlog).with_context(|| format!("binding {}", cfg.listen))?;
     let timeout_ms = cfg.request_timeout.as_millis() as u64;
-    tracing::info!(step = "listening", addr = %cfg.listen, capacity = cfg.capacity, backlog, timeout_ms, "listening");
+    let body_timeout_ms = cfg.body_read_timeout.as_millis() as u64;
+    tracing::info!(
+        step = "listening",
+        addr = %cfg.listen,
+        capacity = cfg.capacity,
+        backlog,
+        timeout_ms,
+        body_timeout_ms,
+        "listening"
+    );
     let pod = conn_cost::pod_header_value();
     let router = routes::router(state.clone())
         .layer(axum::middleware::map_response(move |res| std::future::ready(conn_cost::tag(res, &pod))));

@@ -1,6 +1,11 @@
 //! `/metrics` in the Prometheus/OpenMetrics text format (prometheus-client). Per-route
 //! request counts and latencies are what a canary analysis reads; `zerodrop_build_info`
 //! says which version answered.
+//!
+//! Always OpenMetrics, whatever the `Accept` header asks: prometheus-client 0.24 has
+//! no encoder for the classic text format (0.0.4). Its 0.26 has one
+//! (`encoding::prometheus_text`); serving both is a dependency upgrade away, not a
+//! reason to write an encoder here.
 
 use crate::routes::AppState;
 use axum::extract::{MatchedPath, Request, State};
@@ -62,15 +67,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Help texts are given without a final period: prometheus-client adds one.
     pub fn new(version: &str) -> Metrics {
         let mut r = Registry::default();
         let requests = Family::<RouteStatus, Counter>::default();
-        r.register("zerodrop_http_requests", "Requests answered, by matched route and status.", requests.clone());
+        r.register("zerodrop_http_requests", "Requests answered, by matched route and status", requests.clone());
         let duration = Family::<Route, Histogram>::new_with_constructor(|| Histogram::new(BUCKETS));
-        r.register("zerodrop_http_request_duration_seconds", "Time to answer, by matched route.", duration.clone());
+        r.register("zerodrop_http_request_duration_seconds", "Time to answer, by matched route", duration.clone());
         let build = Family::<VersionLabel, Gauge>::default();
         build.get_or_create(&VersionLabel { version: version.to_string() }).set(1);
-        r.register("zerodrop_build_info", "Always 1; the version label says which build answers.", build);
+        r.register("zerodrop_build_info", "Always 1; the version label says which build answers", build);
         let m = Metrics {
             requests,
             duration,
@@ -86,20 +92,20 @@ impl Metrics {
             ready: Gauge::default(),
             registry: Registry::default(),
         };
-        r.register("zerodrop_capacity_rejected", "Requests refused with 503.", m.rejected.clone());
-        r.register("zerodrop_jobs_published", "Jobs answered 202.", m.published.clone());
-        r.register("zerodrop_cache_fills", "Cold cache slots filled.", m.cache_fills.clone());
-        r.register("zerodrop_http_connections_open", "Open client connections.", m.connections_open.clone());
-        r.register("zerodrop_http_requests_in_flight", "Requests being served.", m.in_flight.clone());
-        r.register("zerodrop_capacity_slots_busy", "Request slots in use.", m.slots_busy.clone());
-        r.register("zerodrop_capacity_slots_total", "Request slots of this instance.", m.slots_total.clone());
+        r.register("zerodrop_capacity_rejected", "Requests refused with 503", m.rejected.clone());
+        r.register("zerodrop_jobs_published", "Jobs answered 202", m.published.clone());
+        r.register("zerodrop_cache_fills", "Cold cache slots filled", m.cache_fills.clone());
+        r.register("zerodrop_http_connections_open", "Open client connections", m.connections_open.clone());
+        r.register("zerodrop_http_requests_in_flight", "Requests being served", m.in_flight.clone());
+        r.register("zerodrop_capacity_slots_busy", "Request slots in use", m.slots_busy.clone());
+        r.register("zerodrop_capacity_slots_total", "Request slots of this instance", m.slots_total.clone());
         r.register(
             "zerodrop_shutdown_phase",
-            "0 starting, 1 serving, 2 deregistering, 3 draining, 4 disposing.",
+            "0 starting, 1 serving, 2 deregistering, 3 draining, 4 disposing",
             m.phase.clone(),
         );
-        r.register("zerodrop_shutdown_phase_info", "1 for the phase this instance is in.", m.phase_info.clone());
-        r.register("zerodrop_ready", "1 when /readyz answers 200.", m.ready.clone());
+        r.register("zerodrop_shutdown_phase_info", "1 for the phase this instance is in", m.phase_info.clone());
+        r.register("zerodrop_ready", "1 when /readyz answers 200", m.ready.clone());
         Metrics { registry: r, ..m }
     }
 
@@ -169,6 +175,11 @@ mod tests {
             "# TYPE zerodrop_http_connections_open gauge",
         ] {
             assert!(out.contains(want), "missing {want} in\n{out}");
+        }
+        let helps: Vec<&str> = out.lines().filter(|l| l.starts_with("# HELP ")).collect();
+        assert!(helps.len() >= 12, "{out}");
+        for help in helps {
+            assert!(help.ends_with('.') && !help.ends_with(".."), "{help}");
         }
     }
 }

@@ -32,6 +32,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub max_work_ms: u64,
     pub request_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub version: Version,
 }
 
@@ -50,6 +51,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(crate::body_timeout::layer(state.body_read_timeout))
         // One span per request (at INFO, so the default filter exports it); a job's
         // publish span is its child, and the worker's spans continue the same trace.
         .layer(TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(Level::INFO)))
@@ -152,6 +154,9 @@ async fn submit_job(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| {
+        if crate::body_timeout::stalled(&e) {
+            return crate::body_timeout::answer(s.body_read_timeout, "POST /jobs");
+        }
         let status = e.status();
         let reason = if status == StatusCode::PAYLOAD_TOO_LARGE {
             format!("body larger than {MAX_BODY_BYTES} bytes")

@@ -179,13 +179,27 @@ impl Pod {
         let mut child = cmd.spawn().with_context(|| format!("starting pod {name} ({})", bin.display()))?;
         let outer = child.id().map(|p| p as i32).context("pod exited at once")?;
         let pid1 = match t.isolation {
-            Isolation::PidNamespace { .. } => match find_ns_init(outer).await {
-                Some(pid) => pid,
-                None => {
-                    let _ = child.start_kill();
-                    anyhow::bail!("pod {name}: could not find PID 1 of its namespace under unshare (pid {outer})");
+            Isolation::PidNamespace { .. } => {
+                match find_ns_init(outer).await {
+                    Some(pid) => pid,
+                    None => {
+                        // Most often the app exited at start and took its namespace with it:
+                        // say how it ended and what it said, not how we looked for it.
+                        let ended = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                            Ok(Ok(status)) => describe_exit(status),
+                            _ => {
+                                let _ = child.start_kill();
+                                format!("still running, but no PID 1 was found in its namespace under unshare (pid {outer})")
+                            }
+                        };
+                        anyhow::bail!(
+                            "pod {name} did not start: {ended}; the last lines of its log ({}):\n{}",
+                            log_path.display(),
+                            log_tail(&log_path, LOG_TAIL_LINES)
+                        );
+                    }
                 }
-            },
+            }
             Isolation::ProcessGroup => outer,
         };
         let pod = Arc::new(Pod {
@@ -210,14 +224,8 @@ impl Pod {
             let detail = match status {
                 Ok(s) => {
                     use std::os::unix::process::ExitStatusExt;
-                    if let Some(code) = s.code() {
-                        p.exit_code.store(code, Ordering::SeqCst);
-                        format!("exit code {code}")
-                    } else {
-                        let sig = s.signal().unwrap_or(0);
-                        p.exit_code.store(128 + sig, Ordering::SeqCst);
-                        format!("killed by signal {sig}")
-                    }
+                    p.exit_code.store(s.code().unwrap_or(128 + s.signal().unwrap_or(0)), Ordering::SeqCst);
+                    describe_exit(s)
                 }
                 Err(e) => format!("wait failed: {e}"),
             };
@@ -301,6 +309,35 @@ impl Pod {
 
 /// The child of `unshare` that is PID 1 of the new namespace (its `NSpid` line ends
 /// in 1): the process the kubelet's signals must reach.
+/// How many lines of a failed pod's log an error quotes.
+pub const LOG_TAIL_LINES: usize = 10;
+
+/// `exit code N` or `killed by signal N`.
+fn describe_exit(s: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match s.code() {
+        Some(code) => format!("exit code {code}"),
+        None => format!("killed by signal {}", s.signal().unwrap_or(0)),
+    }
+}
+
+/// The last `n` lines of a pod's log, for an error that says why the pod failed (the
+/// app's own message is there, e.g. `ZD_CAPACITY must be a positive integer`).
+pub fn log_tail(path: &Path, n: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(n)..].join("\n");
+            if tail.is_empty() {
+                "(the log is empty)".to_string()
+            } else {
+                tail
+            }
+        }
+        Err(e) => format!("(could not read it: {e})"),
+    }
+}
+
 async fn find_ns_init(pid: i32) -> Option<i32> {
     let path = format!("/proc/{pid}/task/{pid}/children");
     for _ in 0..400 {

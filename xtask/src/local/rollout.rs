@@ -75,10 +75,11 @@ impl Watch {
                     None => "unknown status".into(),
                 };
                 let why = format!(
-                    "{app}: pod {} of the new revision {} exited ({how}) before the rollout completed; its log: {}",
+                    "{app}: pod {} of the new revision {} exited ({how}) before the rollout completed; the last lines of its log ({}):\n{}",
                     p.name,
                     d.revision,
-                    p.log_path.display()
+                    p.log_path.display(),
+                    super::pod::log_tail(&p.log_path, super::pod::LOG_TAIL_LINES)
                 );
                 return (Verdict::Failed(why), lines);
             }

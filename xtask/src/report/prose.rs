@@ -4,38 +4,41 @@
 
 use super::causes::Cause;
 use super::levers::TargetEffect;
-use super::model::StageRun;
 use super::stats::{self, Verdict};
-use super::summary::StageSummary;
 use super::StageGroup;
 use zerodrop_load::Class;
 use zerodrop_stages::StageName;
 
 /// Which part of a bundled lever acts on what, and what the numbers say about it.
 fn parts(stage: StageName, g: &StageGroup, prev: &StageGroup) -> Option<String> {
-    let sum =
-        |g: &StageGroup, f: fn(&StageRun, &StageSummary) -> u64| -> u64 { g.runs.iter().map(|(r, s)| f(r, s)).sum() };
     match stage {
         StageName::ReverseDrain => {
-            let resets = |_: &StageRun, s: &StageSummary| s.count(Class::Reset);
-            let jobs_failed = |r: &StageRun, _: &StageSummary| {
-                r.load
-                    .records
+            let n = |g: &StageGroup, c: Cause, kind: Option<zerodrop_load::Kind>| -> u64 {
+                g.runs
                     .iter()
-                    .filter(|x| {
-                        x.at_us >= r.roll.from_us
-                            && x.at_us < r.roll.to_us
-                            && x.kind == zerodrop_load::Kind::Job
-                            && x.class.is_failure()
-                            && x.class != Class::Refused
+                    .map(|(r, s)| {
+                        s.causes
+                            .requests
+                            .iter()
+                            .filter(|e| e.cause == c)
+                            .filter_map(|e| r.load.records.get(e.record))
+                            .filter(|x| x.at_us >= r.roll.from_us && x.at_us < r.roll.to_us)
+                            .filter(|x| kind.is_none_or(|k| x.kind == k))
+                            .count() as u64
                     })
-                    .count() as u64
+                    .sum()
             };
+            let job = Some(zerodrop_load::Kind::Job);
+            let (all_b, all_a) = (n(prev, Cause::CutByShutdown, None), n(g, Cause::CutByShutdown, None));
+            let (jobs_b, jobs_a) = (n(prev, Cause::CutByShutdown, job), n(g, Cause::CutByShutdown, job));
+            let (race_b, race_a) = (n(prev, Cause::KeepaliveCloseRace, None), n(g, Cause::KeepaliveCloseRace, None));
             Some(format!(
-                "Of its parts, draining in-flight requests and keep-alive connections acts on resets ({} → {} over all repeats); \
-                 publisher confirms and the ordered teardown act on job submissions cut or lost in the api ({} → {} failed submissions); \
-                 the guardian only bounds how long all this may take (see the guardian exercise).",
-                sum(prev, resets), sum(g, resets), sum(prev, jobs_failed), sum(g, jobs_failed)
+                "Of its parts, draining in-flight requests and keep-alive connections acts on requests cut mid-flight \
+                 ({all_b} → {all_a} over all repeats, of which job submissions {jobs_b} → {jobs_a}: publisher confirms \
+                 and the ordered teardown keep a submission from being cut in the api); the guardian only bounds how \
+                 long all this may take (see the guardian exercise). Closing idle keep-alive connections at once leaves \
+                 HTTP/1.1's race, a request sent just as its connection is closed ({race_b} → {race_a}, cause \
+                 `keepalive_close_race`), which no server-side lever here removes."
             ))
         }
         StageName::SurgeJitter => {

@@ -21,8 +21,9 @@ pub struct PodLife {
     pub sigkill: Option<i64>,
     pub exited: Option<i64>,
     /// The end of its cold period: `cache_warm`, or `warmed` when it warmed before
-    /// reporting ready. `None`: the pod never logged it (an older report, or a pod
-    /// that never served its first requests).
+    /// reporting ready; `i64::MAX` for a pod that never logged it while others did (it
+    /// never served enough requests to warm). `None`: no pod of the run logs it (an
+    /// older report).
     pub warm: Option<i64>,
     /// It drained: `drain_started`, and whether `drain_complete` said clean (every
     /// request in flight finished, every connection closed).
@@ -114,6 +115,13 @@ pub fn api_pods(run: &StageRun) -> BTreeMap<String, PodLife> {
                 earliest(&mut p.drained_clean, l.t_ms)
             }
             _ => {}
+        }
+    }
+    // When the api logs the end of its cold period (any pod did), a pod that never
+    // logged it was cold for as long as the run saw it.
+    if pods.values().any(|p| p.warm.is_some()) {
+        for p in pods.values_mut().filter(|p| p.warm.is_none()) {
+            p.warm = Some(i64::MAX);
         }
     }
     for p in pods.values_mut() {

@@ -254,10 +254,18 @@ fn a_4xx_is_unexplained() {
 }
 
 #[test]
-fn a_pod_that_never_logged_warmth_is_not_called_cold() {
-    let mut run = timeline(vec![rec(7000, 2, Class::Http503, Kind::Fast, Some(1))]);
+fn a_pod_that_never_warmed_is_cold_throughout() {
+    // Others logged their warmth: this one never served enough to warm.
+    let mut run = timeline(vec![rec(12000, 2, Class::Http503, Kind::Fast, Some(1))]);
     run.logs.retain(|l| !(l.pod == NEW && l.step == "cache_warm"));
-    // Then only the fleet's state speaks: 2 of 3 ready.
+    assert_eq!(explain(&run).of_record(50), Some(Cause::ShedColdPod));
+}
+
+#[test]
+fn without_any_warmth_line_no_pod_is_called_cold() {
+    // An older report: the api did not log it at all. Only the fleet's state speaks.
+    let mut run = timeline(vec![rec(7000, 2, Class::Http503, Kind::Fast, Some(1))]);
+    run.logs.retain(|l| l.step != "cache_warm");
     assert_eq!(explain(&run).of_record(50), Some(Cause::ShedFleetShort));
 }
 
