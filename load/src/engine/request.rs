@@ -13,8 +13,7 @@ pub(crate) struct Spec {
     pub slow_ms: u32,
 }
 
-/// The header every api response names its pod in (services/api `conn_cost.rs`).
-pub(crate) const POD_HEADER: &str = "x-zd-pod";
+use crate::gate::POD_HEADER;
 
 /// What one request came to.
 pub(crate) struct Answer {

@@ -476,9 +476,9 @@ fn deploy_records() -> Vec<(Record, Cause, &'static str)> {
             "warm by then, with two of three desired pods serving",
         ),
         (
-            rec(7000, 100, Class::Reset, Kind::Slow, None),
+            rec(7000, 1, Class::Reset, Kind::Fast, None),
             Cause::KeepaliveCloseRace,
-            "during A's drain, which completed clean at 7150 ms",
+            "a reset at once during A's drain, which completed clean at 7150 ms",
         ),
         (
             rec(12_000, 100, Class::Reset, Kind::Slow, None),

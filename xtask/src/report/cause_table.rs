@@ -7,7 +7,7 @@ use super::markdown::cell;
 use super::StageGroup;
 use std::fmt::Write as _;
 
-/// At most this many unexplained requests are listed, per stage.
+/// At most this many unexplained requests are listed, per stage run.
 const MAX_UNEXPLAINED_ROWS: usize = 10;
 
 fn summed(g: &StageGroup, c: Cause, steady: bool) -> u64 {
@@ -87,9 +87,19 @@ fn unexplained(md: &mut String, groups: &[StageGroup]) {
     let _ = writeln!(md, "|---|---:|---:|---:|---|---|---|---:|");
     for g in groups {
         for (run, s) in &g.runs {
-            let rows = s.causes.requests.iter().filter(|e| e.cause == Cause::Unexplained).take(MAX_UNEXPLAINED_ROWS);
-            for e in rows {
-                let Some(rec) = run.load.records.get(e.record) else { continue };
+            // The same windows the total counts: the deploy and the steady one.
+            let in_windows = |at: u64| {
+                (at >= run.roll.from_us && at < run.roll.to_us) || (at >= run.steady.from_us && at < run.steady.to_us)
+            };
+            let rows = s
+                .causes
+                .requests
+                .iter()
+                .filter(|e| e.cause == Cause::Unexplained)
+                .filter_map(|e| run.load.records.get(e.record))
+                .filter(|rec| in_windows(rec.at_us))
+                .take(MAX_UNEXPLAINED_ROWS);
+            for rec in rows {
                 let t = (rec.at_us / 1000) as i64;
                 let ready = super::causes::pods::ready_at(run, t).map_or("?".to_string(), |r| r.to_string());
                 let _ = writeln!(

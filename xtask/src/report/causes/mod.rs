@@ -141,6 +141,9 @@ const ROUTE_LAG_MS: i64 = 1_000;
 /// A pod answering more than this many times its fair share (1 / desired) of a
 /// second's requests holds more than its share of the connections.
 const IMBALANCE_FACTOR: f64 = 1.5;
+/// The keep-alive close race answers at once: the request was written onto a
+/// connection the server had already closed. A reset that took longer was in flight.
+const RACE_MAX_LATENCY_US: u64 = 20_000;
 /// A success slower than this many times its kind's steady p99 was held up.
 pub const SLOW_FACTOR: f64 = 2.0;
 
@@ -322,8 +325,8 @@ impl Ctx<'_> {
             },
             Class::Refused => self.refused(start, end),
             Class::Http503 => self.shed(rec, pod, start, end),
-            Class::Reset | Class::Timeout | Class::Other | Class::Http504 => self.cut(pod, end),
-            Class::Http500 | Class::Http502 if rec.kind == Kind::Job => self.cut(pod, end),
+            Class::Reset | Class::Timeout | Class::Other | Class::Http504 => self.cut(rec, pod, start, end),
+            Class::Http500 | Class::Http502 if rec.kind == Kind::Job => self.cut(rec, pod, start, end),
             Class::Http500 | Class::Http502 | Class::Http4xx => Cause::Unexplained,
         }
     }
@@ -365,10 +368,20 @@ impl Ctx<'_> {
 
     /// A request cut (or a job submission failed in the server): by a SIGKILL, else
     /// by the shutdown of the pod that answered, else by the shutdown of any api pod
-    /// (a cut connection names no pod). A cut during nothing but clean drains was an
-    /// idle connection closed under a request just sent.
-    fn cut(&self, pod: Option<&PodLife>, end: i64) -> Cause {
-        if self.kills.iter().any(|&k| end >= k && end <= k + KILL_REACH_MS) {
+    /// (a cut connection names no pod). Only a reset that came back at once, during
+    /// nothing but clean drains, is the race of an idle connection closed under a
+    /// request just sent; anything else then is still the shutdown's.
+    fn cut(&self, rec: &Record, pod: Option<&PodLife>, start: i64, end: i64) -> Cause {
+        let killed_pod: Vec<i64> = match pod.and_then(|p| p.sigkill) {
+            Some(k) => vec![k],
+            None => self.kills.to_vec(),
+        };
+        // A timeout ends at the client's deadline, long after the kill that hung it.
+        let kill_reached = |k: i64| match rec.class {
+            Class::Timeout => k >= start && k <= end,
+            _ => end >= k && end <= k + KILL_REACH_MS,
+        };
+        if killed_pod.into_iter().any(kill_reached) {
             return Cause::CutBySigkill;
         }
         // A pod that will drain closes nothing before its drain starts (it is still in
@@ -384,7 +397,10 @@ impl Ctx<'_> {
         };
         if shutting.is_empty() {
             Cause::Unexplained
-        } else if shutting.iter().all(|p| p.clean_drain_at(end, EXIT_REACH_MS)) {
+        } else if rec.class == Class::Reset
+            && rec.latency_us <= RACE_MAX_LATENCY_US
+            && shutting.iter().all(|p| p.clean_drain_at(end, EXIT_REACH_MS))
+        {
             Cause::KeepaliveCloseRace
         } else {
             Cause::CutByShutdown

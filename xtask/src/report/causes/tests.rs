@@ -130,6 +130,13 @@ fn cut_by_a_sigkill_within_its_reach() {
 }
 
 #[test]
+fn a_timeout_that_spans_a_sigkill_is_the_kills() {
+    // Hung at 8.9 s, given up at the 5 s client deadline: the kill at 9 s lies inside.
+    let run = with_kill(timeline(vec![rec(8900, 5000, Class::Timeout, Kind::Slow, None)]), 9000);
+    assert_eq!(explain(&run).of_record(50), Some(Cause::CutBySigkill));
+}
+
+#[test]
 fn cut_mid_flight_by_a_shutdown() {
     assert_eq!(cause_of(rec(8700, 100, Class::Reset, Kind::Slow, None)), Cause::CutByShutdown);
     // A job submission failing in the server of a pod shutting down.
@@ -152,6 +159,10 @@ fn a_reset_during_a_clean_drain_is_the_keepalive_close_race() {
     run.logs.push(line(8500, "drain_started", json!({"keepalive_close": "AtOnce"})));
     run.logs.push(line(8800, "drain_complete", json!({"clean": true})));
     assert_eq!(explain(&run).of_record(50), Some(Cause::KeepaliveCloseRace));
+    // A reset that took its time was in flight: the shutdown's, clean drain or not.
+    let mut slow = run.clone();
+    slow.load.records[50].latency_us = 150_000;
+    assert_eq!(explain(&slow).of_record(50), Some(Cause::CutByShutdown));
     // A drain that ran out of budget cut what it held: that is the shutdown's.
     run.logs.pop();
     run.logs.push(line(8800, "drain_complete", json!({"clean": false})));
