@@ -9,11 +9,12 @@
 //! ip, and the service binaries built next to this test's xtask binary.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{service_bin_dir, xtask};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
 /// One process as /proc shows it; pid and start time together name it for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,14 +75,6 @@ fn alive(p: &Proc) -> bool {
     read_proc(p.pid).is_some_and(|now| now.starttime == p.starttime)
 }
 
-fn xtask(target: &Path) -> Command {
-    let mut c = Command::new(XTASK);
-    // A private target dir keeps the fleet's state file and control socket away from a
-    // fleet someone else has up; no AMQP_URL/DATABASE_URL, so the lab starts its own.
-    c.env("CARGO_TARGET_DIR", target).env_remove("AMQP_URL").env_remove("DATABASE_URL");
-    c
-}
-
 struct Up(Child);
 
 impl Drop for Up {
@@ -105,14 +98,7 @@ impl Drop for Up {
 
 #[test]
 fn up_then_down_leaves_no_process_no_epmd_and_no_lab_namespace_and_names_what_it_killed() {
-    let bin_dir = PathBuf::from(XTASK).parent().expect("the binary's directory").to_path_buf();
-    for b in ["zerodrop-api", "zerodrop-worker", "zerodrop-init"] {
-        assert!(
-            bin_dir.join(b).exists(),
-            "{b} is not built in {}; run this through `cargo xtask test` (cargo test --workspace builds it)",
-            bin_dir.display()
-        );
-    }
+    let bin_dir = service_bin_dir();
     let epmds_before = epmds();
     let target = std::env::temp_dir().join(format!("zd-lab-leaves-nothing-{}", std::process::id()));
     std::fs::create_dir_all(&target).unwrap();

@@ -5,23 +5,11 @@
 //! Needs what `cargo xtask test` provides: rabbitmq-server, PostgreSQL, unshare, nft,
 //! ip, and the service binaries built next to this test's xtask binary.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use common::{run, service_bin_dir, xtask};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
-
-fn xtask(target: &Path) -> Command {
-    let mut c = Command::new(XTASK);
-    // The fleet's state file and control socket live under the target dir: a private
-    // one keeps this test away from a fleet someone else has up.
-    c.env("CARGO_TARGET_DIR", target).env_remove("AMQP_URL").env_remove("DATABASE_URL");
-    c
-}
-
-fn run(target: &Path, args: &[&str]) -> Output {
-    xtask(target).args(args).stdin(Stdio::null()).output().expect("running xtask")
-}
 
 struct Up(Child);
 
@@ -34,14 +22,7 @@ impl Drop for Up {
 
 #[test]
 fn a_rollout_that_never_becomes_ready_exits_4_with_the_reason() {
-    let bin_dir = PathBuf::from(XTASK).parent().expect("the binary's directory").to_path_buf();
-    for b in ["zerodrop-api", "zerodrop-worker", "zerodrop-init"] {
-        assert!(
-            bin_dir.join(b).exists(),
-            "{b} is not built in {}; run this through `cargo xtask test` (cargo test --workspace builds it)",
-            bin_dir.display()
-        );
-    }
+    let bin_dir = service_bin_dir();
     let target = std::env::temp_dir().join(format!("zd-rollout-exit-{}", std::process::id()));
     std::fs::create_dir_all(&target).unwrap();
     let log = std::fs::File::create(target.join("up.log")).unwrap();

@@ -124,14 +124,7 @@ fn a_slow_body_that_keeps_coming_is_served() {
 #[test]
 fn the_body_read_timeout_defaults_to_5_s() {
     let api = Api::start(&unique("edge-default"), &[]);
-    let listening = api
-        .lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["fields"]["step"] == "listening")
-        .expect("a listening line");
+    let listening = api.step_line("listening");
     assert_eq!(listening["fields"]["body_timeout_ms"], 5000, "{listening}");
 }
 

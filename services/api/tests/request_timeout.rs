@@ -115,14 +115,7 @@ fn a_job_that_overruns_the_timeout_is_refused_and_not_published() {
 #[test]
 fn by_default_the_longest_allowed_work_is_not_cut() {
     let api = Api::start(&unique("timeout-default"), &[("ZD_MAX_WORK_MS", "1000".into())]);
-    let listening = api
-        .lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["fields"]["step"] == "listening")
-        .expect("a listening line");
+    let listening = api.step_line("listening");
     // ZD_MAX_WORK_MS plus 5 s of headroom.
     assert_eq!(listening["fields"]["timeout_ms"], 6000, "{listening}");
     let (done, _) = timed(api.addr, "GET", "/work?ms=1000", "");

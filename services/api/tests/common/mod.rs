@@ -145,6 +145,18 @@ impl Api {
         }
     }
 
+    /// The first logged line whose `step` is `step`, parsed; panics (a test helper) if
+    /// none was logged yet.
+    pub fn step_line(&self, step: &str) -> serde_json::Value {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["step"] == step)
+            .unwrap_or_else(|| panic!("no {step} line logged"))
+    }
+
     /// The `step` values logged so far, in order, with `resource` appended for dispose.
     pub fn steps(&self) -> Vec<String> {
         self.lines
