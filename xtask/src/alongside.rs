@@ -3,13 +3,13 @@
 //! project's counts with a tool of their own. Its output is kept verbatim; hey's
 //! summary is also parsed so the report can put its counts next to ours.
 
-pub use crate::report::model::{ClientCounts, ThirdPartyRun};
 use anyhow::{Context, Result};
 #[cfg(test)]
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
+pub use zerodrop_report::model::{ClientCounts, ThirdPartyRun};
 use zerodrop_stages::StageName;
 
 /// `--alongside`: the command (with `{url}` for the Service address) and the stages

@@ -3,7 +3,6 @@
 //! canary's gates, then blue retired through its lifecycle, or an instant rollback.
 
 use crate::exit::CheckFailed;
-use crate::local::lab::{self as local_lab, Lab};
 use crate::progressive::blue_green::{self, BlueGreenReport, Window};
 use crate::progressive::fleet::{self, Fleet, Snapshot, VersionSpec};
 use crate::progressive::gate_args::GateArgs;
@@ -13,11 +12,12 @@ use crate::progressive::model::{Decision, Step};
 use crate::progressive::smoke;
 use crate::progressive::stats::Detect;
 use crate::progressive::steps::{self, Ticker};
-use crate::workspace;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use zerodrop_load::Class;
+use zerodrop_platform::local::lab::{self as local_lab, Lab};
+use zerodrop_platform::workspace;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -194,7 +194,7 @@ async fn drive(fleet: &mut Fleet, a: &Args, detect: Detect, qps: u32, r: &mut Bl
     let last = ticker.tick(fleet).await?;
     // The load started a moment after t0; its records count from its own start.
     let offset_s = result.started_unix_ms as f64 / 1000.0
-        - (crate::platform::now_ms() as f64 / 1000.0 - t0.elapsed().as_secs_f64());
+        - (zerodrop_platform::now_ms() as f64 / 1000.0 - t0.elapsed().as_secs_f64());
     for w in [r.switch.as_mut(), r.rollback.as_mut()].into_iter().flatten() {
         let (from, to) = (((w.at_s - offset_s - 1.0) * 1e6) as i64, ((w.at_s - offset_s + 5.0) * 1e6) as i64);
         let inside: Vec<_> =

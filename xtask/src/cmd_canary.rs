@@ -3,17 +3,17 @@
 //! step, automatic rollback to 0% with its time and blast radius.
 
 use crate::exit::CheckFailed;
-use crate::local::lab::{self as local_lab, Lab};
 use crate::progressive::fleet::{self, Fleet, VersionSpec};
 use crate::progressive::gate_args::GateArgs;
 use crate::progressive::lab;
 use crate::progressive::model::{BlastRadius, CanaryReport, Settings};
 use crate::progressive::stats::{human, plan_duration};
 use crate::progressive::{report, steps};
-use crate::workspace;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use zerodrop_platform::local::lab::{self as local_lab, Lab};
+use zerodrop_platform::workspace;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {

@@ -2,9 +2,9 @@
 //! lab's network namespace, where the Service's virtual IP is programmed, so curl, wrk
 //! or hey see the kernel's own DNAT and its errors, exactly like the runner's load.
 
-use crate::local::netns::{self, lab};
 use anyhow::{Context, Result};
 use std::os::unix::process::CommandExt;
+use zerodrop_platform::local::netns::{self, lab};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -1,14 +1,13 @@
 //! `cargo xtask experiment`.
 
 use crate::experiment::{machine, RunCtx};
-use crate::local::lab::{self, Lab};
-use crate::local::nft::VIP;
-use crate::platform::Platform;
-use crate::profile::ExperimentProfile;
-use crate::report::model::{self, Report};
-use crate::workspace;
+use crate::harness::{self, LocalSession, RunDir, Work};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
+use zerodrop_platform::local::lab;
+use zerodrop_platform::profile::ExperimentProfile;
+use zerodrop_platform::Platform;
+use zerodrop_report::model::{self, Report};
 use zerodrop_stages::{Stage, StageName};
 
 #[derive(clap::Args)]
@@ -85,12 +84,7 @@ pub struct Args {
     dry_run: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PlatformKind {
-    Auto,
-    Local,
-    Kind,
-}
+pub use zerodrop_platform::PlatformKind;
 
 pub async fn run(a: Args) -> Result<()> {
     let kind_only = a.context.is_some() || a.keep || a.registry.is_some();
@@ -99,12 +93,7 @@ pub async fn run(a: Args) -> Result<()> {
     let platform = match a.platform {
         // The plan is the kind platform's; probing Docker would already touch it.
         PlatformKind::Auto if a.dry_run || other_cluster => PlatformKind::Kind,
-        PlatformKind::Auto => {
-            let (p, why) = crate::kind::prereq::choose_auto(&crate::kind::prereq::System::default());
-            eprintln!("[platform] {why}");
-            p
-        }
-        p => p,
+        p => harness::resolve(p),
     };
     match platform {
         PlatformKind::Kind => run_kind(a).await,
@@ -138,8 +127,8 @@ fn out_dir_of(a: &Args, run_id: &str) -> PathBuf {
     lab::out_dir(&a.out, run_id)
 }
 
-fn kind_options(a: &Args, run_id: &str) -> crate::kind::KindOptions {
-    crate::kind::KindOptions::new(
+fn kind_options(a: &Args, run_id: &str) -> zerodrop_platform::kind::KindOptions {
+    zerodrop_platform::kind::KindOptions::new(
         a.context.clone(),
         a.keep,
         run_id.to_string(),
@@ -150,61 +139,61 @@ fn kind_options(a: &Args, run_id: &str) -> crate::kind::KindOptions {
 }
 
 /// `--dry-run`'s output: the plan, built as data (no process is started).
-pub fn dry_run_plan(a: &Args, run_id: &str) -> Result<crate::kind::plan::Plan> {
-    crate::kind::plan::build(&kind_options(a, run_id), &profile_of(a), &stages_of(a)?)
+pub fn dry_run_plan(a: &Args, run_id: &str) -> Result<zerodrop_platform::kind::plan::Plan> {
+    zerodrop_platform::kind::plan::build(&kind_options(a, run_id), &profile_of(a), &stages_of(a)?)
 }
 
 async fn run_kind(a: Args) -> Result<()> {
     let profile = profile_of(&a);
     let stages = stages_of(&a)?;
-    let run_id = workspace::run_id();
+    let run = RunDir::new(&a.out);
     if a.dry_run {
-        let plan = dry_run_plan(&a, &run_id)?;
+        let plan = dry_run_plan(&a, &run.id)?;
         println!("# cargo xtask experiment --platform kind: the plan (dry run; nothing below was executed)");
         print!("{}", plan.render());
         return Ok(());
     }
-    let opts = kind_options(&a, &run_id);
-    crate::kind::prereq::check(&crate::kind::prereq::System::default(), &opts)?;
-    let out_dir = out_dir_of(&a, &run_id);
-    lab::create_dir(&out_dir)?;
-    let command = announce(&run_id, &profile, &stages);
-
-    // Ctrl-C, a failure, or success: the teardown below runs in every case.
-    let mut session = crate::kind::Session::new(opts);
+    let opts = kind_options(&a, &run.id);
+    harness::check_kind(&opts)?;
+    run.create()?;
+    let command = announce(&run.id, &profile, &stages);
     let roll_timeout = profile.roll * 3 + std::time::Duration::from_secs(60);
-    let work = async {
-        session.setup().await?;
-        let platform = crate::kind::KindPlatform::connect(session.opts.clone(), roll_timeout).await?;
-        eprintln!("[platform] {}", platform.describe());
-        run_stages(&a, &run_id, &out_dir, platform, profile, stages, command).await
-    };
-    let result = lab::until_interrupted(work, format!("partial logs kept in {}", out_dir.display())).await;
-    session.teardown().await;
-    finish(result?, &out_dir, a.assert_staircase, &a.known_gap)
+    let work = Stages { a: &a, run: &run, profile, stages, command };
+    let report = harness::on_kind(&run, opts, roll_timeout, work).await?;
+    finish(report, &run.dir, a.assert_staircase, &a.known_gap)
 }
 
 async fn run_local(a: Args) -> Result<()> {
-    lab::ensure_inside(
+    harness::enter_local(
         "the local platform needs Linux (PID namespaces, 127.0.0.0/8 addresses); use --platform kind elsewhere",
     )
     .await?;
     let profile = profile_of(&a);
     let stages = stages_of(&a)?;
-    let run_id = workspace::run_id();
-    let out_dir = out_dir_of(&a, &run_id);
-    lab::create_dir(&out_dir)?;
-    let command = announce(&run_id, &profile, &stages);
+    let run = RunDir::new(&a.out);
+    run.create()?;
+    let command = announce(&run.id, &profile, &stages);
+    let session = LocalSession { announce: true, ..LocalSession::service(profile.propagation) };
+    let work = Stages { a: &a, run: &run, profile, stages, command };
+    let report = harness::on_local(&run, session, work).await?;
+    finish(report, &run.dir, a.assert_staircase, &a.known_gap)
+}
 
-    let lab = Lab::join_announced(&run_id, VIP, &out_dir).await?;
-    let platform = lab.platform(profile.propagation);
-    let result = lab::until_interrupted(
-        run_stages(&a, &run_id, &out_dir, platform, profile, stages, command),
-        format!("pods stopped, private servers released, partial logs kept in {}", out_dir.display()),
-    )
-    .await;
-    lab.release().await;
-    finish(result?, &out_dir, a.assert_staircase, &a.known_gap)
+/// Every stage of the run, on whichever platform the harness brings up.
+struct Stages<'a> {
+    a: &'a Args,
+    run: &'a RunDir,
+    profile: ExperimentProfile,
+    stages: Vec<Stage>,
+    command: String,
+}
+
+impl<P: Platform> Work<P> for Stages<'_> {
+    type Output = Report;
+    async fn run(self, platform: P) -> Result<Report> {
+        let Stages { a, run, profile, stages, command } = self;
+        run_stages(a, &run.id, &run.dir, platform, profile, stages, command).await
+    }
 }
 
 /// The run's first line, on either platform; returns the command line for the report.
@@ -219,7 +208,7 @@ fn announce(run_id: &str, profile: &ExperimentProfile, stages: &[Stage]) -> Stri
 
 /// Writes the report, prints the summary and, for CI, checks the staircase.
 fn finish(report: Report, out_dir: &std::path::Path, assert: bool, known_gaps: &[StageName]) -> Result<()> {
-    crate::report::write(&report, out_dir).context("writing the report")?;
+    zerodrop_report::write(&report, out_dir).context("writing the report")?;
     print_summary(&report, out_dir);
     if let Some(i) = report.incomplete {
         return Err(crate::exit::Incomplete {
@@ -355,8 +344,8 @@ fn print_summary(r: &Report, dir: &std::path::Path) {
         "{:<20} {:>3} {:>8} {:>7} {:>8} {:>6} {:>6} {:>7} {:>5} {:>5}  lever verdict",
         "stage", "rep", "requests", "failed", "refused", "reset", "503", "steady", "lost", "dup"
     );
-    let summaries: Vec<_> = r.stages.iter().map(crate::report::summary_of).collect();
-    let groups = crate::report::analyse(r, &summaries);
+    let summaries: Vec<_> = r.stages.iter().map(zerodrop_report::summary_of).collect();
+    let groups = zerodrop_report::analyse(r, &summaries);
     for g in &groups {
         for (run, s) in &g.runs {
             let c = |k: zerodrop_load::Class| s.roll.by_class.get(k.key()).copied().unwrap_or(0);
@@ -383,7 +372,7 @@ fn print_summary(r: &Report, dir: &std::path::Path) {
     if let Some(g) = &r.guardian {
         println!(
             "guardian: {} (expected exit code {}), {} ms after SIGTERM",
-            crate::guardian::describe_exit(g.exit_code),
+            zerodrop_platform::guardian::describe_exit(g.exit_code),
             g.expected_exit_code,
             g.exit_after_ms
         );
@@ -395,8 +384,8 @@ fn print_summary(r: &Report, dir: &std::path::Path) {
 /// (pooled intervals apart, zero in every repeat), the target was present before in
 /// every repeat, and the last stage lost nothing in any repeat.
 fn assert_staircase(r: &Report, known_gaps: &[StageName]) -> Result<()> {
-    let summaries: Vec<_> = r.stages.iter().map(crate::report::summary_of).collect();
-    let groups = crate::report::analyse(r, &summaries);
+    let summaries: Vec<_> = r.stages.iter().map(zerodrop_report::summary_of).collect();
+    let groups = zerodrop_report::analyse(r, &summaries);
     let Some(last) = groups.last() else { bail!("no stage ran") };
     let mut problems = Vec::new();
     for g in &groups {
@@ -413,7 +402,7 @@ fn assert_staircase(r: &Report, known_gaps: &[StageName]) -> Result<()> {
             );
             continue;
         }
-        if e.verdict != crate::report::stats::Verdict::Removed {
+        if e.verdict != zerodrop_report::stats::Verdict::Removed {
             problems.push(format!(
                 "{name}: {} is {} ({:?} → {:?})",
                 t.metric,
@@ -447,8 +436,8 @@ fn assert_staircase(r: &Report, known_gaps: &[StageName]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kind::plan::Step;
     use clap::Parser;
+    use zerodrop_platform::kind::plan::Step;
 
     #[derive(Parser)]
     struct Cli {
@@ -480,7 +469,7 @@ mod tests {
             ("worker-init", "zerodrop-worker:init-20261123-130150"),
             ("load", "zerodrop-load:20261123-130150"),
         ];
-        let root = crate::workspace::root();
+        let root = zerodrop_platform::workspace::root();
         for (target, tag) in images {
             let build =
                 format!("(cd {} && docker build -f services/Dockerfile --target {target} -t {tag} .)", root.display());
@@ -546,7 +535,7 @@ mod tests {
         let cmds: Vec<String> = plan.commands().iter().map(|c| c.display()).collect();
         assert!(cmds.iter().all(|c| !c.starts_with("kind ")), "no kind command: {cmds:#?}");
         assert!(!text.contains("kind-cluster.yaml"), "no kind config is written");
-        let root = crate::workspace::root();
+        let root = zerodrop_platform::workspace::root();
         let tags = [
             "zerodrop-api:shell-r2",
             "zerodrop-api:init-r2",

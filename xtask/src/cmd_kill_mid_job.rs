@@ -2,10 +2,6 @@
 //! before its ack, let the broker redeliver, and count the side effect in the ledger,
 //! once with and once without the idempotent consumer.
 
-use crate::infra::Backends;
-use crate::local::pod::{App, Isolation, Pod, PodTemplate};
-use crate::local::recorder::Recorder;
-use crate::workspace;
 use anyhow::{bail, Context, Result};
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -15,6 +11,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zerodrop_jobs::{Job, Topology};
+use zerodrop_platform::infra::Backends;
+use zerodrop_platform::local::pod::{App, Isolation, Pod, PodTemplate};
+use zerodrop_platform::local::recorder::Recorder;
+use zerodrop_platform::workspace;
 use zerodrop_stages::{Entrypoint, Stage, StageName};
 
 #[derive(clap::Args)]

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::infra::{Backends, FaultControl};
-use crate::workspace;
 use anyhow::{bail, Context, Result};
+use zerodrop_platform::infra::{Backends, FaultControl};
+use zerodrop_platform::workspace;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -4,15 +4,13 @@
 
 use crate::cmd_experiment::PlatformKind;
 use crate::experiment::{machine, RunCtx};
-use crate::local::lab::{self, Lab};
-use crate::local::nft::VIP;
-use crate::platform::Platform;
-use crate::profile::ExperimentProfile;
+use crate::harness::{self, LocalSession, RunDir, Work};
 use crate::tune::{compare, recommend, report, Plan};
-use crate::workspace;
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use zerodrop_platform::profile::ExperimentProfile;
+use zerodrop_platform::Platform;
 use zerodrop_stages::{Stage, StageName};
 
 #[derive(clap::Args)]
@@ -45,53 +43,50 @@ pub struct Args {
     context: Option<String>,
 }
 
-fn out_dir(a: &Args, run_id: &str) -> PathBuf {
-    lab::out_dir(&a.out, run_id)
-}
-
 pub async fn run(a: Args) -> Result<()> {
-    let platform = match a.platform {
-        PlatformKind::Auto => crate::kind::prereq::choose_auto(&crate::kind::prereq::System::default()).0,
-        p => p,
-    };
-    match platform {
+    match harness::resolve(a.platform) {
         PlatformKind::Kind => run_kind(a).await,
         _ => run_local(a).await,
     }
 }
 
 async fn run_local(a: Args) -> Result<()> {
-    lab::ensure_inside("the local platform needs Linux; use --platform kind elsewhere").await?;
+    harness::enter_local("the local platform needs Linux; use --platform kind elsewhere").await?;
     let profile = ExperimentProfile::tune();
-    let run_id = workspace::run_id();
-    let out = out_dir(&a, &run_id);
-    lab::create_dir(&out)?;
-    let lab = Lab::join(&run_id, VIP, &out).await?;
-    let platform = lab.platform(profile.propagation);
-    let interrupted = format!("partial logs kept in {}", out.display());
-    let result = lab::until_interrupted(tune(&a, &run_id, &out, platform, profile), interrupted).await;
-    lab.release().await;
-    result
+    let run = RunDir::new(&a.out);
+    run.create()?;
+    let session = LocalSession::service(profile.propagation);
+    harness::on_local(&run, session, Tune { a: &a, run: &run, profile }).await
 }
 
 async fn run_kind(a: Args) -> Result<()> {
     let profile = ExperimentProfile::tune();
-    let run_id = workspace::run_id();
-    let out = out_dir(&a, &run_id);
-    let opts =
-        crate::kind::KindOptions::new(a.context.clone(), false, run_id.clone(), run_id.to_lowercase(), out.clone());
-    crate::kind::prereq::check(&crate::kind::prereq::System::default(), &opts)?;
-    lab::create_dir(&out)?;
-    let mut session = crate::kind::Session::new(opts);
+    let run = RunDir::new(&a.out);
+    let opts = zerodrop_platform::kind::KindOptions::new(
+        a.context.clone(),
+        false,
+        run.id.clone(),
+        run.id.to_lowercase(),
+        run.dir.clone(),
+    );
+    harness::check_kind(&opts)?;
+    run.create()?;
     let roll_timeout = profile.roll * 3 + std::time::Duration::from_secs(60);
-    let work = async {
-        session.setup().await?;
-        let platform = crate::kind::KindPlatform::connect(session.opts.clone(), roll_timeout).await?;
-        tune(&a, &run_id, &out, platform, profile).await
-    };
-    let result = lab::until_interrupted(work, format!("partial logs kept in {}", out.display())).await;
-    session.teardown().await;
-    result
+    harness::on_kind(&run, opts, roll_timeout, Tune { a: &a, run: &run, profile }).await
+}
+
+/// The measurement (and `--compare`), on whichever platform the harness brings up.
+struct Tune<'a> {
+    a: &'a Args,
+    run: &'a RunDir,
+    profile: ExperimentProfile,
+}
+
+impl<P: Platform> Work<P> for Tune<'_> {
+    type Output = ();
+    async fn run(self, platform: P) -> Result<()> {
+        tune(self.a, &self.run.id, &self.run.dir, platform, self.profile).await
+    }
 }
 
 async fn tune<P: Platform>(a: &Args, run_id: &str, out: &Path, platform: P, profile: ExperimentProfile) -> Result<()> {
@@ -139,7 +134,7 @@ async fn tune<P: Platform>(a: &Args, run_id: &str, out: &Path, platform: P, prof
         command,
         wall_time_s: started.elapsed().as_secs_f64(),
         machine: machine(),
-        profile: crate::report::model::ExperimentProfile {
+        profile: zerodrop_report::model::ExperimentProfile {
             name: p.name.to_string(),
             load: p.load.clone(),
             warmup_s: p.warmup.as_secs() as u32,

@@ -6,16 +6,6 @@
 //! target/zerodrop-up/state.json. The Service is kernel DNAT on a virtual IP inside the
 //! lab: `cargo xtask client -- curl ...`.
 
-use crate::infra::Backends;
-use crate::local::control::{self, Reply, Request};
-use crate::local::netns;
-use crate::local::nft::VIP;
-use crate::local::pod::{App, Isolation};
-use crate::local::recorder::Recorder;
-use crate::local::rollout::{Verdict, Watch};
-use crate::local::{follow, Fleet, FleetConfig};
-use crate::profile::ExperimentProfile;
-use crate::workspace;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -25,6 +15,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use zerodrop_jobs::Topology;
+use zerodrop_platform::infra::Backends;
+use zerodrop_platform::local::control::{self, Reply, Request};
+use zerodrop_platform::local::netns;
+use zerodrop_platform::local::nft::VIP;
+use zerodrop_platform::local::pod::{App, Isolation};
+use zerodrop_platform::local::recorder::Recorder;
+use zerodrop_platform::local::rollout::{Verdict, Watch};
+use zerodrop_platform::local::{follow, Fleet, FleetConfig};
+use zerodrop_platform::profile::ExperimentProfile;
+use zerodrop_platform::workspace;
 use zerodrop_stages::{Stage, StageName};
 
 #[derive(clap::Args)]

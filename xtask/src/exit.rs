@@ -36,10 +36,8 @@ Exit codes:
 #[error("{0}")]
 pub struct CheckFailed(pub String);
 
-/// A rollout failed or made no progress in time.
-#[derive(Debug, thiserror::Error)]
-#[error("rollout failed: {0}")]
-pub struct RolloutFailed(pub String);
+/// A rollout failed or made no progress in time (raised by the platform).
+pub use zerodrop_platform::RolloutFailed;
 
 /// A stage failed; what ran before it is in the partial report.
 #[derive(Debug, thiserror::Error)]

@@ -2,11 +2,7 @@
 //! across a rolling deploy, reconciliation of jobs against the ledger, and the raw
 //! material for the report.
 
-use crate::evidence;
-use crate::platform::{now_ms, Platform, StageEnv};
-use crate::profile::ExperimentProfile;
 use crate::progress::Progress;
-use crate::report::model::{self, EndpointSample, Jobs, PodEvent, StageRun, Window};
 use anyhow::{Context, Result};
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::path::PathBuf;
@@ -14,8 +10,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use zerodrop_evidence as evidence;
 use zerodrop_jobs::Topology;
 use zerodrop_load::Live;
+use zerodrop_platform::profile::ExperimentProfile;
+use zerodrop_platform::{now_ms, Platform, StageEnv};
+use zerodrop_report::model::{self, EndpointSample, Jobs, PodEvent, StageRun, Window};
 use zerodrop_stages::Stage;
 
 /// How long before the rollout trigger the deploy window opens (see `run_stage`).

@@ -2,6 +2,7 @@
 //! (worker) and the runner (which reconciles and cleans up).
 
 pub mod broker;
+pub mod stamp;
 pub mod trace;
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};

@@ -14,6 +14,7 @@
 //! prove the order from the logs alone.
 
 pub mod accepts;
+pub mod exposition;
 mod guardian;
 mod head_timeout;
 pub mod http;

@@ -4,7 +4,7 @@
 //! loop (`AppBehaviour.conn_setup`). Every response names its pod, so a client that
 //! only sees the Service's address can tell which pod served it.
 
-use crate::routes::AppState;
+use crate::state::AppState;
 use axum::http::HeaderValue;
 use axum::response::Response;
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@
 //! which a retry through the Service reaches a pod that can take it.
 
 use crate::error::ApiError;
-use crate::routes::AppState;
+use crate::state::AppState;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};

@@ -19,6 +19,7 @@ mod long_op;
 mod metrics;
 mod publisher;
 mod routes;
+mod state;
 mod stream;
 mod timeout;
 mod version;
@@ -70,12 +71,12 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
         p.settle().await
     });
 
-    let state = Arc::new(routes::AppState {
+    let state = Arc::new(state::AppState {
         lc: lc.clone(),
         publisher,
         capacity: Capacity::new(cfg.capacity),
         cache: WarmCache::new(cfg.warm_fill),
-        metrics: metrics::Metrics::new(&version.name),
+        metrics: Arc::new(metrics::Metrics::new(&version.name)),
         max_work_ms: cfg.max_work_ms,
         request_timeout: cfg.request_timeout,
         body_read_timeout: cfg.body_read_timeout,

@@ -1,13 +1,8 @@
-//! `/metrics` in the Prometheus/OpenMetrics text format (prometheus-client). Per-route
-//! request counts and latencies are what a canary analysis reads; `zerodrop_build_info`
-//! says which version answered.
-//!
-//! Always OpenMetrics, whatever the `Accept` header asks: prometheus-client 0.24 has
-//! no encoder for the classic text format (0.0.4). Its 0.26 has one
-//! (`encoding::prometheus_text`); serving both is a dependency upgrade away, not a
-//! reason to write an encoder here.
+//! `/metrics` (prometheus-client), in OpenMetrics or the classic text format as the
+//! scraper asks (`exposition.rs`). Per-route request counts and latencies are what a
+//! canary analysis reads; `zerodrop_build_info` says which version answered.
 
-use crate::routes::AppState;
+use crate::capacity::{Capacity, WarmCache};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -20,7 +15,8 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use zerodrop_lifecycle::Phase;
+use zerodrop_lifecycle::exposition::Format;
+use zerodrop_lifecycle::{Lifecycle, Phase};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteStatus {
@@ -67,7 +63,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Help texts are given without a final period: prometheus-client adds one.
+    /// Help texts are given without a final period: prometheus-client's registry adds
+    /// one to every help text.
     pub fn new(version: &str) -> Metrics {
         let mut r = Registry::default();
         let requests = Family::<RouteStatus, Counter>::default();
@@ -93,7 +90,7 @@ impl Metrics {
             registry: Registry::default(),
         };
         r.register("zerodrop_capacity_rejected", "Requests refused with 503", m.rejected.clone());
-        r.register("zerodrop_jobs_published", "Jobs answered 202", m.published.clone());
+        r.register("zerodrop_jobs_published", "Jobs accepted (answered 202)", m.published.clone());
         r.register("zerodrop_cache_fills", "Cold cache slots filled", m.cache_fills.clone());
         r.register("zerodrop_http_connections_open", "Open client connections", m.connections_open.clone());
         r.register("zerodrop_http_requests_in_flight", "Requests being served", m.in_flight.clone());
@@ -121,35 +118,33 @@ impl Metrics {
         self.duration.get_or_create(&Route { route: route.to_string() }).observe(seconds);
     }
 
-    pub fn render(&self, s: &AppState) -> String {
-        let stats = s.lc.conn_stats();
+    /// The text of one scrape; the gauges are read from their sources at this moment.
+    pub fn render(&self, lc: &Lifecycle, capacity: &Capacity, cache: &WarmCache, format: Format) -> String {
+        let stats = lc.conn_stats();
         self.connections_open.set(stats.open() as i64);
         self.in_flight.set(stats.in_flight() as i64);
-        self.slots_busy.set(s.capacity.busy() as i64);
-        self.slots_total.set(s.capacity.limit as i64);
-        let fills = s.cache.fills.load(Ordering::Relaxed);
+        self.slots_busy.set(capacity.busy() as i64);
+        self.slots_total.set(capacity.limit as i64);
+        let fills = cache.fills.load(Ordering::Relaxed);
         self.cache_fills.inc_by(fills.saturating_sub(self.cache_fills.get()));
-        let phase = s.lc.phase();
+        let phase = lc.phase();
         self.phase.set(phase as i64);
         for p in PHASES {
             self.phase_info.get_or_create(&Label { phase: p.as_str().into() }).set((p == phase) as i64);
         }
-        self.ready.set(s.lc.is_ready() as i64);
-        let mut out = String::with_capacity(4096);
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        self.ready.set(lc.is_ready() as i64);
+        format.encode(&self.registry)
     }
 }
 
 /// Counts and times every request that matched a route, labelled by the route's
 /// pattern (not the raw path, which would make the label set unbounded).
-pub async fn track(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
     let started = Instant::now();
     let res = next.run(req).await;
     if let Some(route) = route {
-        s.metrics.observe(&route, res.status().as_u16(), started.elapsed().as_secs_f64());
+        metrics.observe(&route, res.status().as_u16(), started.elapsed().as_secs_f64());
     }
     res
 }
@@ -159,27 +154,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_contract_names_are_rendered() {
+    fn the_contract_names_are_rendered_in_both_formats() {
         let m = Metrics::new("v2");
         m.observe("/work", 200, 0.006);
         m.observe("/work", 500, 0.006);
         m.published();
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &m.registry).unwrap();
-        for want in [
-            "zerodrop_http_requests_total{route=\"/work\",status=\"200\"} 1",
-            "zerodrop_http_requests_total{route=\"/work\",status=\"500\"} 1",
-            "zerodrop_http_request_duration_seconds_bucket{le=\"0.0075\",route=\"/work\"} 2",
-            "zerodrop_build_info{version=\"v2\"} 1",
-            "zerodrop_jobs_published_total 1",
-            "# TYPE zerodrop_http_connections_open gauge",
+        // The formats differ in how a counter family is named, and in where `le` goes
+        // among a bucket's labels (Prometheus' parsers read either order).
+        for (format, counter_type, bucket) in [
+            (
+                Format::OpenMetrics,
+                "# TYPE zerodrop_jobs_published counter",
+                "zerodrop_http_request_duration_seconds_bucket{le=\"0.0075\",route=\"/work\"} 2",
+            ),
+            (
+                Format::Prometheus,
+                "# TYPE zerodrop_jobs_published_total counter",
+                "zerodrop_http_request_duration_seconds_bucket{route=\"/work\",le=\"0.0075\"} 2",
+            ),
         ] {
-            assert!(out.contains(want), "missing {want} in\n{out}");
-        }
-        let helps: Vec<&str> = out.lines().filter(|l| l.starts_with("# HELP ")).collect();
-        assert!(helps.len() >= 12, "{out}");
-        for help in helps {
-            assert!(help.ends_with('.') && !help.ends_with(".."), "{help}");
+            let out = format.encode(&m.registry);
+            for want in [
+                "zerodrop_http_requests_total{route=\"/work\",status=\"200\"} 1",
+                "zerodrop_http_requests_total{route=\"/work\",status=\"500\"} 1",
+                "zerodrop_build_info{version=\"v2\"} 1",
+                "zerodrop_jobs_published_total 1",
+                "# TYPE zerodrop_http_connections_open gauge",
+                counter_type,
+                bucket,
+            ] {
+                assert!(out.contains(want), "{format:?}: missing {want} in\n{out}");
+            }
+            assert_eq!(out.ends_with("# EOF\n"), format == Format::OpenMetrics, "{out}");
+            let helps: Vec<&str> = out.lines().filter(|l| l.starts_with("# HELP ")).collect();
+            assert!(helps.len() >= 12, "{out}");
+            for help in helps {
+                assert!(help.ends_with('.') && !help.ends_with(".."), "{help}");
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use zerodrop_jobs::broker::{self, Backoff};
@@ -138,10 +138,9 @@ impl Publisher {
         let channel = self.channel().ok_or(PublishError::Disconnected)?;
         let mut headers = FieldTable::default();
         zerodrop_jobs::trace::inject_current(&mut headers);
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_headers(headers);
+        let props = BasicProperties::default().with_delivery_mode(2).with_content_type("application/json".into());
+        // Stamped in milliseconds for the worker's time-in-queue histogram.
+        let props = zerodrop_jobs::stamp::restamp(props, headers, SystemTime::now());
         let pending = channel
             .basic_publish(
                 "".into(),

@@ -1,9 +1,6 @@
-use crate::capacity::{Capacity, WarmCache};
 use crate::error::ApiError;
-use crate::metrics::Metrics;
-use crate::publisher::Publisher;
+use crate::state::AppState;
 use crate::timeout::bounded;
-use crate::version::Version;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
@@ -18,23 +15,12 @@ use std::time::Duration;
 use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 use tracing::Level;
 use zerodrop_jobs::Job;
+use zerodrop_lifecycle::exposition::Format;
 use zerodrop_lifecycle::http::ConnRequest;
-use zerodrop_lifecycle::{Lifecycle, Phase};
+use zerodrop_lifecycle::Phase;
 
 /// Bodies above this are refused with 413 before being read in full.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
-pub struct AppState {
-    pub lc: Lifecycle,
-    pub publisher: Arc<Publisher>,
-    pub capacity: Capacity,
-    pub cache: WarmCache,
-    pub metrics: Metrics,
-    pub max_work_ms: u64,
-    pub request_timeout: Duration,
-    pub body_read_timeout: Duration,
-    pub version: Version,
-}
 
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.request_timeout;
@@ -47,7 +33,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Not bounded: both outlive any request timeout on purpose (see timeout.rs).
         .route("/stream", get(crate::stream::stream))
         .route("/long-op", post(crate::long_op::long_op))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::metrics::track))
+        .route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), crate::metrics::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -84,9 +70,11 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<Arc<AppState>>) -> Response {
-    let body = s.metrics.render(&s);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+/// OpenMetrics or the classic text, as the scraper's `Accept` prefers (exposition.rs).
+async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
+    let body = s.metrics.render(&s.lc, &s.capacity, &s.cache, format);
+    ([(header::CONTENT_TYPE, format.content_type()), (header::VARY, "accept")], body).into_response()
 }
 
 /// Parses `ms=N` out of the query string with a reason for every way it can be wrong.

@@ -6,7 +6,7 @@
 //! come back one by one through the Service, to the pods that remain.
 
 use crate::error::ApiError;
-use crate::routes::AppState;
+use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};

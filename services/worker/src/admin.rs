@@ -2,12 +2,13 @@
 
 use crate::metrics::Metrics;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use std::sync::Arc;
+use zerodrop_lifecycle::exposition::Format;
 use zerodrop_lifecycle::Lifecycle;
 
 #[derive(Clone)]
@@ -35,9 +36,11 @@ async fn readyz(State(a): State<Admin>) -> Response {
     (status, Json(json!({ "ready": ready, "phase": a.lc.phase().as_str() }))).into_response()
 }
 
-async fn metrics_text(State(a): State<Admin>) -> Response {
-    let body = a.metrics.render(&a.lc);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+/// OpenMetrics or the classic text, as the scraper's `Accept` prefers (exposition.rs).
+async fn metrics_text(State(a): State<Admin>, headers: HeaderMap) -> Response {
+    let format = Format::negotiate(headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()));
+    let body = a.metrics.render(&a.lc, format);
+    ([(header::CONTENT_TYPE, format.content_type()), (header::VARY, "accept")], body).into_response()
 }
 
 async fn not_found() -> Response {

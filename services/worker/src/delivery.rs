@@ -7,7 +7,7 @@ use crate::session::BrokerLink;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicPublishOptions, BasicRejectOptions};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 use tracing::Instrument;
 use zerodrop_jobs::{Job, JobError};
 use zerodrop_ledger::{Applied, Ledger, LedgerError};
@@ -32,10 +32,17 @@ impl Worker {
     /// Processes one delivery to its end. Never panics; every failure is logged and
     /// settled (acked, rejected, requeued, or, with auto-ack, lost and counted).
     pub async fn handle(&self, d: Delivery) {
+        let taken = Instant::now();
+        if let Some(waited) = zerodrop_jobs::stamp::queue_wait(&d.properties, SystemTime::now()) {
+            self.metrics.waited(waited);
+        }
         // The job's trace continues from the publisher's context in the headers.
         let span = tracing::info_span!("consume", otel.kind = "consumer", queue = %self.link.topology.queue, job_id = tracing::field::Empty);
         zerodrop_jobs::trace::continue_from(&span, d.properties.headers().as_ref());
-        self.process(d).instrument(span).await
+        self.process(d).instrument(span).await;
+        // Not reached when the drain budget drops this future: a job cut off was
+        // never settled, and is counted as abandoned instead.
+        self.metrics.processed(taken.elapsed());
     }
 
     async fn process(&self, d: Delivery) {

@@ -47,8 +47,8 @@ pub fn decide(attempt: u32, max_deliveries: u32) -> Next {
     }
 }
 
-/// Publishes `data` to `queue` with the attempt count (and the reason, when parking)
-/// and waits for the broker's confirm.
+/// Publishes `data` to `queue` with the attempt count (and the reason, when parking),
+/// stamped as published now, and waits for the broker's confirm.
 pub async fn publish_copy(
     channel: &Channel,
     queue: &str,
@@ -62,7 +62,9 @@ pub async fn publish_copy(
     if let Some(reason) = reason {
         headers.insert(ShortString::from(REASON_HEADER), AMQPValue::LongString(reason.into()));
     }
-    let props = props.clone().with_headers(headers).with_delivery_mode(2);
+    // The copy's time in queue starts now, not at the original's publish.
+    let props =
+        zerodrop_jobs::stamp::restamp(props.clone(), headers, std::time::SystemTime::now()).with_delivery_mode(2);
     let confirm = channel
         .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), data, props)
         .await

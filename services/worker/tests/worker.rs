@@ -168,7 +168,8 @@ async fn metrics_scrape() {
         "the job was never counted as applied:\n{}",
         w.dump()
     );
-    let (status, text) = w.get("/metrics").await.expect("a scrape");
+    let accept = Some(zerodrop_metrics_check::PROMETHEUS_ACCEPT);
+    let (status, _, text) = w.get_accepting("/metrics", accept).await.expect("a scrape");
     assert_eq!(status, 200);
     assert_eq!(text.lines().last(), Some("# EOF"), "OpenMetrics ends with # EOF:\n{text}");
     assert!(text.contains("# TYPE zerodrop_worker_jobs counter"), "{text}");

@@ -6,12 +6,7 @@
 
 mod clients;
 
-use crate::local::lab::{self, Lab};
-use crate::local::nft::VIP;
-use crate::local::platform::LocalPlatform;
-use crate::local::propagation::PropagationModel;
-use crate::platform::{Platform, StageEnv};
-use crate::workspace;
+use crate::harness::{self, LocalSession, RunDir, Work};
 use anyhow::{Context, Result};
 use clients::{OpTally, StreamTally};
 use serde::Serialize;
@@ -21,6 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use zerodrop_jobs::Topology;
+use zerodrop_platform::local::propagation::PropagationModel;
+use zerodrop_platform::{Platform, StageEnv};
+use zerodrop_report::folder::Folder;
 use zerodrop_stages::{Stage, StageName};
 
 #[derive(clap::Args)]
@@ -80,31 +78,28 @@ fn op_lengths(drain: Duration) -> Vec<Duration> {
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    lab::ensure_inside("`long-lived` runs on the local platform, which needs Linux (network and PID namespaces)")
+    harness::enter_local("`long-lived` runs on the local platform, which needs Linux (network and PID namespaces)")
         .await?;
     let wall = Instant::now();
     let drain = Duration::from_secs(a.drain_s);
     let st = stage(drain);
     st.validate().map_err(anyhow::Error::msg)?;
-    let run_id = workspace::run_id();
-    let out_dir = lab::out_dir(&a.out, &run_id);
+    let run = RunDir::new(&a.out);
+    let (run_id, out_dir) = (run.id.clone(), run.dir.clone());
     let log_dir = out_dir.join("logs");
-    lab::create_dir(&log_dir)?;
-    let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    let command = RunDir::command();
     eprintln!(
         "zerodrop long-lived {run_id}: drain budget {} s, {} streams, {} op clients",
         a.drain_s, a.streams, a.op_clients
     );
-    let lab = Lab::join(&run_id, VIP, &out_dir).await?;
-    let mut platform = lab.platform(PropagationModel::constant(Duration::from_millis(1500)));
-    let result = run_fleet(&mut platform, &a, &st, &run_id, &log_dir).await;
-    let _ = platform.finish_stage().await;
-    lab.release().await;
-    let (streams, ops) = result?;
+    let session = LocalSession::service(PropagationModel::constant(Duration::from_millis(1500)));
+    let work = Fleet { a: &a, st: &st, run_id: &run_id, log_dir: &log_dir };
+    let (streams, ops, platform) = harness::on_local(&run, session, work).await?;
     let report = LongReport {
         run_id,
         command,
-        platform: platform.describe(),
+        platform,
         wall_time_s: wall.elapsed().as_secs_f64(),
         config: Config {
             api_replicas: 2,
@@ -130,8 +125,27 @@ pub async fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-async fn run_fleet(
-    platform: &mut LocalPlatform,
+/// The fleet's run on whichever platform the harness brings up; its pods stopped
+/// however the run ends.
+struct Fleet<'a> {
+    a: &'a Args,
+    st: &'a Stage,
+    run_id: &'a str,
+    log_dir: &'a Path,
+}
+
+impl<P: Platform> Work<P> for Fleet<'_> {
+    type Output = (StreamTally, OpTally, String);
+    async fn run(self, mut platform: P) -> Result<Self::Output> {
+        let result = run_fleet(&mut platform, self.a, self.st, self.run_id, self.log_dir).await;
+        let _ = platform.finish_stage().await;
+        let (streams, ops) = result?;
+        Ok((streams, ops, platform.describe()))
+    }
+}
+
+async fn run_fleet<P: Platform>(
+    platform: &mut P,
     a: &Args,
     st: &Stage,
     run_id: &str,
@@ -232,8 +246,8 @@ fn summary(r: &LongReport) -> String {
 }
 
 fn write(r: &LongReport, dir: &Path) -> Result<()> {
-    let json = serde_json::to_string_pretty(r).context("serialising report.json")?;
-    std::fs::write(dir.join("report.json"), json).context("writing report.json")?;
+    let folder = Folder::create(dir)?;
+    folder.json(r)?;
     let c = &r.config;
     let mut md = format!(
         "# Long-lived connections: {}\n\nCommand: `{}` · wall time {:.0} s · platform {}\n\n",
@@ -245,5 +259,5 @@ fn write(r: &LongReport, dir: &Path) -> Result<()> {
         c.api_replicas, c.pre_stop_s, c.deregistration_wait_s, c.drain_budget_s, c.grace_s, c.streams, c.event_tick_ms, c.op_clients, c.op_lengths_s
     );
     md.push_str(&summary(r));
-    std::fs::write(dir.join("report.md"), md).context("writing report.md")
+    folder.markdown(md)
 }

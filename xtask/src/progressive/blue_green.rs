@@ -3,11 +3,12 @@
 
 use super::model::{Agreement, LoadSummary, Step, Tick};
 use super::report::timeline_svg;
-use crate::report::stats::{describe, wilson};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write;
 use std::path::Path;
+use zerodrop_report::folder::Folder;
+use zerodrop_report::stats::{describe, wilson};
 
 /// Failed requests (client side) in a window around a routing change.
 #[derive(Debug, Clone, Serialize)]
@@ -26,7 +27,7 @@ pub struct BlueGreenReport {
     pub run_id: String,
     pub command: String,
     pub started_at: String,
-    pub machine: crate::report::model::Machine,
+    pub machine: zerodrop_report::model::Machine,
     pub regression: String,
     pub replicas: u32,
     pub qps: u32,
@@ -48,8 +49,8 @@ pub struct BlueGreenReport {
 }
 
 pub fn write(r: &BlueGreenReport, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir.join("charts")).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(r)? + "\n").context("writing report.json")?;
+    let folder = Folder::create(dir)?;
+    folder.json(r)?;
     let mut marks = Vec::new();
     if let Some(s) = &r.switch {
         marks.push((s.at_s, "switch".to_string()));
@@ -57,9 +58,8 @@ pub fn write(r: &BlueGreenReport, dir: &Path) -> Result<()> {
     if let Some(s) = &r.rollback {
         marks.push((s.at_s, "rollback".to_string()));
     }
-    std::fs::write(dir.join("charts/timeline.svg"), timeline_svg(&r.timeline, &marks)).context("writing the chart")?;
-    std::fs::write(dir.join("report.md"), markdown(r)).context("writing report.md")?;
-    Ok(())
+    folder.chart("timeline", timeline_svg(&r.timeline, &marks))?;
+    folder.markdown(markdown(r))
 }
 
 fn window(o: &mut String, name: &str, w: &Window) {

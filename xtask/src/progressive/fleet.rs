@@ -3,17 +3,17 @@
 //! real process tree with the final stage's lifecycle (drain, reverse teardown).
 
 use super::scrape::{self, Counts};
-use crate::infra::Backends;
-use crate::local::haproxy::{BackendStat, Haproxy, Layout, Server};
-use crate::local::kubelet;
-use crate::local::pod::{App, Isolation, Pod, PodTemplate};
-use crate::local::recorder::Recorder;
 use anyhow::{bail, Result};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use zerodrop_platform::infra::Backends;
+use zerodrop_platform::local::haproxy::{BackendStat, Haproxy, Layout, Server};
+use zerodrop_platform::local::kubelet;
+use zerodrop_platform::local::pod::{App, Isolation, Pod, PodTemplate};
+use zerodrop_platform::local::recorder::Recorder;
 use zerodrop_stages::{Stage, StageName};
 
 /// Where the routing tier listens inside the lab.

@@ -4,13 +4,13 @@
 
 use super::fleet::{Fleet, Snapshot};
 use super::model::{Agreement, LoadSummary};
-use crate::local::{self, lab::Lab};
 use anyhow::Result;
 use std::net::SocketAddrV4;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use zerodrop_load::{Class, Live, Mix, Profile, RunResult};
+use zerodrop_platform::local::{self, lab::Lab};
 
 /// The lab session's entry for `canary` and `blue-green` (see `local::lab`).
 pub async fn ensure_inside() -> Result<()> {

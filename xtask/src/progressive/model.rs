@@ -2,9 +2,9 @@
 
 use super::gates::{Gate, GateConfig};
 use super::stats::{Detect, PlanDuration, ZTest};
-use crate::report::stats::Rate;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use zerodrop_report::stats::Rate;
 
 /// One version over a step: the routing tier's counts (what the gates judge), the
 /// apps' own counts beside them, and the p95 from the apps' histograms.
@@ -125,7 +125,7 @@ pub struct CanaryReport {
     pub run_id: String,
     pub command: String,
     pub started_at: String,
-    pub machine: crate::report::model::Machine,
+    pub machine: zerodrop_report::model::Machine,
     pub settings: Settings,
     pub sample_size: u64,
     pub plan: PlanDuration,

@@ -4,18 +4,17 @@
 use super::gates::fmt_p;
 use super::model::{Agreement, CanaryReport, LoadSummary, Side, Tick};
 use super::stats::human;
-use crate::report::stats::describe;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
+use zerodrop_report::folder::Folder;
+use zerodrop_report::stats::describe;
 
 pub fn write(r: &CanaryReport, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir.join("charts")).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(r)? + "\n").context("writing report.json")?;
-    std::fs::write(dir.join("charts/timeline.svg"), timeline_svg(&r.timeline, &r.steps_markers()))
-        .context("writing the timeline")?;
-    std::fs::write(dir.join("report.md"), markdown(r)).context("writing report.md")?;
-    Ok(())
+    let folder = Folder::create(dir)?;
+    folder.json(r)?;
+    folder.chart("timeline", timeline_svg(&r.timeline, &r.steps_markers()))?;
+    folder.markdown(markdown(r))
 }
 
 impl CanaryReport {

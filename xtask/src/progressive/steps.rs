@@ -7,10 +7,10 @@ use super::gates::{self, Observed};
 use super::model::Settings;
 use super::model::{Decision, Rollback, Side, Step, Tick};
 use super::stats::hold_seconds;
-use crate::local::haproxy::BackendStat;
-use crate::report::stats::wilson;
 use anyhow::Result;
 use std::time::{Duration, Instant};
+use zerodrop_platform::local::haproxy::BackendStat;
+use zerodrop_report::stats::wilson;
 
 /// Samples the routing tier once a second into the timeline.
 pub struct Ticker {

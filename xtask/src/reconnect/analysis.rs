@@ -2,12 +2,12 @@
 //! reconnects, closes and failures per 100 ms bucket around the deploy, the accept
 //! queue, and 503s and latency on the cold (new) pods against the rest.
 
-use super::accept_queue::QueueTick;
-use crate::report::stats::{wilson, Rate};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use zerodrop_load::keepalive::{KeepAliveResult, Trigger};
 use zerodrop_load::Class;
+use zerodrop_platform::accept_queue::QueueTick;
+use zerodrop_report::stats::{wilson, Rate};
 
 /// Bucket width of the reconnect-rate curve.
 pub const BUCKET_US: u64 = 100_000;

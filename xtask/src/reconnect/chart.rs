@@ -3,8 +3,8 @@
 //! (red bars in front), and the total accept queue of the api pods (line, right axis).
 
 use super::analysis::Bucket;
-use crate::report::svg::esc;
 use std::fmt::Write as _;
+use zerodrop_report::svg::esc;
 
 const PANEL_W: f64 = 430.0;
 const GAP: f64 = 40.0;

@@ -4,22 +4,19 @@
 //! jittered over the drain; the report puts reconnect rate, accept queue, 503s and
 //! latency on the cold pods side by side.
 
-pub mod accept_queue;
 mod analysis;
 mod chart;
 pub mod profile;
 mod report;
 mod variant;
 
-use crate::local::lab::{self, Lab};
-use crate::local::nft::VIP;
-use crate::local::propagation::PropagationModel;
-use crate::platform::Platform;
-use crate::workspace;
+use crate::harness::{self, LocalSession, RunDir, Work};
 use anyhow::{Context, Result};
 use profile::{ReconnectProfile, VARIANTS};
 use std::path::PathBuf;
 use std::time::Instant;
+use zerodrop_platform::local::propagation::PropagationModel;
+use zerodrop_platform::{KeepAliveLoad, Platform};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,32 +35,23 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    lab::ensure_inside("`reconnect` runs on the local platform, which needs Linux (network and PID namespaces)")
+    harness::enter_local("`reconnect` runs on the local platform, which needs Linux (network and PID namespaces)")
         .await?;
     let wall = Instant::now();
     raise_nofile();
     let mut profile = ReconnectProfile::standard();
     profile.load.clients = a.clients;
-    let run_id = workspace::run_id();
-    let out_dir = lab::out_dir(&a.out, &run_id);
-    lab::create_dir(&out_dir)?;
-    let command = format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+    let run = RunDir::new(&a.out);
+    run.create()?;
+    let (run_id, out_dir) = (run.id.clone(), run.dir.clone());
+    let command = RunDir::command();
     eprintln!(
         "zerodrop reconnect {run_id}: {} keep-alive clients, variants at-once and jittered",
         profile.load.clients
     );
-
-    let lab = Lab::join(&run_id, VIP, &out_dir).await?;
     // One constant delay: this run is about the reconnect, not the propagation spread.
-    let mut platform = lab.platform(PropagationModel::constant(profile.propagation_delay));
-    let result = lab::until_interrupted(
-        run_variants(&mut platform, &profile, &run_id, &out_dir),
-        format!("pods stopped, partial logs kept in {}", out_dir.display()),
-    )
-    .await;
-    let platform_name = platform.describe();
-    lab.release().await;
-    let variants = result?;
+    let session = LocalSession::service(PropagationModel::constant(profile.propagation_delay));
+    let (variants, platform_name) = harness::on_local(&run, session, Variants { profile: &profile, run: &run }).await?;
     let report = report::ReconnectReport {
         run_id,
         command,
@@ -82,8 +70,8 @@ pub async fn run(a: Args) -> Result<()> {
             s.reconnects,
             s.peak_reconnects_per_100ms,
             s.accept_queue_peak,
-            crate::report::stats::describe(&s.failed),
-            crate::report::stats::describe(&s.cold_pods.http_503)
+            zerodrop_report::stats::describe(&s.failed),
+            zerodrop_report::stats::describe(&s.cold_pods.http_503)
         );
     }
     eprintln!("report: {}", out_dir.join("report.md").display());
@@ -94,7 +82,7 @@ pub async fn run(a: Args) -> Result<()> {
 }
 
 fn check(v: &[report::Variant]) -> std::result::Result<(), String> {
-    use crate::report::stats::{verdict, Verdict};
+    use zerodrop_report::stats::{verdict, Verdict};
     let [a, j] = v else { return Err("expected two variants".into()) };
     let (a, j) = (&a.summary, &j.summary);
     if a.cold_pods.http_503.k == 0 {
@@ -116,7 +104,22 @@ fn check(v: &[report::Variant]) -> std::result::Result<(), String> {
     }
 }
 
-async fn run_variants<P: Platform>(
+/// Both variants, on a platform that can run the keep-alive clients and show the
+/// listen queues; hands back what ran and where.
+struct Variants<'a> {
+    profile: &'a ReconnectProfile,
+    run: &'a RunDir,
+}
+
+impl<P: Platform + KeepAliveLoad> Work<P> for Variants<'_> {
+    type Output = (Vec<report::Variant>, String);
+    async fn run(self, mut platform: P) -> Result<Self::Output> {
+        let variants = run_variants(&mut platform, self.profile, &self.run.id, &self.run.dir).await?;
+        Ok((variants, platform.describe()))
+    }
+}
+
+async fn run_variants<P: Platform + KeepAliveLoad>(
     platform: &mut P,
     profile: &ReconnectProfile,
     run_id: &str,

@@ -3,12 +3,13 @@
 
 use super::analysis::{Bucket, Latency, PodGroup, VariantSummary};
 use super::profile::ReconnectProfile;
-use crate::report::model::Machine;
-use crate::report::stats::{describe, verdict};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
+use zerodrop_report::folder::Folder;
+use zerodrop_report::model::Machine;
+use zerodrop_report::stats::{describe, verdict};
 
 #[derive(Debug, Serialize)]
 pub struct Variant {
@@ -28,17 +29,14 @@ pub struct ReconnectReport {
 }
 
 pub fn write(r: &ReconnectReport, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir.join("charts")).with_context(|| format!("creating {}", dir.display()))?;
-    let json = serde_json::to_string_pretty(r).context("serialising report.json")?;
-    std::fs::write(dir.join("report.json"), json).context("writing report.json")?;
+    let folder = Folder::create(dir)?;
+    folder.json(r)?;
     let panels: Vec<(&str, &[Bucket])> =
         r.variants.iter().map(|v| (v.summary.name.as_str(), v.buckets.as_slice())).collect();
     let title =
         format!("Thundering reconnect: {} keep-alive clients, rolling deploy of 3 api pods", r.profile.load.clients);
-    std::fs::write(dir.join("charts/reconnect.svg"), super::chart::render(&title, &panels))
-        .context("writing the chart")?;
-    std::fs::write(dir.join("report.md"), markdown(r)).context("writing report.md")?;
-    Ok(())
+    folder.chart("reconnect", super::chart::render(&title, &panels))?;
+    folder.markdown(markdown(r))
 }
 
 fn lat(l: &Latency) -> String {

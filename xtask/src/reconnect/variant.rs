@@ -1,12 +1,9 @@
 //! One variant of the reconnect run: a fresh fleet, the keep-alive load, a rolling
 //! deploy, and the raw observations turned into a summary.
 
-use super::accept_queue::{listen_drops, QueueTick};
 use super::analysis::{self, Input};
 use super::profile::ReconnectProfile;
 use super::report::Variant;
-use crate::platform::{now_ms, Platform, StageEnv};
-use crate::report::model::PodEventKind;
 use anyhow::{Context, Result};
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::collections::BTreeSet;
@@ -15,6 +12,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use zerodrop_jobs::Topology;
 use zerodrop_load::Live;
+use zerodrop_platform::accept_queue::{listen_drops, QueueTick};
+use zerodrop_platform::{now_ms, KeepAliveLoad, Platform, StageEnv};
+use zerodrop_report::model::PodEventKind;
 use zerodrop_stages::KeepAliveClose;
 
 /// Accept-queue sampling period: finer than the 100 ms buckets.
@@ -43,7 +43,7 @@ impl Ctx {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub async fn run<P: Platform>(
+    pub async fn run<P: Platform + KeepAliveLoad>(
         &mut self,
         platform: &mut P,
         p: &ReconnectProfile,
@@ -67,7 +67,7 @@ impl Ctx {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn run_fleet<P: Platform>(
+    async fn run_fleet<P: Platform + KeepAliveLoad>(
         &mut self,
         platform: &mut P,
         p: &ReconnectProfile,
@@ -91,7 +91,7 @@ impl Ctx {
         };
         platform.deploy(&p.stage(close), &env, &log_dir).await?;
         let stop = CancellationToken::new();
-        let ticks = platform.listen_queues().map(|r| r.sample(SAMPLE_EVERY, stop.clone()));
+        let ticks = platform.listen_queues().sample(SAMPLE_EVERY, stop.clone());
         let drops_before = listen_drops();
         let live = Arc::new(Live::new());
         let load = platform.start_keepalive_load(&p.load, live.clone()).await?;
@@ -104,7 +104,7 @@ impl Ctx {
         stop.cancel();
         let drops_after = listen_drops();
         let observed = platform.finish_stage().await?;
-        let ticks: Vec<QueueTick> = ticks.and_then(|t| t.lock().ok().map(|v| v.clone())).unwrap_or_default();
+        let ticks: Vec<QueueTick> = ticks.lock().map(|v| v.clone()).unwrap_or_default();
         std::fs::write(log_dir.join("keepalive.json"), serde_json::to_vec(&result).unwrap_or_default())
             .context("writing the raw keep-alive records")?;
 

@@ -6,12 +6,12 @@ use super::overrides::StageOverride;
 use super::recommend::{self, Recommendation};
 use super::{trial, Plan};
 use crate::experiment::RunCtx;
-use crate::platform::Platform;
-use crate::report::model::{PodEventKind, StageRun};
-use crate::report::stats::{self, Rate, Spread};
 use anyhow::Result;
 use serde::Serialize;
 use zerodrop_load::Class;
+use zerodrop_platform::Platform;
+use zerodrop_report::model::{PodEventKind, StageRun};
+use zerodrop_report::stats::{self, Rate, Spread};
 use zerodrop_stages::Stage;
 
 /// One setting's values.

@@ -81,7 +81,7 @@ pub fn start(addr: SocketAddr, rate_per_sec: u32, stop: CancellationToken) -> Ar
             let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
             let l = l.clone();
             tokio::spawn(async move {
-                let at = crate::platform::now_ms();
+                let at = zerodrop_platform::now_ms();
                 let o = tokio::time::timeout(Duration::from_secs(5), once(addr)).await.unwrap_or(Outcome::Other);
                 if let Ok(mut r) = l.results.lock() {
                     r.push((at, o));

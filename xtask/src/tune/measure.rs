@@ -1,8 +1,8 @@
 //! What one trial's pod logs and load say: the deregistration delay of every
 //! terminated api pod (from its own `listener_closed` line) and request latency.
 
-use crate::report::model::{LogLine, PodEventKind, StageRun};
 use serde::Serialize;
+use zerodrop_report::model::{LogLine, PodEventKind, StageRun};
 
 /// One api pod's termination, as the pod measured it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -91,7 +91,7 @@ mod tests {
     #[test]
     fn parses_the_listener_closed_fields() {
         let raw = r#"{"timestamp":"2026-12-01T03:00:00.000000Z","level":"INFO","fields":{"message":"listener closed","step":"listener_closed","connections":3,"in_flight":1,"accepted_after_term":17,"last_accept_after_term_ms":1432},"target":"zerodrop_lifecycle::sequence"}"#;
-        let l = crate::evidence::parse_line(raw, "api-r2-4", "api", 0).unwrap();
+        let l = zerodrop_evidence::parse_line(raw, "api-r2-4", "api", 0).unwrap();
         assert_eq!(from_line(&l), Some((17, Some(1432))));
         let none = line("listener_closed", json!({"accepted_after_term": 0}));
         assert_eq!(from_line(&none), Some((0, None)), "absent when no connection came");

@@ -13,12 +13,12 @@ pub mod recommend;
 pub mod report;
 
 use crate::experiment::RunCtx;
-use crate::platform::Platform;
-use crate::report::model::StageRun;
 use anyhow::Result;
 use measure::Termination;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use zerodrop_platform::Platform;
+use zerodrop_report::model::StageRun;
 use zerodrop_stages::Stage;
 
 /// What the command was asked to do.
@@ -88,7 +88,7 @@ pub async fn measure<P: Platform>(ctx: &mut RunCtx<P>, stage: &Stage, plan: &Pla
             .run
             .events
             .iter()
-            .filter(|e| e.app == "api" && e.kind == crate::report::model::PodEventKind::Terminating)
+            .filter(|e| e.app == "api" && e.kind == zerodrop_report::model::PodEventKind::Terminating)
             .count();
         unmeasured += terminated.saturating_sub(got.len()) as u32;
         terms.extend(got);

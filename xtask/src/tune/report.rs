@@ -4,12 +4,13 @@
 use super::compare::{Setting, SettingRun, SettingSummary};
 use super::recommend::{Dist, Recommendation};
 use super::Measured;
-use crate::report::model::{Machine, Propagation};
-use crate::report::stats::Rate;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
+use zerodrop_report::folder::Folder;
+use zerodrop_report::model::{Machine, Propagation};
+use zerodrop_report::stats::Rate;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TuneReport {
@@ -19,7 +20,7 @@ pub struct TuneReport {
     pub command: String,
     pub wall_time_s: f64,
     pub machine: Machine,
-    pub profile: crate::report::model::ExperimentProfile,
+    pub profile: zerodrop_report::model::ExperimentProfile,
     pub roll_s: u32,
     pub stage: String,
     pub longest_request_ms: u64,
@@ -33,11 +34,10 @@ pub struct TuneReport {
 }
 
 pub fn write(r: &TuneReport, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir.join("charts")).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(r)? + "\n").context("writing report.json")?;
-    std::fs::write(dir.join("report.md"), markdown(r)).context("writing report.md")?;
-    std::fs::write(dir.join("charts/dereg.svg"), super::chart::svg(r)).context("writing charts/dereg.svg")?;
-    Ok(())
+    let folder = Folder::create(dir)?;
+    folder.json(r)?;
+    folder.markdown(markdown(r))?;
+    folder.chart("dereg", super::chart::svg(r))
 }
 
 fn row(name: &str, d: &Option<Dist>) -> String {
@@ -206,7 +206,7 @@ fn comparison(r: &TuneReport) -> String {
     );
     let _ = writeln!(s, "| setting | preStop | grace | failed requests | refused | fresh-connection client failed | rollout (s) | deploy window (s): trigger → last old pod exited |\n|---|---|---|---|---|---|---|---|");
     for x in &r.summary {
-        let sp = |v: &crate::report::stats::Spread| format!("{:.1} / {:.1} / {:.1}", v.min, v.median, v.max);
+        let sp = |v: &zerodrop_report::stats::Spread| format!("{:.1} / {:.1} / {:.1}", v.min, v.median, v.max);
         let _ = writeln!(
             s,
             "| {} | {} ms | {} ms | {} | {} | {} | {} | {} |",

@@ -95,6 +95,17 @@ impl Api {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> std::io::Result<(u16, String)> {
+        self.exchange(method, path, headers, body).map(|(status, _, body)| (status, body))
+    }
+
+    /// One request on a fresh connection; returns status, response head and body.
+    pub fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<(u16, String, String)> {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut req = format!(
@@ -114,8 +125,8 @@ impl Api {
             .get(9..12)
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        Ok((status, body))
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+        Ok((status, head.to_string(), body.to_string()))
     }
 
     pub fn signal(&self, sig: i32) {

@@ -1,4 +1,4 @@
-//! The test side of `cargo xtask test`'s fault-control channel (xtask/src/infra/fault_ctl.rs):
+//! The test side of `cargo xtask test`'s fault-control channel (crates/platform/src/infra/fault_ctl.rs):
 //! a private RabbitMQ + PostgreSQL pair that only the fault tests use, and a Unix socket on
 //! which one line (`restart rabbitmq` / `restart postgres`) really restarts one of them.
 

@@ -72,7 +72,11 @@ pub async fn reconcile(fx: &Fixture, accepted: &Accepted) -> (usize, usize, Hash
     })
     .await;
     let r = rows().await;
-    let lost = accepted.0.iter().filter(|(id, _)| !r.contains_key(id)).count();
+    let missing: Vec<_> = accepted.0.iter().filter(|(id, _)| !r.contains_key(id)).collect();
+    for (id, at) in missing.iter().take(10) {
+        eprintln!("[lost] {id} accepted at {:.3}s after the load started", at.as_secs_f64());
+    }
+    let lost = missing.len();
     let duplicated = r.values().filter(|n| **n > 1).count();
     (lost, duplicated, r)
 }

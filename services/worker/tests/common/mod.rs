@@ -350,9 +350,16 @@ impl WorkerProc {
 
     /// GET `path` on the admin port: (status, body).
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        self.get_accepting(path, None).await.map(|(status, _, body)| (status, body))
+    }
+
+    /// GET `path` on the admin port, with `accept` as the `Accept` header if given:
+    /// (status, response head, body).
+    pub async fn get_accepting(&self, path: &str, accept: Option<&str>) -> Option<(u16, String, String)> {
         let addr = self.admin_addr()?;
         let path = path.to_string();
-        tokio::task::spawn_blocking(move || http_get(&addr, &path)).await.ok()?
+        let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+        tokio::task::spawn_blocking(move || http_get(&addr, &path, &accept)).await.ok()?
     }
 
     /// A value of `/metrics`, by series (e.g. `zerodrop_worker_jobs_total{outcome="applied"}`).
@@ -376,15 +383,16 @@ impl Drop for WorkerProc {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+/// `extra`: further header lines, each ending in CRLF.
+fn http_get(addr: &str, path: &str, extra: &str) -> Option<(u16, String, String)> {
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n").ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let status = raw.split_whitespace().nth(1)?.parse().ok()?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((status, body))
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
+    Some((status, head.to_string(), body.to_string()))
 }
 
 /// The stage's worker environment as owned pairs, ready to extend.

@@ -1,0 +1,135 @@
+//! The one way a command runs on a platform: choose it, enter its session (the lab's
+//! network namespace and private servers, or a cluster and its namespace), run the
+//! command's work with Ctrl-C handled, and tear the session down in every case.
+//!
+//! A command hands its work over as a [`Work`] for each platform type it supports. What
+//! the work needs of a platform is a bound on that type (`P: Platform + KeepAliveLoad`);
+//! a command whose bounds a platform does not meet cannot be handed to it, so a
+//! capability missing on one platform is a compile error here, not a runtime surprise.
+
+use anyhow::{Context, Result};
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use zerodrop_platform::kind::{self, KindOptions, KindPlatform};
+use zerodrop_platform::local::lab::{self, Lab};
+use zerodrop_platform::local::platform::LocalPlatform;
+use zerodrop_platform::local::propagation::PropagationModel;
+use zerodrop_platform::{workspace, Platform, PlatformKind};
+
+/// What a command does once its platform is up.
+#[allow(async_fn_in_trait)]
+pub trait Work<P> {
+    type Output;
+    async fn run(self, platform: P) -> Result<Self::Output>;
+}
+
+/// A run's id and its own report folder, `<out>/<run-id>/`.
+pub struct RunDir {
+    pub id: String,
+    pub dir: PathBuf,
+}
+
+impl RunDir {
+    /// A new run id and where its folder goes under `out` (relative to the workspace
+    /// root unless absolute); nothing is created yet.
+    pub fn new(out: &Path) -> RunDir {
+        let id = workspace::run_id();
+        let dir = lab::out_dir(out, &id);
+        RunDir { id, dir }
+    }
+
+    /// Creates the folder.
+    pub fn create(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))
+    }
+
+    /// The command line as the report quotes it.
+    pub fn command() -> String {
+        format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "))
+    }
+}
+
+/// `auto` made concrete: kind when its prerequisites answer, else local; says why.
+pub fn resolve(platform: PlatformKind) -> PlatformKind {
+    match platform {
+        PlatformKind::Auto => {
+            let (p, why) = kind::prereq::choose_auto(&kind::prereq::System::default());
+            eprintln!("[platform] {why}");
+            p
+        }
+        p => p,
+    }
+}
+
+/// Outside the lab: builds the services, re-runs this command inside a new lab network
+/// namespace and exits with its code. Inside: returns. Call it before anything that
+/// must happen once (the run id, the report folder). `needs_linux` is the command's
+/// refusal elsewhere.
+pub async fn enter_local(needs_linux: &str) -> Result<()> {
+    lab::ensure_inside(needs_linux).await
+}
+
+/// How a command wants its lab session.
+pub struct LocalSession {
+    /// The address clients aim at: the Service's VIP, or the routing tier.
+    pub addr: SocketAddrV4,
+    pub propagation: PropagationModel,
+    /// Print the `[platform] local: ...` line before the servers start (the experiment's
+    /// output, which CI and the docs quote).
+    pub announce: bool,
+}
+
+impl LocalSession {
+    /// The Service's VIP with `propagation`.
+    pub fn service(propagation: PropagationModel) -> LocalSession {
+        LocalSession { addr: zerodrop_platform::local::nft::VIP, propagation, announce: false }
+    }
+}
+
+/// Runs `work` on the local platform inside the lab (see [`enter_local`]), releasing
+/// the lab's pods and private servers however the work ends.
+pub async fn on_local<W: Work<LocalPlatform>>(run: &RunDir, session: LocalSession, work: W) -> Result<W::Output> {
+    let lab = if session.announce {
+        Lab::join_announced(&run.id, session.addr, &run.dir).await?
+    } else {
+        Lab::join(&run.id, session.addr, &run.dir).await?
+    };
+    let platform = lab.platform(session.propagation);
+    let result = lab::until_interrupted(
+        work.run(platform),
+        format!("pods stopped, private servers released, partial logs kept in {}", run.dir.display()),
+    )
+    .await;
+    lab.release().await;
+    result
+}
+
+/// Checks the cluster's prerequisites before anything starts (the report folder is
+/// not created when they fail).
+pub fn check_kind(opts: &KindOptions) -> Result<()> {
+    kind::prereq::check(&kind::prereq::System::default(), opts)
+}
+
+/// Runs `work` on the kind platform: the cluster set up (or reached), the run's
+/// namespace, and the teardown `--keep` allows, however the work ends.
+pub async fn on_kind<W: Work<KindPlatform>>(
+    run: &RunDir,
+    opts: KindOptions,
+    roll_timeout: Duration,
+    work: W,
+) -> Result<W::Output> {
+    let mut session = kind::Session::new(opts);
+    let result = lab::until_interrupted(
+        async {
+            session.setup().await?;
+            let platform = KindPlatform::connect(session.opts.clone(), roll_timeout).await?;
+            eprintln!("[platform] {}", platform.describe());
+            work.run(platform).await
+        },
+        format!("partial logs kept in {}", run.dir.display()),
+    )
+    .await;
+    session.teardown().await;
+    result
+}
