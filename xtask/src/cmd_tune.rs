@@ -158,7 +158,7 @@ async fn tune<P: Platform>(a: &Args, run_id: &str, out: &Path, platform: P, prof
         runs,
         summary: if plan.compare { summary } else { Vec::new() },
     };
-    report::write(&r, out)?;
+    report::write(&r, &crate::tune::chart::svg(&r), out)?;
     if plan.compare {
         println!("\n{}", report::verdict(&r.summary));
     }

@@ -33,11 +33,13 @@ pub struct TuneReport {
     pub summary: Vec<SettingSummary>,
 }
 
-pub fn write(r: &TuneReport, dir: &Path) -> Result<()> {
+/// Writes the folder; `chart` is the rendered `charts/dereg.svg` (`tune::chart`, which
+/// reads this report: passed in so the two modules do not import each other).
+pub fn write(r: &TuneReport, chart: &str, dir: &Path) -> Result<()> {
     let folder = Folder::create(dir)?;
     folder.json(r)?;
     folder.markdown(markdown(r))?;
-    folder.chart("dereg", super::chart::svg(r))
+    folder.chart("dereg", chart)
 }
 
 fn row(name: &str, d: &Option<Dist>) -> String {
