@@ -3,8 +3,9 @@
 //! canary's gates, then blue retired through its lifecycle, or an instant rollback.
 
 use crate::exit::CheckFailed;
+use crate::harness::{self, LocalSession, RunDir, Work};
+use crate::platform_args::{Choice, PlatformArgs};
 use crate::progressive::blue_green::{self, BlueGreenReport, Window};
-use crate::progressive::fleet::{self, Fleet, Snapshot, VersionSpec};
 use crate::progressive::gate_args::GateArgs;
 use crate::progressive::gates::{self, GateConfig, Observed};
 use crate::progressive::lab;
@@ -16,8 +17,7 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use zerodrop_load::Class;
-use zerodrop_platform::local::lab::{self as local_lab, Lab};
-use zerodrop_platform::workspace;
+use zerodrop_platform::router::{RoutedFleet, Snapshot, TwoVersions, TwoVersionsSpec};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -46,6 +46,8 @@ pub struct Args {
     expect: Option<Expect>,
     #[arg(long, default_value = "reports")]
     out: PathBuf,
+    #[command(flatten)]
+    platform: PlatformArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,14 +61,25 @@ pub async fn run(a: Args) -> Result<()> {
     if a.replicas == 0 || a.replicas > 20 {
         bail!("--replicas must be 1..=20");
     }
-    lab::ensure_inside().await?;
-    let run_id = workspace::run_id();
-    let out_dir = local_lab::out_dir(&a.out, &run_id);
-    local_lab::create_dir(&out_dir)?;
     let qps = a.qps.unwrap_or(if a.quick { 250 } else { 300 }).clamp(1, 2000);
-    let mut r = BlueGreenReport {
-        run_id: run_id.clone(),
-        command: lab::command_line(),
+    let choice = a.platform.choose()?;
+    if choice == Choice::KindPlan {
+        let opts = a.platform.kind_options(&RunDir::new(&a.out));
+        let n = detect.sample_size().max(a.gates.min_requests);
+        let p = crate::progressive::kind_plan::blue_green(
+            &opts,
+            &TwoVersionsSpec::v2_with(a.replicas, &a.regression),
+            a.smoke,
+            n,
+        )?;
+        println!("# cargo xtask blue-green --platform kind: the plan (dry run; nothing below was executed)");
+        print!("{}", p.render());
+        return Ok(());
+    }
+    let run = RunDir::new(&a.out);
+    let r = BlueGreenReport {
+        run_id: run.id.clone(),
+        command: RunDir::command(),
         started_at: lab::started_at(),
         machine: crate::experiment::machine(),
         regression: a.regression.clone(),
@@ -87,14 +100,22 @@ pub async fn run(a: Args) -> Result<()> {
         overlap_s: 0.0,
         wall_s: 0.0,
     };
-    eprintln!("zerodrop blue-green {run_id}: green regression {}, {qps} req/s", a.regression);
-    let lab = lab::join(&run_id, &out_dir).await?;
-    let interrupted = format!("partial logs kept in {}", out_dir.display());
-    let result = local_lab::until_interrupted(execute(&lab, &a, detect, qps, &out_dir, &mut r), interrupted).await;
-    lab.release().await;
-    result?;
-    blue_green::write(&r, &out_dir)?;
-    eprintln!("[blue-green] {}: report {}", r.outcome, out_dir.join("report.md").display());
+    let started =
+        |run: &RunDir| eprintln!("zerodrop blue-green {}: green regression {}, {qps} req/s", run.id, a.regression);
+    let work = BlueGreen { a: a.clone(), detect, qps, log_dir: run.dir.join("logs"), report: r };
+    let r = harness::on_chosen(
+        choice,
+        &a.platform,
+        &run,
+        LocalSession::routing_tier(),
+        "the local platform needs Linux (network and PID namespaces); use --platform kind elsewhere",
+        crate::cmd_canary::KIND_ROLL_TIMEOUT,
+        started,
+        work,
+    )
+    .await?;
+    blue_green::write(&r, &run.dir)?;
+    eprintln!("[blue-green] {}: report {}", r.outcome, run.dir.join("report.md").display());
     let failed = r.load.as_ref().map(|l| l.failed).unwrap_or(0);
     let mut problems = Vec::new();
     if r.agreement.as_ref().is_some_and(|g| !g.within_1pct) {
@@ -116,26 +137,36 @@ pub async fn run(a: Args) -> Result<()> {
     }
 }
 
-async fn execute(
-    lab: &Lab,
+/// Blue-green on a platform that can run two versions behind a routing tier.
+struct BlueGreen {
+    a: Args,
+    detect: Detect,
+    qps: u32,
+    log_dir: PathBuf,
+    report: BlueGreenReport,
+}
+
+impl<P: TwoVersions> Work<P> for BlueGreen {
+    type Output = BlueGreenReport;
+
+    async fn run(self, mut platform: P) -> Result<BlueGreenReport> {
+        let BlueGreen { a, detect, qps, log_dir, mut report } = self;
+        let spec = TwoVersionsSpec::v2_with(a.replicas, &a.regression);
+        let mut fleet = platform.two_versions(&spec, &log_dir).await.context("starting blue, green and HAProxy")?;
+        let res = drive(&mut fleet, &a, detect, qps, &mut report).await;
+        report.pod_seconds = fleet.pod_seconds();
+        fleet.down().await;
+        res.map(|()| report)
+    }
+}
+
+async fn drive(
+    fleet: &mut impl RoutedFleet,
     a: &Args,
     detect: Detect,
     qps: u32,
-    out: &std::path::Path,
     r: &mut BlueGreenReport,
 ) -> Result<()> {
-    let blue = VersionSpec { name: "v1", regression: "none".into() };
-    let green = VersionSpec { name: "v2", regression: a.regression.clone() };
-    let mut fleet = Fleet::up(&lab.backends, &lab.node.bin_dir, &fleet::log_dir(out), a.replicas, &blue, &green)
-        .await
-        .context("starting blue, green and HAProxy")?;
-    let res = drive(&mut fleet, a, detect, qps, r).await;
-    r.pod_seconds = fleet.pod_seconds();
-    fleet.down().await;
-    res
-}
-
-async fn drive(fleet: &mut Fleet, a: &Args, detect: Detect, qps: u32, r: &mut BlueGreenReport) -> Result<()> {
     let cfg = a.gates.gates();
     let n = detect.sample_size().max(a.gates.min_requests);
     let baseline_s = if a.quick { 10 } else { 30 };
@@ -144,7 +175,7 @@ async fn drive(fleet: &mut Fleet, a: &Args, detect: Detect, qps: u32, r: &mut Bl
     let load_s = 3.0 + baseline_s as f64 + 5.0 + bake_s + 25.0;
     let t0 = Instant::now();
     let first = fleet.snapshot().await?;
-    let load = lab::start_load(fleet, lab::profile(qps, Duration::from_secs_f64(load_s)));
+    let load = fleet.start_load(lab::profile(qps, Duration::from_secs_f64(load_s))).await?;
     let mut ticker = Ticker::new(t0, first.clone());
     ticker.hold(fleet, Duration::from_secs(3)).await?;
     let b0 = ticker.tick(fleet).await?;
@@ -163,7 +194,7 @@ async fn drive(fleet: &mut Fleet, a: &Args, detect: Detect, qps: u32, r: &mut Bl
         let t = Instant::now();
         let end = loop {
             let s = ticker.hold(fleet, Duration::from_secs(1)).await?;
-            let enough = steps::delta(s.router.1, start.router.1).requests >= n && t.elapsed() >= bake_min;
+            let enough = s.router.1.since(start.router.1).requests >= n && t.elapsed() >= bake_min;
             if enough || t.elapsed().as_secs_f64() > bake_s * 2.0 + 15.0 {
                 break s;
             }
@@ -189,7 +220,7 @@ async fn drive(fleet: &mut Fleet, a: &Args, detect: Detect, qps: u32, r: &mut Bl
     while !load.is_finished() {
         ticker.hold(fleet, Duration::from_secs(1)).await?;
     }
-    let result = load.await.context("the load generator panicked")?;
+    let result = load.await.context("the load generator panicked")??;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let last = ticker.tick(fleet).await?;
     // The load started a moment after t0; its records count from its own start.
@@ -210,9 +241,9 @@ async fn drive(fleet: &mut Fleet, a: &Args, detect: Detect, qps: u32, r: &mut Bl
 }
 
 /// Sets the green share; returns ((at s, runtime API latency ms), old side quiet ms).
-async fn change(fleet: &Fleet, ticker: &mut Ticker, permille: u32) -> Result<((f64, f64), f64)> {
+async fn change(fleet: &impl RoutedFleet, ticker: &mut Ticker, permille: u32) -> Result<((f64, f64), f64)> {
     let (at, at_s) = (Instant::now(), ticker.now_s());
-    fleet.router.set_permille(permille).await?;
+    fleet.set_canary_permille(permille).await?;
     let latency_ms = at.elapsed().as_secs_f64() * 1000.0;
     ticker.weight_pct = permille as f64 / 10.0;
     tracing::info!(step = "switch", permille, latency_ms, "routing tier switched");

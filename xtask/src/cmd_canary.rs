@@ -3,7 +3,8 @@
 //! step, automatic rollback to 0% with its time and blast radius.
 
 use crate::exit::CheckFailed;
-use crate::progressive::fleet::{self, Fleet, VersionSpec};
+use crate::harness::{self, LocalSession, RunDir, Work};
+use crate::platform_args::{Choice, PlatformArgs};
 use crate::progressive::gate_args::GateArgs;
 use crate::progressive::lab;
 use crate::progressive::model::{BlastRadius, CanaryReport, Settings};
@@ -12,8 +13,7 @@ use crate::progressive::{report, steps};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use zerodrop_platform::local::lab::{self as local_lab, Lab};
-use zerodrop_platform::workspace;
+use zerodrop_platform::router::{RoutedFleet, TwoVersions, TwoVersionsSpec};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -43,10 +43,8 @@ pub struct Args {
     expect: Option<Outcome>,
     #[arg(long, default_value = "reports")]
     out: PathBuf,
-    /// Print the kind platform's plan (the manifests of HAProxy and both versions, and
-    /// every runtime-API command per step) and exit; nothing is started.
-    #[arg(long)]
-    dry_run: bool,
+    #[command(flatten)]
+    platform: PlatformArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,16 +98,23 @@ pub async fn run(a: Args) -> Result<()> {
     let cfg = settings(&a)?;
     let n = cfg.detect.sample_size();
     let plan = plan_duration(n, cfg.qps as f64, &cfg.steps_pct);
-    if a.dry_run {
-        let o = zerodrop_manifests::RenderOptions { api_replicas: cfg.replicas, ..Default::default() };
-        print!("{}", crate::progressive::kind_plan::render(&cfg, n, &o));
+    let choice = a.platform.choose()?;
+    if choice == Choice::KindPlan {
+        let opts = a.platform.kind_options(&RunDir::new(&a.out));
+        let p = crate::progressive::kind_plan::canary(
+            &opts,
+            &TwoVersionsSpec::v2_with(cfg.replicas, &cfg.regression),
+            &cfg,
+            n,
+        )?;
+        println!("# cargo xtask canary --platform kind: the plan (dry run; nothing below was executed)");
+        print!("{}", p.render());
         return Ok(());
     }
-    let run_id = workspace::run_id();
-    let out_dir = local_lab::out_dir(&a.out, &run_id);
-    let mut r = CanaryReport {
-        run_id: run_id.clone(),
-        command: lab::command_line(),
+    let run = RunDir::new(&a.out);
+    let r = CanaryReport {
+        run_id: run.id.clone(),
+        command: RunDir::command(),
         started_at: lab::started_at(),
         machine: crate::experiment::machine(),
         settings: cfg.clone(),
@@ -126,8 +131,8 @@ pub async fn run(a: Args) -> Result<()> {
         wall_s: 0.0,
     };
     if plan.total_s > cfg.max_duration_s {
-        local_lab::create_dir(&out_dir)?;
-        report::write(&r, &out_dir)?;
+        run.create()?;
+        report::write(&r, &run.dir)?;
         eprintln!(
             "[canary] refused: {n} canary requests per step at {} req/s need {} over the steps below 100% (limit {}); \
              use blue-green (bake {}) or larger steps. Report: {}",
@@ -135,26 +140,34 @@ pub async fn run(a: Args) -> Result<()> {
             human(plan.total_s),
             human(cfg.max_duration_s),
             human(plan.blue_green_bake_s),
-            out_dir.join("report.md").display()
+            run.dir.join("report.md").display()
         );
         return expect(a.expect, Outcome::Refused);
     }
-    lab::ensure_inside().await?;
-    local_lab::create_dir(&out_dir)?;
-    eprintln!(
-        "zerodrop canary {run_id}: regression {}, steps {:?}%, {} req/s, {n} canary requests per step (about {})",
-        cfg.regression,
-        cfg.steps_pct,
-        cfg.qps,
-        human(plan.total_s)
-    );
-    let lab = lab::join(&run_id, &out_dir).await?;
-    let interrupted = format!("partial logs kept in {}", out_dir.display());
-    let result = local_lab::until_interrupted(execute(&lab, &cfg, n, &out_dir, &mut r), interrupted).await;
-    lab.release().await;
-    let outcome = result?;
-    report::write(&r, &out_dir)?;
-    eprintln!("[canary] {}: report {}", r.outcome, out_dir.join("report.md").display());
+    let started = |run: &RunDir| {
+        eprintln!(
+            "zerodrop canary {}: regression {}, steps {:?}%, {} req/s, {n} canary requests per step (about {})",
+            run.id,
+            cfg.regression,
+            cfg.steps_pct,
+            cfg.qps,
+            human(plan.total_s)
+        )
+    };
+    let work = Canary { cfg: cfg.clone(), n, log_dir: run.dir.join("logs"), report: r };
+    let (outcome, r) = harness::on_chosen(
+        choice,
+        &a.platform,
+        &run,
+        LocalSession::routing_tier(),
+        "the local platform needs Linux (network and PID namespaces); use --platform kind elsewhere",
+        KIND_ROLL_TIMEOUT,
+        started,
+        work,
+    )
+    .await?;
+    report::write(&r, &run.dir)?;
+    eprintln!("[canary] {}: report {}", r.outcome, run.dir.join("report.md").display());
     if let Some(ag) = &r.agreement {
         if !ag.within_1pct {
             return Err(CheckFailed(format!("HAProxy's and the apps' counts differ by {:.2}%", ag.max_diff_pct)).into());
@@ -177,29 +190,39 @@ fn expect(want: Option<Outcome>, got: Outcome) -> Result<()> {
     }
 }
 
-async fn execute(
-    lab: &Lab,
-    cfg: &Settings,
+/// Bounds a rolling deploy on kind; the two versions' own rollouts have theirs
+/// (`kind::two_versions::rollout_limit`).
+pub const KIND_ROLL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The canary on a platform that can run two versions behind a routing tier.
+struct Canary {
+    cfg: Settings,
     n: u64,
-    out_dir: &std::path::Path,
-    r: &mut CanaryReport,
-) -> Result<Outcome> {
-    let v1 = VersionSpec { name: "v1", regression: "none".into() };
-    let v2 = VersionSpec { name: "v2", regression: cfg.regression.clone() };
-    let fleet = Fleet::up(&lab.backends, &lab.node.bin_dir, &fleet::log_dir(out_dir), cfg.replicas, &v1, &v2)
-        .await
-        .context("starting v1, v2 and HAProxy")?;
-    let outcome = drive(&fleet, cfg, n, r).await;
-    r.pod_seconds = fleet.pod_seconds();
-    fleet.down().await;
-    outcome
+    log_dir: PathBuf,
+    report: CanaryReport,
 }
 
-async fn drive(fleet: &Fleet, cfg: &Settings, n: u64, r: &mut CanaryReport) -> Result<Outcome> {
+impl<P: TwoVersions> Work<P> for Canary {
+    type Output = (Outcome, CanaryReport);
+
+    async fn run(self, mut platform: P) -> Result<Self::Output> {
+        let Canary { cfg, n, log_dir, mut report } = self;
+        let fleet = platform
+            .two_versions(&TwoVersionsSpec::v2_with(cfg.replicas, &cfg.regression), &log_dir)
+            .await
+            .context("starting v1, v2 and HAProxy")?;
+        let outcome = drive(&fleet, &cfg, n, &mut report).await;
+        report.pod_seconds = fleet.pod_seconds();
+        fleet.down().await;
+        Ok((outcome?, report))
+    }
+}
+
+async fn drive(fleet: &impl RoutedFleet, cfg: &Settings, n: u64, r: &mut CanaryReport) -> Result<Outcome> {
     let t0 = Instant::now();
     let first = fleet.snapshot().await?;
     let load_s = r.plan.total_s * 1.5 + cfg.final_hold_s + 25.0;
-    let load = lab::start_load(fleet, lab::profile(cfg.qps, Duration::from_secs_f64(load_s)));
+    let load = fleet.start_load(lab::profile(cfg.qps, Duration::from_secs_f64(load_s))).await?;
     let mut ticker = steps::Ticker::new(t0, first.clone());
     // Traffic on v1 alone first: connections open, caches warm.
     ticker.hold(fleet, Duration::from_secs(3)).await?;
@@ -211,11 +234,11 @@ async fn drive(fleet: &Fleet, cfg: &Settings, n: u64, r: &mut CanaryReport) -> R
     while !load.is_finished() {
         ticker.hold(fleet, Duration::from_secs(1)).await?;
     }
-    let result = load.await.context("the load generator panicked")?;
+    let result = load.await.context("the load generator panicked")??;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let last = ticker.tick(fleet).await?;
-    let canary_total = steps::delta(last.router.1, first.router.1);
-    let all = |s: &crate::progressive::fleet::Snapshot| s.router.0.requests + s.router.1.requests;
+    let canary_total = last.router.1.since(first.router.1);
+    let all = |s: &zerodrop_platform::router::Snapshot| s.router.0.requests + s.router.1.requests;
     let rate =
         if canary_total.requests == 0 { 0.0 } else { canary_total.http_5xx as f64 / canary_total.requests as f64 };
     let fleet_requests = all(&at_decision) - all(&before_steps).min(all(&at_decision));

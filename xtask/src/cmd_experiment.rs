@@ -2,9 +2,9 @@
 
 use crate::experiment::{machine, RunCtx};
 use crate::harness::{self, LocalSession, RunDir, Work};
+use crate::platform_args::{Choice, PlatformArgs};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
-use zerodrop_platform::local::lab;
 use zerodrop_platform::profile::ExperimentProfile;
 use zerodrop_platform::Platform;
 use zerodrop_report::model::{self, Report};
@@ -54,54 +54,19 @@ pub struct Args {
     /// With --alongside: only in these stages (comma-separated; default: all).
     #[arg(long, value_parser = crate::parse_stages)]
     alongside_stages: Option<std::vec::Vec<StageName>>,
-    /// Where the fleet runs: `kind` (a real Kubernetes cluster in Docker), `local`
-    /// (processes on this machine), `auto` (kind when `docker info` answers and `kind`
-    /// is on PATH, else local). The report names the platform that ran.
-    #[arg(long, value_enum, default_value_t = PlatformKind::Auto)]
-    platform: PlatformKind,
-    /// kind: use this existing cluster's kube context instead of creating a kind
-    /// cluster; at the end only the namespace is removed. A kind context (kind-<name>)
-    /// gets the images with `kind load`; any other cluster needs --registry.
-    #[arg(long)]
-    context: Option<String>,
-    /// kind: push the images to this registry prefix (`ghcr.io/you`,
-    /// `registry.local:5000`) with `docker push`, and have the pods pull them from
-    /// there, instead of `kind load docker-image`. Required for a --context that is
-    /// not kind; `kind` itself is then not needed.
-    #[arg(long, value_name = "PREFIX")]
-    registry: Option<String>,
-    /// kind: leave the cluster (with --context: the namespace) up at the end.
-    #[arg(long)]
-    keep: bool,
+    #[command(flatten)]
+    platform: PlatformArgs,
     /// Apply a stage override (JSON: pre_stop_ms, deregistration_wait_ms,
     /// api_drain_budget_ms, grace_ms), e.g. the `recommended.json` that `cargo xtask
     /// tune` writes, to every stage from readiness-prestop on.
     #[arg(long = "override", value_name = "FILE")]
     overrides: Option<PathBuf>,
-    /// kind: print the plan (every command and every manifest it would apply) and
-    /// exit, without touching Docker or a cluster.
-    #[arg(long)]
-    dry_run: bool,
 }
 
-pub use zerodrop_platform::PlatformKind;
-
 pub async fn run(a: Args) -> Result<()> {
-    let kind_only = a.context.is_some() || a.keep || a.registry.is_some();
-    // A context that is not kind's can only mean a cluster, whether `kind` is on PATH or not.
-    let other_cluster = a.context.as_deref().is_some_and(|c| !c.starts_with("kind-"));
-    let platform = match a.platform {
-        // The plan is the kind platform's; probing Docker would already touch it.
-        PlatformKind::Auto if a.dry_run || other_cluster => PlatformKind::Kind,
-        p => harness::resolve(p),
-    };
-    match platform {
-        PlatformKind::Kind => run_kind(a).await,
-        _ if a.dry_run => bail!("--dry-run prints the kind platform's plan; use it with --platform kind (or auto)"),
-        _ if kind_only => {
-            bail!("--context, --registry and --keep apply to the kind platform, and the local one was chosen")
-        }
-        _ => run_local(a).await,
+    match a.platform.choose()? {
+        Choice::Kind | Choice::KindPlan => run_kind(a).await,
+        Choice::Local => run_local(a).await,
     }
 }
 
@@ -123,37 +88,21 @@ fn profile_of(a: &Args) -> ExperimentProfile {
     }
 }
 
-fn out_dir_of(a: &Args, run_id: &str) -> PathBuf {
-    lab::out_dir(&a.out, run_id)
-}
-
-fn kind_options(a: &Args, run_id: &str) -> zerodrop_platform::kind::KindOptions {
-    zerodrop_platform::kind::KindOptions::new(
-        a.context.clone(),
-        a.keep,
-        run_id.to_string(),
-        run_id.to_lowercase(),
-        out_dir_of(a, run_id),
-    )
-    .with_registry(a.registry.clone())
-}
-
-/// `--dry-run`'s output: the plan, built as data (no process is started).
-pub fn dry_run_plan(a: &Args, run_id: &str) -> Result<zerodrop_platform::kind::plan::Plan> {
-    zerodrop_platform::kind::plan::build(&kind_options(a, run_id), &profile_of(a), &stages_of(a)?)
+pub fn dry_run_plan(a: &Args, run: &RunDir) -> Result<zerodrop_platform::kind::plan::Plan> {
+    zerodrop_platform::kind::plan::build(&a.platform.kind_options(run), &profile_of(a), &stages_of(a)?)
 }
 
 async fn run_kind(a: Args) -> Result<()> {
     let profile = profile_of(&a);
     let stages = stages_of(&a)?;
     let run = RunDir::new(&a.out);
-    if a.dry_run {
-        let plan = dry_run_plan(&a, &run.id)?;
+    if a.platform.dry_run {
+        let plan = dry_run_plan(&a, &run)?;
         println!("# cargo xtask experiment --platform kind: the plan (dry run; nothing below was executed)");
         print!("{}", plan.render());
         return Ok(());
     }
-    let opts = kind_options(&a, &run.id);
+    let opts = a.platform.kind_options(&run);
     harness::check_kind(&opts)?;
     run.create()?;
     let command = announce(&run.id, &profile, &stages);
@@ -438,6 +387,11 @@ mod tests {
     use super::*;
     use clap::Parser;
     use zerodrop_platform::kind::plan::Step;
+    use zerodrop_platform::PlatformKind;
+
+    fn plan(a: &Args, run_id: &str) -> Result<zerodrop_platform::kind::plan::Plan> {
+        dry_run_plan(a, &RunDir::with_id(&a.out, run_id))
+    }
 
     #[derive(Parser)]
     struct Cli {
@@ -456,7 +410,7 @@ mod tests {
         let out = std::env::temp_dir().join(format!("zerodrop-dry-run-{}", std::process::id()));
         let a = args(&format!("--platform kind --quick --stages naive --dry-run --out {}", out.display()));
         let run_id = "20261123-130150";
-        let plan = dry_run_plan(&a, run_id).unwrap();
+        let plan = plan(&a, run_id).unwrap();
         let text = plan.render();
         let cmds: Vec<String> = plan.commands().iter().map(|c| c.display()).collect();
 
@@ -516,7 +470,7 @@ mod tests {
     #[test]
     fn the_dry_run_with_an_existing_context_keeps_the_cluster() {
         let a = args("--platform kind --quick --stages naive --dry-run --context kind-lab --keep");
-        let plan = dry_run_plan(&a, "r1").unwrap();
+        let plan = plan(&a, "r1").unwrap();
         let cmds: Vec<String> = plan.commands().iter().map(|c| c.display()).collect();
         assert!(cmds.iter().all(|c| !c.starts_with("kind create") && !c.starts_with("kind delete")), "{cmds:#?}");
         assert!(cmds.contains(&"kind load docker-image --name lab zerodrop-load:r1".to_string()));
@@ -529,8 +483,8 @@ mod tests {
     #[test]
     fn the_dry_run_against_another_cluster_pushes_to_the_registry() {
         let a = args("--quick --stages naive,surge-jitter --dry-run --context prod --registry registry.local:5000/lab");
-        assert_eq!(a.platform, PlatformKind::Auto, "auto plans the kind platform for a dry run");
-        let plan = dry_run_plan(&a, "r2").unwrap();
+        assert_eq!(a.platform.platform, PlatformKind::Auto, "auto plans the kind platform for a dry run");
+        let plan = plan(&a, "r2").unwrap();
         let text = plan.render();
         let cmds: Vec<String> = plan.commands().iter().map(|c| c.display()).collect();
         assert!(cmds.iter().all(|c| !c.starts_with("kind ")), "no kind command: {cmds:#?}");
@@ -552,8 +506,9 @@ mod tests {
             ));
         }
         want.extend(tags.iter().map(|t| format!("docker push registry.local:5000/lab/{t}")));
-        // Issue #8, defect 5: RabbitMQ and PostgreSQL are mirrored under the prefix too.
-        for public in ["rabbitmq:3.13-alpine", "postgres:16-alpine"] {
+        // Issue #8, defect 5: RabbitMQ and PostgreSQL are mirrored under the prefix too,
+        // and HAProxy (the routing tier of canary and blue-green).
+        for public in ["rabbitmq:3.13-alpine", "postgres:16-alpine", "haproxy:2.6"] {
             want.push(format!("docker pull {public}"));
             want.push(format!("docker tag {public} registry.local:5000/lab/{public}"));
             want.push(format!("docker push registry.local:5000/lab/{public}"));
@@ -593,12 +548,12 @@ mod tests {
     #[test]
     fn another_cluster_without_a_registry_is_one_clear_error() {
         for line in ["--platform kind --dry-run --context prod", "--dry-run --context gke_me_europe-west1_lab"] {
-            let err = dry_run_plan(&args(line), "r3").unwrap_err().to_string();
+            let err = plan(&args(line), "r3").unwrap_err().to_string();
             assert!(err.contains("is not a kind cluster's context"), "{err}");
             assert!(err.contains("a non-kind cluster cannot see local images; pass --registry <prefix> that the cluster can pull from"), "{err}");
         }
         // A registry with kind: still a kind cluster (created here), the images pushed.
-        let plan = dry_run_plan(&args("--platform kind --dry-run --stages naive --registry ghcr.io/me"), "r4").unwrap();
+        let plan = plan(&args("--platform kind --dry-run --stages naive --registry ghcr.io/me"), "r4").unwrap();
         let cmds: Vec<String> = plan.commands().iter().map(|c| c.display()).collect();
         assert!(cmds[0].starts_with("kind create cluster --name zerodrop"));
         assert!(cmds.contains(&"docker push ghcr.io/me/zerodrop-load:r4".to_string()));
@@ -607,8 +562,8 @@ mod tests {
 
     #[test]
     fn platform_flags_parse() {
-        assert_eq!(args("").platform, PlatformKind::Auto);
-        assert_eq!(args("--platform local").platform, PlatformKind::Local);
+        assert_eq!(args("").platform.platform, PlatformKind::Auto);
+        assert_eq!(args("--platform local").platform.platform, PlatformKind::Local);
         assert!(Cli::try_parse_from(["experiment", "--platform", "docker"]).is_err());
     }
 }

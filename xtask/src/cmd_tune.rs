@@ -2,9 +2,9 @@
 //! budget and grace, written as a stage override; `--compare` adds the three-setting
 //! comparison. See `tune/`.
 
-use crate::cmd_experiment::PlatformKind;
 use crate::experiment::{machine, RunCtx};
 use crate::harness::{self, LocalSession, RunDir, Work};
+use crate::platform_args::{Choice, PlatformArgs};
 use crate::tune::{compare, recommend, report, Plan};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
@@ -35,44 +35,35 @@ pub struct Args {
     /// Where reports go; each run gets its own <run-id> directory inside.
     #[arg(long, default_value = "reports")]
     out: PathBuf,
-    /// `local`, `kind` or `auto`, as for `experiment`.
-    #[arg(long, value_enum, default_value_t = PlatformKind::Auto)]
-    platform: PlatformKind,
-    /// kind: an existing cluster's kube context.
-    #[arg(long)]
-    context: Option<String>,
+    #[command(flatten)]
+    platform: PlatformArgs,
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    match harness::resolve(a.platform) {
-        PlatformKind::Kind => run_kind(a).await,
-        _ => run_local(a).await,
+    let choice = a.platform.choose()?;
+    if choice == Choice::KindPlan {
+        return print_plan(&a);
     }
-}
-
-async fn run_local(a: Args) -> Result<()> {
-    harness::enter_local("the local platform needs Linux; use --platform kind elsewhere").await?;
     let profile = ExperimentProfile::tune();
     let run = RunDir::new(&a.out);
-    run.create()?;
     let session = LocalSession::service(profile.propagation);
-    harness::on_local(&run, session, Tune { a: &a, run: &run, profile }).await
+    let roll_timeout = profile.roll * 3 + std::time::Duration::from_secs(60);
+    let work = Tune { a: &a, run: &run, profile };
+    let needs_linux = "the local platform needs Linux; use --platform kind elsewhere";
+    harness::on_chosen(choice, &a.platform, &run, session, needs_linux, roll_timeout, |_| {}, work).await
 }
 
-async fn run_kind(a: Args) -> Result<()> {
-    let profile = ExperimentProfile::tune();
+/// `--dry-run`: the stage tune deploys again and again, as the kind platform applies it.
+fn print_plan(a: &Args) -> Result<()> {
     let run = RunDir::new(&a.out);
-    let opts = zerodrop_platform::kind::KindOptions::new(
-        a.context.clone(),
-        false,
-        run.id.clone(),
-        run.id.to_lowercase(),
-        run.dir.clone(),
+    let stages = [Stage::get(StageName::SurgeJitter)];
+    let plan =
+        zerodrop_platform::kind::plan::build(&a.platform.kind_options(&run), &ExperimentProfile::tune(), &stages)?;
+    println!(
+        "# cargo xtask tune --platform kind: the plan of one termination round (dry run; nothing below was executed)"
     );
-    harness::check_kind(&opts)?;
-    run.create()?;
-    let roll_timeout = profile.roll * 3 + std::time::Duration::from_secs(60);
-    harness::on_kind(&run, opts, roll_timeout, Tune { a: &a, run: &run, profile }).await
+    print!("{}", plan.render());
+    Ok(())
 }
 
 /// The measurement (and `--compare`), on whichever platform the harness brings up.
@@ -199,10 +190,13 @@ mod tests {
     fn at_least_thirty_terminations_and_the_platforms_of_experiment() {
         let a = parse("").unwrap();
         assert_eq!((a.terminations, a.fresh_rate, a.repeat, a.compare), (30, 100, 1, false));
-        assert_eq!(a.platform, PlatformKind::Auto);
+        assert_eq!(a.platform.platform, zerodrop_platform::PlatformKind::Auto);
         let err = parse("--terminations 29").err().unwrap().to_string();
         assert!(err.contains("30"), "{err}");
-        assert_eq!(parse("--platform kind --context kind-lab").unwrap().platform, PlatformKind::Kind);
+        assert_eq!(
+            parse("--platform kind --context kind-lab").unwrap().platform.platform,
+            zerodrop_platform::PlatformKind::Kind
+        );
         assert!(parse("--fresh-rate 0").is_err());
     }
 }

@@ -5,7 +5,14 @@
 //! (local/control.rs; a path, so it reaches into the namespace) named in
 //! target/zerodrop-up/state.json. The Service is kernel DNAT on a virtual IP inside the
 //! lab: `cargo xtask client -- curl ...`.
+//!
+//! With `--platform kind` the cluster is the control plane: `up` applies the stage in
+//! a namespace of its own that outlives it, records {platform, context, namespace} in
+//! the same state.json and exits; the other commands read that record and act on the
+//! cluster (kind/fleet_control.rs decides from the API's answers).
 
+use crate::harness::{self, RunDir};
+use crate::platform_args::{Choice, PlatformArgs};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -16,6 +23,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use zerodrop_jobs::Topology;
 use zerodrop_platform::infra::Backends;
+use zerodrop_platform::kind::fleet_control::{self, KindRecord};
 use zerodrop_platform::local::control::{self, Reply, Request};
 use zerodrop_platform::local::netns;
 use zerodrop_platform::local::nft::VIP;
@@ -25,6 +33,7 @@ use zerodrop_platform::local::rollout::{Verdict, Watch};
 use zerodrop_platform::local::{follow, Fleet, FleetConfig};
 use zerodrop_platform::profile::ExperimentProfile;
 use zerodrop_platform::workspace;
+use zerodrop_platform::PlatformKind;
 use zerodrop_stages::{Stage, StageName};
 
 #[derive(clap::Args)]
@@ -32,10 +41,12 @@ pub struct UpArgs {
     /// The stage to deploy.
     #[arg(long, default_value = "naive")]
     stage: StageName,
-    /// Run the service binaries already built in this directory instead of building
-    /// them first (zerodrop-api, zerodrop-worker, zerodrop-init).
+    /// local: run the service binaries already built in this directory instead of
+    /// building them first (zerodrop-api, zerodrop-worker, zerodrop-init).
     #[arg(long, env = "ZERODROP_BIN_DIR")]
     bin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    platform: PlatformArgs,
 }
 
 #[derive(clap::Args)]
@@ -92,14 +103,64 @@ fn state_path() -> PathBuf {
     workspace::target_dir().join("zerodrop-up/state.json")
 }
 
-fn read_state() -> Result<State> {
+/// The fleet `up` left: the local control plane's socket, or a kind record.
+enum Fleetref {
+    Local(State),
+    Kind(KindRecord),
+}
+
+fn read_fleet() -> Result<Fleetref> {
     let p = state_path();
     let text = std::fs::read_to_string(&p)
         .with_context(|| format!("no fleet is up ({} missing): start one with `cargo xtask up`", p.display()))?;
-    serde_json::from_str(&text).context("reading the fleet state file")
+    Ok(match fleet_control::kind_record(&text)? {
+        Some(k) => Fleetref::Kind(k),
+        None => Fleetref::Local(serde_json::from_str(&text).context("reading the fleet state file")?),
+    })
+}
+
+fn read_state() -> Result<State> {
+    match read_fleet()? {
+        Fleetref::Local(s) => Ok(s),
+        Fleetref::Kind(k) => anyhow::bail!("the fleet is on the kind platform (namespace {})", k.namespace),
+    }
+}
+
+/// `up --platform kind`: the cluster is the control plane; record it and exit.
+async fn up_kind(a: UpArgs, choice: Choice) -> Result<()> {
+    if a.bin_dir.is_some() {
+        anyhow::bail!("--bin-dir applies to the local platform; on kind the services are built into images");
+    }
+    let stage = Stage::get(a.stage);
+    let run = RunDir::new(&workspace::target_dir().join("zerodrop-up/kind"));
+    let opts = a.platform.kind_options(&run);
+    if choice == Choice::KindPlan {
+        print!("{}", fleet_control::up_plan(&opts, &stage)?.render());
+        return Ok(());
+    }
+    if state_path().exists() {
+        anyhow::bail!("a fleet is already up ({}): `cargo xtask down` first", state_path().display());
+    }
+    harness::check_kind(&opts)?;
+    run.create()?;
+    let rec = fleet_control::up(opts, &stage).await?;
+    std::fs::create_dir_all(state_path().parent().context("state path has a parent")?)?;
+    std::fs::write(state_path(), serde_json::to_string_pretty(&rec)?)?;
+    println!("fleet up: stage {} in namespace {} (context {})", rec.stage, rec.namespace, rec.context);
+    println!("reach it: kubectl --context {} -n {} port-forward svc/api 8080:80", rec.context, rec.namespace);
+    println!("then:     curl -sS 'http://127.0.0.1:8080/work?ms=100'");
+    println!("then:     cargo xtask status | rollout | logs [POD] | down   (the cluster keeps it up)");
+    Ok(())
 }
 
 pub async fn up(a: UpArgs) -> Result<()> {
+    // `up` has always meant the local fleet: without a kind flag, no probe of Docker.
+    let p = &a.platform;
+    let kind_flags = p.context.is_some() || p.registry.is_some() || p.keep || p.dry_run;
+    let choice = if p.platform == PlatformKind::Auto && !kind_flags { Choice::Local } else { p.choose()? };
+    if choice != Choice::Local {
+        return up_kind(a, choice).await;
+    }
     if !netns::inside() {
         // Built here, where the network is: the lab has none, and cargo may need it.
         let bin_dir = match a.bin_dir {
@@ -308,6 +369,19 @@ fn status_text(f: &Fleet) -> String {
 
 /// Sends one control command to the running `up` and prints the answer.
 pub async fn control(command: &str) -> Result<()> {
+    if let Fleetref::Kind(rec) = read_fleet()? {
+        if command == "down" {
+            fleet_control::down(&rec).await?;
+            let _ = std::fs::remove_file(state_path());
+            println!("deleted namespace {} (context {})", rec.namespace, rec.context);
+            if let Some(c) = rec.created_cluster {
+                println!("the kind cluster stays: `kind delete cluster --name {c}` removes it");
+            }
+        } else {
+            println!("{}", fleet_control::status(&rec).await?);
+        }
+        return Ok(());
+    }
     let req = match command {
         "down" => Request::Down,
         _ => Request::Status,
@@ -316,6 +390,10 @@ pub async fn control(command: &str) -> Result<()> {
 }
 
 pub async fn rollout(a: RolloutArgs) -> Result<()> {
+    if let Fleetref::Kind(rec) = read_fleet()? {
+        return fleet_control::rollout(&rec, a.progress_deadline, &a.set_env, a.only.as_deref(), |l| println!("{l}"))
+            .await;
+    }
     let req = Request::Rollout {
         progress_deadline_s: a.progress_deadline.as_secs().max(1),
         set_env: a.set_env,
@@ -325,6 +403,26 @@ pub async fn rollout(a: RolloutArgs) -> Result<()> {
 }
 
 pub async fn status(a: StatusArgs) -> Result<()> {
+    if let Fleetref::Kind(rec) = read_fleet()? {
+        loop {
+            if a.watch {
+                let now = time::OffsetDateTime::now_utc();
+                println!("--- {:02}:{:02}:{:02} UTC", now.hour(), now.minute(), now.second());
+            }
+            match fleet_control::status(&rec).await {
+                Ok(t) => println!("{t}"),
+                Err(e) if a.watch => println!("the cluster does not answer: {e:#}"),
+                Err(e) => return Err(e),
+            }
+            if !a.watch {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+        }
+    }
     let socket = read_state()?.control;
     if !a.watch {
         return control::request(&socket, &Request::Status).await;
@@ -344,6 +442,9 @@ pub async fn status(a: StatusArgs) -> Result<()> {
 }
 
 pub async fn logs(a: LogsArgs) -> Result<()> {
+    if let Fleetref::Kind(rec) = read_fleet()? {
+        return fleet_control::logs(&rec, a.pod.as_deref(), a.follow).await;
+    }
     let st = read_state()?;
     if a.follow {
         return follow::follow(&st.logs, a.pod, || !state_path().exists()).await;

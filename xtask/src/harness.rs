@@ -7,59 +7,22 @@
 //! a command whose bounds a platform does not meet cannot be handed to it, so a
 //! capability missing on one platform is a compile error here, not a runtime surprise.
 
-use anyhow::{Context, Result};
+use crate::platform_args::{Choice, PlatformArgs};
+pub use crate::run_dir::RunDir;
+use anyhow::Result;
 use std::net::SocketAddrV4;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 use zerodrop_platform::kind::{self, KindOptions, KindPlatform};
 use zerodrop_platform::local::lab::{self, Lab};
 use zerodrop_platform::local::platform::LocalPlatform;
 use zerodrop_platform::local::propagation::PropagationModel;
-use zerodrop_platform::{workspace, Platform, PlatformKind};
+use zerodrop_platform::Platform;
 
 /// What a command does once its platform is up.
 #[allow(async_fn_in_trait)]
 pub trait Work<P> {
     type Output;
     async fn run(self, platform: P) -> Result<Self::Output>;
-}
-
-/// A run's id and its own report folder, `<out>/<run-id>/`.
-pub struct RunDir {
-    pub id: String,
-    pub dir: PathBuf,
-}
-
-impl RunDir {
-    /// A new run id and where its folder goes under `out` (relative to the workspace
-    /// root unless absolute); nothing is created yet.
-    pub fn new(out: &Path) -> RunDir {
-        let id = workspace::run_id();
-        let dir = lab::out_dir(out, &id);
-        RunDir { id, dir }
-    }
-
-    /// Creates the folder.
-    pub fn create(&self) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))
-    }
-
-    /// The command line as the report quotes it.
-    pub fn command() -> String {
-        format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "))
-    }
-}
-
-/// `auto` made concrete: kind when its prerequisites answer, else local; says why.
-pub fn resolve(platform: PlatformKind) -> PlatformKind {
-    match platform {
-        PlatformKind::Auto => {
-            let (p, why) = kind::prereq::choose_auto(&kind::prereq::System::default());
-            eprintln!("[platform] {why}");
-            p
-        }
-        p => p,
-    }
 }
 
 /// Outside the lab: builds the services, re-runs this command inside a new lab network
@@ -84,6 +47,16 @@ impl LocalSession {
     /// The Service's VIP with `propagation`.
     pub fn service(propagation: PropagationModel) -> LocalSession {
         LocalSession { addr: zerodrop_platform::local::nft::VIP, propagation, announce: false }
+    }
+
+    /// The routing tier's address (`canary`, `blue-green`): clients go through HAProxy,
+    /// not the Service, so no propagation delay applies.
+    pub fn routing_tier() -> LocalSession {
+        LocalSession {
+            addr: zerodrop_platform::local::two_versions::ROUTER,
+            propagation: PropagationModel::constant(Duration::ZERO),
+            announce: false,
+        }
     }
 }
 
@@ -132,4 +105,39 @@ pub async fn on_kind<W: Work<KindPlatform>>(
     .await;
     session.teardown().await;
     result
+}
+
+/// Runs `work` where `choice` says: the local lab (entered first: outside it, this
+/// re-runs the command inside and exits) or the kind cluster (its prerequisites checked
+/// first). `run`'s folder is created once the platform's own checks have passed; then
+/// `started` prints the command's first line.
+#[allow(clippy::too_many_arguments)]
+pub async fn on_chosen<W, O>(
+    choice: Choice,
+    platform: &PlatformArgs,
+    run: &RunDir,
+    local: LocalSession,
+    needs_linux: &str,
+    roll_timeout: Duration,
+    started: impl FnOnce(&RunDir),
+    work: W,
+) -> Result<O>
+where
+    W: Work<LocalPlatform, Output = O> + Work<KindPlatform, Output = O>,
+{
+    match choice {
+        Choice::Local => {
+            enter_local(needs_linux).await?;
+            run.create()?;
+            started(run);
+            on_local(run, local, work).await
+        }
+        Choice::Kind | Choice::KindPlan => {
+            let opts = platform.kind_options(run);
+            check_kind(&opts)?;
+            run.create()?;
+            started(run);
+            on_kind(run, opts, roll_timeout, work).await
+        }
+    }
 }

@@ -13,9 +13,11 @@ mod exit;
 mod experiment;
 mod harness;
 mod long_lived;
+mod platform_args;
 mod progress;
 mod progressive;
 mod reconnect;
+mod run_dir;
 mod tune;
 
 use clap::{Parser, Subcommand};
@@ -36,45 +38,59 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run every stage under identical load across a rolling deploy and write the
-    /// before/after report to reports/<run-id>/.
+    /// before/after report to reports/<run-id>/. Platforms: local, kind.
     Experiment(cmd_experiment::Args),
     /// Measure the deregistration delay over 30+ pod terminations under load and
     /// recommend preStop, drain budget and grace (a stage override for `experiment
     /// --override`); `--compare` runs tuned / folklore 15 s / too short side by side.
+    /// Platforms: local, kind.
     Tune(cmd_tune::Args),
     /// Run the test suite against real RabbitMQ and PostgreSQL (private servers
-    /// unless AMQP_URL / DATABASE_URL are set).
+    /// unless AMQP_URL / DATABASE_URL are set). Runs on this machine (the local
+    /// platform's lab for the fleet tests).
     Test(cmd_test::Args),
     /// SIGKILL a worker mid-job and count, in the ledger, how often the job was
-    /// applied after redelivery, with and without the idempotent consumer.
+    /// applied after redelivery, with and without the idempotent consumer. Platforms:
+    /// local only (it kills a worker process between its commit and its ack).
     KillMidJob(cmd_kill_mid_job::Args),
     /// The thundering reconnect: 2,000+ keep-alive clients across a rolling deploy,
-    /// keep-alive closed at once vs jittered, side by side (local platform).
+    /// keep-alive closed at once vs jittered, side by side. Platforms: local only (it
+    /// reads the api pods' accept queues from their network namespace).
     Reconnect(reconnect::Args),
     /// Long-lived connections: SSE streams resumed with Last-Event-ID and long
-    /// operations refused at admission, across pods draining for 600 s (local).
+    /// operations refused at admission, across pods draining for 600 s. Platforms:
+    /// local only.
     LongLived(long_lived::Args),
-    /// Start a local fleet of one stage and keep it up (foreground), in a lab network
-    /// namespace with the Service as kernel DNAT on 127.96.0.1:80.
+    /// Start a fleet of one stage and keep it up. local: in the foreground, in a lab
+    /// network namespace with the Service as kernel DNAT on 127.96.0.1:80. kind: applied
+    /// in a namespace that outlives the command (the cluster is the control plane);
+    /// reach it with `kubectl port-forward svc/api`. Platforms: local, kind.
     Up(cmd_up::UpArgs),
     /// Run a command (curl, wrk, hey ...) inside the running lab's network namespace,
     /// where the Service's address answers: `cargo xtask client -- curl -sS
-    /// http://127.96.0.1/work?ms=5`.
+    /// http://127.96.0.1/work?ms=5`. Platforms: local only.
     Client(cmd_client::Args),
     /// Rolling restart of the fleet started by `up`; streams each step and exits 4
-    /// with the reason when the rollout fails or makes no progress in time.
+    /// with the reason when the rollout fails or makes no progress in time (on kind: the
+    /// restart patch on deployments api and worker, naming the failed pod and its
+    /// log's last lines). Platforms: local, kind.
     #[command(after_help = exit::HELP)]
     Rollout(cmd_up::RolloutArgs),
     /// Pods, readiness and Service endpoints of the fleet started by `up` (answers
-    /// while a rollout runs).
+    /// while a rollout runs; on kind, the pods and the api Service's EndpointSlices).
+    /// Platforms: local, kind.
     Status(cmd_up::StatusArgs),
-    /// Pod logs of the fleet started by `up`.
+    /// Pod logs of the fleet started by `up` (on kind, from the API; -f needs a POD).
+    /// Platforms: local, kind.
     Logs(cmd_up::LogsArgs),
-    /// Stop the fleet started by `up`.
+    /// Stop the fleet started by `up` (on kind, delete its namespace). Platforms: local,
+    /// kind.
     Down,
-    /// Canary of v2 beside v1 behind HAProxy: sample-sized steps, gates, automatic rollback.
+    /// Canary of v2 beside v1 behind HAProxy: sample-sized steps, gates, automatic
+    /// rollback. Platforms: local, kind.
     Canary(cmd_canary::Args),
-    /// Blue-green of v2 beside v1 behind HAProxy: smoke tests, atomic switch, bake, rollback.
+    /// Blue-green of v2 beside v1 behind HAProxy: smoke tests, atomic switch, bake,
+    /// rollback. Platforms: local, kind.
     BlueGreen(cmd_blue_green::Args),
 }
 
@@ -111,4 +127,24 @@ fn main() -> std::process::ExitCode {
 /// Parses `naive,pid1` into stage names, with the valid names in the error.
 pub fn parse_stages(s: &str) -> Result<Vec<StageName>, String> {
     s.split(',').map(|p| p.trim().parse()).collect()
+}
+
+#[cfg(test)]
+mod help_tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// A user on a cluster learns from `--help`, before anything starts, whether a
+    /// command runs there.
+    #[test]
+    fn every_command_names_the_platforms_it_runs_on() {
+        for sub in Cli::command().get_subcommands_mut() {
+            let help = sub.render_long_help().to_string();
+            let name = sub.get_name().to_string();
+            assert!(
+                help.contains("Platforms: local, kind") || help.contains("Platforms: local only") || name == "test",
+                "`cargo xtask {name} --help` does not name its platforms:\n{help}"
+            );
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! the other.
 
 mod read;
+pub mod routing;
 
 pub use read::{parse_line, read_pod_log};
 use serde::{Deserialize, Serialize};

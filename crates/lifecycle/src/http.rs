@@ -13,6 +13,9 @@
 
 use crate::head_timeout::{HeadClock, Timed};
 use crate::Lifecycle;
+// The counters have a module of their own (the lifecycle's state owns them); this stays
+// their public path.
+pub use crate::conn_stats::ConnStats;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION};
@@ -38,25 +41,6 @@ use zerodrop_stages::KeepAliveClose;
 /// ceiling (about 400 KiB) so the limit is a number we state, and so a connection's
 /// head buffer stays small even with every connection slot taken.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-
-/// Live counters of the server, read by `/metrics` and by the drain.
-#[derive(Debug, Default)]
-pub struct ConnStats {
-    open: AtomicUsize,
-    in_flight: AtomicUsize,
-    all_closed: Notify,
-    /// Accept instants of traffic connections (the deregistration measurement).
-    pub accepts: crate::accepts::AcceptLog,
-}
-
-impl ConnStats {
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
-    }
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
-    }
-}
 
 /// Put into every request's extensions: how many requests this connection served
 /// before it, so a handler can charge the first one on a connection.

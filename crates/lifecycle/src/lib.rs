@@ -14,6 +14,7 @@
 //! prove the order from the logs alone.
 
 pub mod accepts;
+mod conn_stats;
 pub mod exposition;
 mod guardian;
 mod head_timeout;

@@ -1,4 +1,4 @@
-use crate::http::ConnStats;
+use crate::conn_stats::ConnStats;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;

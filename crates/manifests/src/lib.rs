@@ -22,8 +22,9 @@ pub use job::{load_image, load_job, LoadJobSpec};
 pub use kind::{kind_cluster_config, KindCluster, KindNode};
 pub use objects::{to_yaml, Object};
 pub use placement::{Reserve, LOAD_POOL, POOL_LABEL};
+pub use pod::APP_LABEL;
 pub use progressive::{haproxy_config, progressive, Backend, HAPROXY_DIR, HAPROXY_IMAGE, STATS_SOCKET};
-pub use stage::{stage, App, APP_LABEL, STAGE_LABEL};
+pub use stage::{stage, App, STAGE_LABEL};
 pub use strict::{parse_strict, ManifestError};
 
 /// Everything about a render that is not part of a stage.

@@ -9,6 +9,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
+/// Selects an app's pods; the same in every stage. It lives with the builders, whose
+/// Services select by it: stage.rs and base.rs use this module, and it uses neither.
+pub const APP_LABEL: &str = "app";
+
 pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.to_string(), value: Some(value.into()), ..EnvVar::default() }
 }
@@ -76,7 +80,7 @@ pub(crate) fn deployment(p: DeploymentParts<'_>) -> Deployment {
 
 /// A ClusterIP Service sending `port` to the pods' named container port.
 pub(crate) fn service(name: &str, namespace: &str, app: &str, port: i32, target_port: &str) -> Service {
-    let labels = crate::objects::labels([(crate::APP_LABEL, app)]);
+    let labels = crate::objects::labels([(APP_LABEL, app)]);
     Service {
         metadata: meta(name, Some(namespace), &labels),
         spec: Some(ServiceSpec {

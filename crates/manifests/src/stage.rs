@@ -2,7 +2,7 @@
 
 use crate::objects::{labels, Object};
 use crate::placement::Reserve;
-use crate::pod::{clamp_i32, deployment, env, env_from_field, pod_spec, service, DeploymentParts};
+use crate::pod::{clamp_i32, deployment, env, env_from_field, pod_spec, service, DeploymentParts, APP_LABEL};
 use crate::RenderOptions;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
@@ -12,8 +12,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::time::Duration;
 use zerodrop_stages::{AppBehaviour, Entrypoint, Stage};
 
-/// Selects an app's pods; the same in every stage.
-pub const APP_LABEL: &str = "app";
 /// Which stage a pod was rendered from. Changing it is what makes applying the next
 /// stage's file roll the pods.
 pub const STAGE_LABEL: &str = "zerodrop.dev/stage";

@@ -11,6 +11,8 @@ pub mod kind;
 pub mod local;
 mod private_dir;
 pub mod profile;
+pub mod router;
+mod sys;
 pub mod uid;
 pub mod workspace;
 

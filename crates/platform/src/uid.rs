@@ -3,8 +3,7 @@
 
 /// The effective uid.
 pub fn own_uid() -> u32 {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// Running as root: namespaces need no user namespace, and PostgreSQL must drop to

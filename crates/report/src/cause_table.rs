@@ -3,7 +3,7 @@
 //! anything left unexplained with the evidence to chase it.
 
 use super::causes::Cause;
-use super::markdown::cell;
+use super::escape::cell;
 use super::StageGroup;
 use std::fmt::Write as _;
 

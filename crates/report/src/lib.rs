@@ -5,6 +5,7 @@
 mod cause_table;
 pub mod causes;
 mod checks;
+mod escape;
 mod evidence;
 pub mod folder;
 mod json;

@@ -1,5 +1,6 @@
 //! report.md: readable at a glance. Every number comes from the summaries.
 
+use super::escape::cell;
 use super::evidence::{self, MAX_ROWS};
 use super::levers;
 use super::model::{GuardianCheck, Report, StageRun};
@@ -132,11 +133,6 @@ fn repeats(md: &mut String, groups: &[StageGroup]) {
         let _ = writeln!(md, "| {} | {} |", g.first().1.name, row.join(" | "));
     }
     let _ = writeln!(md);
-}
-
-/// Escapes text for a markdown table cell.
-pub fn cell(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('|', "\\|").replace('<', "&lt;").replace('>', "&gt;").replace(['\n', '\r'], " ")
 }
 
 pub fn ms(v: f64) -> String {

@@ -12,6 +12,7 @@
 //! services' log shape (`fields.step`), so a report can prove what reached the app.
 
 use std::ffi::CString;
+use std::io::Write;
 use std::process::ExitCode;
 
 /// Signals an init passes on. SIGKILL and SIGSTOP cannot be caught; SIGCHLD is ours.
@@ -127,10 +128,19 @@ fn name(sig: libc::c_int) -> String {
 /// One line in the services' JSON log shape, on stderr (the pod log).
 fn log(step: &str, fields: &str) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    eprintln!(
+    let _ = std::io::stderr().write_all(line(step, fields, now).as_bytes());
+}
+
+/// The whole line, newline included, so that it reaches the log in one write(2): the
+/// app writes to the same file at the same moments (its own SIGTERM lines), and
+/// `eprintln!` writes each piece of its format separately, which tore both lines.
+fn line(step: &str, fields: &str, now: std::time::Duration) -> String {
+    let mut line = format!(
         r#"{{"timestamp":"{}","level":"INFO","fields":{{"step":"{step}",{fields}}},"target":"zerodrop_init"}}"#,
         rfc3339(now)
     );
+    line.push('\n');
+    line
 }
 
 /// UTC RFC 3339 with microseconds, without a date crate (civil-from-days, H. Hinnant).
@@ -157,6 +167,16 @@ fn rfc3339(d: std::time::Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_log_line_is_one_whole_line_for_one_write() {
+        let l = super::line("signal_forwarded", r#""signal":"SIGTERM","app_pid":2"#, std::time::Duration::new(1, 0));
+        assert_eq!(
+            l,
+            "{\"timestamp\":\"1970-01-01T00:00:01.000000Z\",\"level\":\"INFO\",\"fields\":{\"step\":\"signal_forwarded\",\
+             \"signal\":\"SIGTERM\",\"app_pid\":2},\"target\":\"zerodrop_init\"}\n"
+        );
+    }
+
     #[test]
     fn timestamps_are_rfc3339_utc() {
         let d = std::time::Duration::new(1_795_438_951, 268_150_000);

@@ -9,7 +9,7 @@ mod common;
 use common::api::ApiProc;
 use common::load::{assert_exactly_once, load, reconcile, stop_all, FAULT_AT};
 use common::outage::{amqp_upstream, amqp_via, postgres_upstream, postgres_via, Relay};
-use common::{amqp_url, stage_env, Fixture};
+use common::{amqp_url, api_stage_env, stage_env, Fixture};
 use std::time::Duration;
 use zerodrop_stages::StageName;
 
@@ -31,7 +31,7 @@ async fn the_broker_going_away_mid_load_loses_and_duplicates_nothing() {
     for w in &mut workers {
         w.wait_ready(Duration::from_secs(15)).await;
     }
-    let api = ApiProc::start(&url, &fx.topology.queue, &stage_env(FINAL));
+    let api = ApiProc::start(&url, &fx.topology.queue, &api_stage_env(FINAL));
     let run = load(&api, &fx.job_id("amqp"), async { relay.outage(OUTAGE) }).await;
     assert!(relay.cuts() >= 3, "the outage cut {} connections", relay.cuts());
     let (lost, duplicated, _) = reconcile(&fx, &run.accepted).await;
@@ -56,7 +56,7 @@ async fn the_database_going_away_mid_load_loses_and_duplicates_nothing() {
     for w in &mut workers {
         w.wait_ready(Duration::from_secs(15)).await;
     }
-    let api = ApiProc::start(&amqp_url(), &fx.topology.queue, &stage_env(FINAL));
+    let api = ApiProc::start(&amqp_url(), &fx.topology.queue, &api_stage_env(FINAL));
     let run = load(&api, &fx.job_id("pg"), async { relay.outage(OUTAGE) }).await;
     assert!(relay.cuts() >= 1, "the outage cut no database connection");
     let (lost, duplicated, _) = reconcile(&fx, &run.accepted).await;
@@ -76,7 +76,7 @@ async fn a_worker_sigkilled_mid_job_loses_and_duplicates_nothing() {
     let mut survivor = fx.spawn_worker(&env);
     victim.wait_ready(Duration::from_secs(15)).await;
     survivor.wait_ready(Duration::from_secs(15)).await;
-    let api = ApiProc::start(&amqp_url(), &fx.topology.queue, &stage_env(FINAL));
+    let api = ApiProc::start(&amqp_url(), &fx.topology.queue, &api_stage_env(FINAL));
     let pid = victim.pid();
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
     let run = load(&api, &fx.job_id("kill"), async { unsafe { libc::kill(pid, libc::SIGKILL) } }).await;
@@ -85,4 +85,13 @@ async fn a_worker_sigkilled_mid_job_loses_and_duplicates_nothing() {
     stop_all(api, vec![survivor]).await;
     assert_exactly_once("worker SIGKILL", &run, FAULT_AT + OUTAGE, lost, duplicated);
     fx.cleanup().await;
+}
+
+/// A 202 means "the broker confirmed it" only with publisher confirms, which are an api
+/// lever: the api under fault must run with the api's behaviour, not the worker's.
+#[test]
+fn the_api_under_fault_publishes_with_confirms() {
+    let env = api_stage_env(FINAL);
+    assert!(env.contains(&("ZD_PUBLISHER_CONFIRMS", "true".to_string())), "{env:?}");
+    assert!(stage_env(FINAL).contains(&("ZD_ACK", "after-commit".to_string())));
 }

@@ -12,7 +12,7 @@ mod common;
 use common::api::ApiProc;
 use common::fault_ctl::{self, parse_answer};
 use common::load::{assert_exactly_once, load, reconcile, stop_all};
-use common::{amqp_url, stage_env, Fixture, WorkerProc};
+use common::{amqp_url, api_stage_env, stage_env, Fixture, WorkerProc};
 use std::time::Duration;
 use zerodrop_stages::StageName;
 
@@ -35,7 +35,7 @@ async fn rabbitmq_restarted_mid_load_loses_and_duplicates_nothing() {
     for w in &mut workers {
         w.wait_ready(Duration::from_secs(15)).await;
     }
-    let api = ApiProc::start(&ctl.amqp_url, &fx.topology.queue, &stage_env(FINAL));
+    let api = ApiProc::start(&ctl.amqp_url, &fx.topology.queue, &api_stage_env(FINAL));
     let run = load(&api, &fx.job_id("amqp-restart"), ctl.restart("rabbitmq")).await;
     let down = run.fault;
     eprintln!("[rabbitmq restart] down for {down:?}");
@@ -66,7 +66,7 @@ async fn postgres_restarted_mid_load_loses_and_duplicates_nothing() {
     for w in &mut workers {
         w.wait_ready(Duration::from_secs(15)).await;
     }
-    let api = ApiProc::start(&amqp_url(), &fx.topology.queue, &stage_env(FINAL));
+    let api = ApiProc::start(&amqp_url(), &fx.topology.queue, &api_stage_env(FINAL));
     let run = load(&api, &fx.job_id("pg-restart"), ctl.restart("postgres")).await;
     let down = run.fault;
     eprintln!("[postgres restart] down for {down:?}");

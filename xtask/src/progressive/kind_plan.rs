@@ -1,37 +1,53 @@
-//! `canary --dry-run`: what the kind path applies and sends, as text. Nothing is
-//! executed; the same manifests are checked in under k8s/progressive/.
+//! `canary --dry-run` and `blue-green --dry-run`: the kind platform's plan
+//! (`zerodrop_platform::kind::plan`: the session and the teardown;
+//! `kind::two_versions::dry_run`: both versions behind HAProxy, exactly as applied)
+//! with the command's own runtime-API steps in between. Nothing is executed.
 
 use super::model::Settings;
-use std::fmt::Write;
-use zerodrop_manifests::{progressive, to_yaml, RenderOptions, HAPROXY_DIR};
+use zerodrop_manifests::HAPROXY_DIR;
+use zerodrop_platform::kind::plan::{self, Plan};
+use zerodrop_platform::kind::{two_versions, KindOptions};
+use zerodrop_platform::router::{runtime_api, TwoVersionsSpec};
 
-pub fn render(cfg: &Settings, n: u64, o: &RenderOptions) -> String {
-    let ns = &o.namespace;
-    let map = format!("{HAPROXY_DIR}/canary.map");
-    let mut s = String::new();
-    let _ = writeln!(s, "# cargo xtask canary on kind: the plan (dry run; nothing below was executed)");
-    let _ = writeln!(s, "kubectl apply -f - <<'EOF'\n{}EOF", to_yaml(&progressive(o, &cfg.regression)));
-    for d in ["haproxy", "api-v1", "api-v2"] {
-        let _ = writeln!(s, "kubectl -n {ns} rollout status deployment/{d} --timeout=120s");
-    }
-    let _ = writeln!(s, "kubectl -n {ns} port-forward deployment/haproxy 9999:9999 &   # HAProxy's runtime API");
-    let _ = writeln!(s, "kubectl -n {ns} port-forward service/haproxy 8000:80 &      # the load goes through HAProxy");
+fn map() -> String {
+    format!("{HAPROXY_DIR}/canary.map")
+}
+
+/// The canary's plan: every step's weight and what it waits for.
+pub fn canary(opts: &KindOptions, spec: &TwoVersionsSpec, cfg: &Settings, n: u64) -> anyhow::Result<Plan> {
+    let mut p = plan::session(opts)?;
+    p.steps.extend(two_versions::dry_run(opts, spec)?.steps);
+    p.section(format!("Canary steps at {} req/s", cfg.qps));
     for w in &cfg.steps_pct {
         let permille = (w * 10.0).round() as u32;
-        let _ = writeln!(s, "echo 'set map {map} weight {permille}' | nc 127.0.0.1 9999   # step {w}%");
+        p.api(format!("runtime API: `{}` (step {w}%)", runtime_api::set_weight(&map(), permille)));
         if *w < 100.0 {
-            let _ = writeln!(
-                s,
-                "# hold until `show stat` counts {n} more requests on backend canary, then gates: z-test (alpha {}), p95 within {}% or {} ms, at least {} requests",
+            p.api(format!(
+                "hold until `show stat` counts {n} more requests on backend canary, then gates: z-test (alpha {}), p95 within {}% or {} ms, at least {} requests",
                 cfg.gates.alpha, cfg.gates.p95_tolerance_pct, cfg.gates.p95_floor_ms, cfg.gates.min_requests
-            );
+            ));
         } else {
-            let _ =
-                writeln!(s, "# hold {} s at 100%, gates against v1's traffic of the earlier steps", cfg.final_hold_s);
+            p.api(format!("hold {} s at 100%, gates against v1's traffic of the earlier steps", cfg.final_hold_s));
         }
     }
-    let _ = writeln!(s, "# on a failed gate: echo 'set map {map} weight 0' | nc 127.0.0.1 9999");
-    s
+    p.api(format!("on a failed gate: runtime API `{}`", runtime_api::set_weight(&map(), 0)));
+    plan::teardown(&mut p, opts);
+    Ok(p)
+}
+
+/// Blue-green's plan: smoke tests pinned to green, the switch, the bake, then blue's
+/// retirement or the rollback.
+pub fn blue_green(opts: &KindOptions, spec: &TwoVersionsSpec, smoke: u32, n: u64) -> anyhow::Result<Plan> {
+    let mut p = plan::session(opts)?;
+    p.steps.extend(two_versions::dry_run(opts, spec)?.steps);
+    p.section("Blue-green");
+    p.api(format!("{smoke} smoke requests through the frontend's port-forward with `X-Canary: always` (green only)"));
+    p.api(format!("runtime API: `{}` (the switch)", runtime_api::set_weight(&map(), 1000)));
+    p.api(format!("bake: hold until `show stat` counts {n} requests on backend canary, then the canary's gates"));
+    p.api("promote: runtime API `set server stable/api-v1 state drain`, scale deployment api-v1 to 0, wait until its pods are gone");
+    p.api(format!("or roll back: runtime API `{}`", runtime_api::set_weight(&map(), 0)));
+    plan::teardown(&mut p, opts);
+    Ok(p)
 }
 
 #[cfg(test)]
@@ -39,9 +55,32 @@ mod tests {
     use super::*;
     use crate::progressive::gates::GateConfig;
     use crate::progressive::stats::Detect;
+    use std::path::PathBuf;
+    use zerodrop_platform::kind::plan::Step;
+
+    fn opts() -> KindOptions {
+        KindOptions::new(None, false, "20261205-070000".into(), "t1".into(), PathBuf::from("/nonexistent/zd"))
+    }
+
+    fn spec(regression: &str) -> TwoVersionsSpec {
+        TwoVersionsSpec::v2_with(2, regression)
+    }
+
+    /// Every object the plan applies, parsed strictly back.
+    fn applied(p: &Plan) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in &p.steps {
+            if let Step::Apply { yaml, .. } = s {
+                for o in zerodrop_manifests::parse_strict(yaml).unwrap() {
+                    out.push(format!("{}/{}", o.kind(), o.name()));
+                }
+            }
+        }
+        out
+    }
 
     #[test]
-    fn the_plan_applies_both_versions_and_sets_each_step_in_permille() {
+    fn the_canary_plan_applies_both_versions_and_sets_each_step_in_permille() {
         let cfg = Settings {
             regression: "errors=2%".into(),
             steps_pct: vec![0.1, 5.0, 100.0],
@@ -52,11 +91,27 @@ mod tests {
             final_hold_s: 10.0,
             max_duration_s: 300.0,
         };
-        let p = render(&cfg, 448, &RenderOptions::default());
-        assert!(p.contains("name: api-v2") && p.contains("value: errors=2%") && p.contains("name: haproxy"), "{p}");
-        assert!(p.contains("weight 1'") && p.contains("weight 50'") && p.contains("weight 1000'"), "{p}");
-        assert!(p.contains("448 more requests on backend canary"), "{p}");
-        let yaml = p.split("<<'EOF'\n").nth(1).and_then(|r| r.split("EOF\n").next()).unwrap();
-        assert_eq!(zerodrop_manifests::parse_strict(yaml).unwrap().len(), 7);
+        let p = canary(&opts(), &spec("errors=2%"), &cfg, 448).unwrap();
+        let text = p.render();
+        let objects = applied(&p);
+        for o in
+            ["ConfigMap/haproxy", "Deployment/haproxy", "Service/haproxy", "Deployment/api-v1", "Deployment/api-v2"]
+        {
+            assert!(objects.contains(&o.to_string()), "{o} not applied: {objects:?}");
+        }
+        assert!(text.contains("value: errors=2%"), "{text}");
+        assert!(text.contains("weight 1`") && text.contains("weight 50`") && text.contains("weight 1000`"), "{text}");
+        assert!(text.contains("448 more requests on backend canary"), "{text}");
+        assert!(text.contains("namespace: zerodrop-20261205-070000"), "the run's namespace: {text}");
+        assert!(text.contains("$ kind delete cluster"), "the teardown is planned: {text}");
+    }
+
+    #[test]
+    fn the_blue_green_plan_switches_whole_and_retires_blue_through_its_lifecycle() {
+        let text = blue_green(&opts(), &spec("none"), 50, 900).unwrap().render();
+        let switch = text.find("weight 1000` (the switch)").unwrap();
+        let drain = text.rfind("state drain").unwrap();
+        assert!(text.find("50 smoke requests").unwrap() < switch && switch < drain, "{text}");
+        assert!(text.contains("900 requests on backend canary"), "{text}");
     }
 }

@@ -1,37 +1,15 @@
-//! What `canary` and `blue-green` share beyond the lab session (`local::lab`): its
-//! entry at the routing tier, the load through that tier, and the run's end
-//! (agreement, load).
+//! What `canary` and `blue-green` share beyond the run harness: the load through the
+//! routing tier, and the run's end (agreement, load).
 
-use super::fleet::{Fleet, Snapshot};
 use super::model::{Agreement, LoadSummary};
-use anyhow::Result;
-use std::net::SocketAddrV4;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
-use zerodrop_load::{Class, Live, Mix, Profile, RunResult};
-use zerodrop_platform::local::{self, lab::Lab};
-
-/// The lab session's entry for `canary` and `blue-green` (see `local::lab`).
-pub async fn ensure_inside() -> Result<()> {
-    local::lab::ensure_inside("the local platform needs Linux (network and PID namespaces)").await
-}
-
-/// Joins the lab with the routing tier's address as the one clients aim at.
-pub async fn join(run_id: &str, out_dir: &Path) -> Result<Lab> {
-    let router: SocketAddrV4 = super::fleet::ROUTER.parse()?;
-    Lab::join(run_id, router, out_dir).await
-}
+use zerodrop_load::{Class, Mix, Profile, RunResult};
+use zerodrop_platform::router::Snapshot;
 
 /// Fast requests only (`GET /work?ms=5`) at `qps`: the api's own endpoint, no jobs,
 /// so every request is judged on the same route.
 pub fn profile(qps: u32, duration: Duration) -> Profile {
     Profile { rate_per_sec: qps, duration, mix: Mix { fast: 1, slow: 0, job: 0 }, ..Profile::default() }
-}
-
-pub fn start_load(fleet: &Fleet, profile: Profile) -> tokio::task::JoinHandle<RunResult> {
-    let resolver: Arc<dyn zerodrop_load::Resolver> = Arc::new(zerodrop_load::FixedResolver(fleet.router_addr()));
-    tokio::spawn(async move { zerodrop_load::run(&profile, resolver, "progressive", Arc::new(Live::new())).await })
 }
 
 pub fn summarise(load: &RunResult) -> LoadSummary {
@@ -71,8 +49,4 @@ pub fn agreement(end: &Snapshot, start: &Snapshot) -> Agreement {
 
 pub fn started_at() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-pub fn command_line() -> String {
-    format!("cargo xtask {}", std::env::args().skip(1).collect::<Vec<_>>().join(" "))
 }

@@ -3,14 +3,12 @@
 //! automatic rollback, and a blue-green switch. See docs/progressive-delivery.md.
 
 pub mod blue_green;
-pub mod fleet;
 pub mod gate_args;
 pub mod gates;
 pub mod kind_plan;
 pub mod lab;
 pub mod model;
 pub mod report;
-pub mod scrape;
 pub mod smoke;
 pub mod stats;
 pub mod steps;

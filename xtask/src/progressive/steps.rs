@@ -2,14 +2,13 @@
 //! hold until the step has its sample, judge it with the gates, promote or roll back
 //! to 0%. Every second the routing tier's counters go into the timeline.
 
-use super::fleet::{Fleet, Snapshot};
 use super::gates::{self, Observed};
 use super::model::Settings;
 use super::model::{Decision, Rollback, Side, Step, Tick};
 use super::stats::hold_seconds;
 use anyhow::Result;
 use std::time::{Duration, Instant};
-use zerodrop_platform::local::haproxy::BackendStat;
+use zerodrop_platform::router::{RoutedFleet, Snapshot};
 use zerodrop_report::stats::wilson;
 
 /// Samples the routing tier once a second into the timeline.
@@ -29,9 +28,9 @@ impl Ticker {
         self.t0.elapsed().as_secs_f64()
     }
 
-    pub async fn tick(&mut self, fleet: &Fleet) -> Result<Snapshot> {
+    pub async fn tick(&mut self, fleet: &impl RoutedFleet) -> Result<Snapshot> {
         let s = fleet.snapshot().await?;
-        let (d_s, d_c) = (delta(s.router.0, self.last.router.0), delta(s.router.1, self.last.router.1));
+        let (d_s, d_c) = (s.router.0.since(self.last.router.0), s.router.1.since(self.last.router.1));
         self.ticks.push(Tick {
             t_s: self.now_s(),
             weight_pct: self.weight_pct,
@@ -45,7 +44,7 @@ impl Ticker {
     }
 
     /// Ticks for `d`, once a second.
-    pub async fn hold(&mut self, fleet: &Fleet, d: Duration) -> Result<Snapshot> {
+    pub async fn hold(&mut self, fleet: &impl RoutedFleet, d: Duration) -> Result<Snapshot> {
         let end = Instant::now() + d;
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -58,20 +57,12 @@ impl Ticker {
     }
 }
 
-pub fn delta(now: BackendStat, then: BackendStat) -> BackendStat {
-    BackendStat {
-        requests: now.requests.saturating_sub(then.requests),
-        http_5xx: now.http_5xx.saturating_sub(then.http_5xx),
-        http_4xx: now.http_4xx.saturating_sub(then.http_4xx),
-    }
-}
-
 /// One version between two snapshots; `canary` picks the side.
 pub fn side(end: &Snapshot, start: &Snapshot, canary: bool) -> Side {
     let (r, app) = if canary {
-        (delta(end.router.1, start.router.1), end.app_canary.since(&start.app_canary))
+        (end.router.1.since(start.router.1), end.app_canary.since(&start.app_canary))
     } else {
-        (delta(end.router.0, start.router.0), end.app_stable.since(&start.app_stable))
+        (end.router.0.since(start.router.0), end.app_stable.since(&start.app_stable))
     };
     Side {
         requests: r.requests,
@@ -88,11 +79,16 @@ fn observed(s: &Side) -> Observed {
 }
 
 /// Runs every step; stops at the first rollback.
-pub async fn run(fleet: &Fleet, cfg: &Settings, n: u64, ticker: &mut Ticker) -> Result<(Vec<Step>, Option<Rollback>)> {
+pub async fn run(
+    fleet: &impl RoutedFleet,
+    cfg: &Settings,
+    n: u64,
+    ticker: &mut Ticker,
+) -> Result<(Vec<Step>, Option<Rollback>)> {
     let mut steps = Vec::new();
     let mut baseline_start: Option<Snapshot> = None;
     for &w in &cfg.steps_pct {
-        fleet.router.set_permille((w * 10.0).round() as u32).await?;
+        fleet.set_canary_permille((w * 10.0).round() as u32).await?;
         ticker.weight_pct = w;
         tracing::info!(step = "weight", weight_pct = w, "canary weight set");
         eprintln!("[canary] weight {w}%");
@@ -106,7 +102,7 @@ pub async fn run(fleet: &Fleet, cfg: &Settings, n: u64, ticker: &mut Ticker) -> 
             let limit = Duration::from_secs_f64(expected * 2.0 + 15.0);
             loop {
                 let s = ticker.hold(fleet, Duration::from_secs(1)).await?;
-                if delta(s.router.1, start.router.1).requests >= n || t.elapsed() > limit {
+                if s.router.1.since(start.router.1).requests >= n || t.elapsed() > limit {
                     break s;
                 }
             }
@@ -153,9 +149,9 @@ pub async fn run(fleet: &Fleet, cfg: &Settings, n: u64, ticker: &mut Ticker) -> 
 
 /// Weight 0 at once; measures until the routing tier confirms it and until the
 /// canary pods have answered their last request.
-pub async fn roll_back(fleet: &Fleet, ticker: &mut Ticker) -> Result<Rollback> {
+pub async fn roll_back(fleet: &impl RoutedFleet, ticker: &mut Ticker) -> Result<Rollback> {
     let (breach, breach_s) = (Instant::now(), ticker.now_s());
-    fleet.router.set_permille(0).await?;
+    fleet.set_canary_permille(0).await?;
     let to_zero_ms = breach.elapsed().as_secs_f64() * 1000.0;
     ticker.weight_pct = 0.0;
     tracing::info!(step = "rollback", to_zero_ms, "canary rolled back to 0%");

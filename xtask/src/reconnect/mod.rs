@@ -140,15 +140,44 @@ async fn run_variants<P: Platform + KeepAliveLoad>(
 /// 2,000+ sockets on each side: lift the soft open-files limit to the hard one (the
 /// pods inherit it).
 fn raise_nofile() {
-    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
-            l.rlim_cur = l.rlim_max;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
-                eprintln!("warning: could not raise the open-files limit to {}", l.rlim_max);
-            }
+    let soft = match lift_nofile() {
+        Ok(soft) => soft,
+        Err((hard, _)) => {
+            eprintln!("warning: could not raise the open-files limit to {hard}");
+            hard
         }
+    };
+    eprintln!("[limits] open files: {soft}");
+}
+
+/// Sets the soft RLIMIT_NOFILE to the hard one if it is lower; the soft limit then
+/// (RLIM_INFINITY as u64::MAX, as the kernel numbers it), or the hard limit it could
+/// not be raised to.
+fn lift_nofile() -> Result<u64, (u64, std::io::Error)> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let l = getrlimit(Resource::Nofile);
+    let number = |v: Option<u64>| v.unwrap_or(u64::MAX);
+    let (soft, hard) = (number(l.current), number(l.maximum));
+    if soft >= hard {
+        return Ok(soft);
     }
-    eprintln!("[limits] open files: {}", l.rlim_cur);
+    match setrlimit(Resource::Nofile, rustix::process::Rlimit { current: l.maximum, maximum: l.maximum }) {
+        Ok(()) => Ok(hard),
+        Err(e) => Err((hard, e.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The soft open-files limit ends at the hard one, and a second raise changes nothing.
+    #[test]
+    fn lifting_the_open_files_limit_is_idempotent() {
+        use rustix::process::{getrlimit, Resource};
+        let first = super::lift_nofile().expect("raising the soft limit to the hard one is always allowed");
+        let after = getrlimit(Resource::Nofile);
+        assert_eq!(after.current, after.maximum);
+        assert_eq!(first, after.current.unwrap_or(u64::MAX));
+        assert_eq!(super::lift_nofile().unwrap(), first);
+        assert_eq!(getrlimit(Resource::Nofile), after);
+    }
 }

@@ -33,7 +33,7 @@ use anyhow::{bail, Context, Result};
 pub use fault_ctl::FaultControl;
 pub(crate) use net::{amqp_endpoint, postgres_endpoint, Endpoint};
 use process::{ServerProc, TempDir};
-use restart::{Launch, Server};
+use restart::Server;
 pub(crate) use restart::{Restarted, Service};
 use watchdog::Watchdog;
 
@@ -331,6 +331,24 @@ struct Started {
     extra_dir: Option<TempDir>,
     /// How to start it again (restart.rs).
     launch: Launch,
+}
+
+/// How a private server was started, to start it again the same way (restart.rs).
+/// Here, beside both servers' modules, because each of them builds one and restart.rs
+/// runs one.
+#[derive(Debug, Clone)]
+enum Launch {
+    Rabbit(rabbitmq::Launch),
+    Postgres(postgres::Launch),
+}
+
+impl Launch {
+    async fn run(&self, watchdog: &watchdog::Watchdog) -> Result<process::ServerProc> {
+        match self {
+            Launch::Rabbit(l) => rabbitmq::launch(l, watchdog).await,
+            Launch::Postgres(l) => postgres::launch(l, watchdog).await,
+        }
+    }
 }
 
 fn env_url(name: &str) -> Result<Option<String>> {

@@ -1,7 +1,7 @@
 //! Process plumbing for private servers: finding binaries, spawning in an own process group
 //! (optionally as another user), stopping gracefully then by force, and the temp dir.
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -35,18 +35,8 @@ pub(super) struct RunAs {
 }
 
 pub(super) fn lookup_user(name: &str) -> Option<RunAs> {
-    let cname = CString::new(name).ok()?;
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers are valid for the duration of the call; buf outlives pwd's use.
-    let rc = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: on success pw_name points into buf, NUL-terminated.
-    let name = unsafe { CStr::from_ptr(pwd.pw_name) }.to_string_lossy().into_owned();
-    Some(RunAs { name, uid: pwd.pw_uid, gid: pwd.pw_gid })
+    let (name, uid, gid) = crate::sys::user_by_name(name)?;
+    Some(RunAs { name, uid, gid })
 }
 
 pub(super) fn chown(path: &Path, user: &RunAs) -> Result<()> {
@@ -180,8 +170,8 @@ pub(super) async fn run_bounded(mut cmd: Command, what: &str, log: &Path, bound:
             bail!("{what} failed ({status})\n{}", super::tail(log, 30));
         }
         if Instant::now() > deadline {
-            // SAFETY: plain syscall; the group is the child's own (process_group(0)).
-            unsafe { libc::killpg(child.id() as i32, libc::SIGKILL) };
+            // The group is the child's own (process_group(0)).
+            let _ = crate::sys::kill_group(child.id() as i32, libc::SIGKILL);
             let _ = child.wait();
             bail!("{what} did not finish within {}\n{}", super::secs(bound), super::tail(log, 30));
         }
@@ -251,8 +241,8 @@ impl ServerProc {
         if self.exited().is_some() {
             self.died_early = true;
         } else {
-            // SAFETY: plain syscall on our own (unreaped) child, so the pid is still ours.
-            unsafe { libc::kill(self.child.id() as i32, self.graceful) };
+            // Our own (unreaped) child, so the pid is still ours.
+            let _ = crate::sys::kill(self.child.id() as i32, self.graceful);
         }
     }
 
@@ -291,8 +281,8 @@ impl ServerProc {
             if Instant::now() > deadline {
                 killpg(self.pgid, libc::SIGKILL);
                 for (pid, _) in &left {
-                    // SAFETY: plain syscall; the pid was just read as one of ours.
-                    unsafe { libc::kill(*pid, libc::SIGKILL) };
+                    // The pid was just read as one of ours.
+                    let _ = crate::sys::kill(*pid, libc::SIGKILL);
                 }
                 std::thread::sleep(Duration::from_millis(500));
                 let still = self.leftovers();
@@ -352,18 +342,15 @@ fn wait_child(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
 }
 
 fn killpg(pgid: i32, sig: libc::c_int) {
-    if pgid > 1 {
-        // SAFETY: plain syscall; pgid is a group we created (never 0/1, which would be ours/all).
-        unsafe { libc::killpg(pgid, sig) };
-    }
+    // pgid is a group we created; sys::kill_group refuses 0 and 1 (ours / all).
+    let _ = crate::sys::kill_group(pgid, sig);
 }
 
 /// Non-zombie processes in process group `pgid`, as `(pid, comm)`.
 pub(super) fn live_group_members(pgid: i32) -> Vec<(i32, String)> {
     let Ok(entries) = fs::read_dir("/proc") else {
         // No /proc: fall back to "does the group exist" (zombies count as alive here).
-        // SAFETY: signal 0 only checks for existence.
-        let alive = unsafe { libc::killpg(pgid, 0) } == 0;
+        let alive = crate::sys::group_exists(pgid);
         return if alive { vec![(pgid, "?".into())] } else { vec![] };
     };
     let mut out = Vec::new();

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::process::ServerProc;
-use super::watchdog::Watchdog;
-use super::{postgres, rabbitmq, secs, Backends, Origin, PG_GRACE, RABBIT_GRACE};
+use super::{secs, Backends, Launch, Origin, PG_GRACE, RABBIT_GRACE};
 
 /// Which of the two servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,22 +53,6 @@ pub struct Restarted {
     pub stopped_in: Duration,
     /// From the stop signal until the new server was ready: what its clients went without.
     pub down: Duration,
-}
-
-/// How a private server was started, to start it again the same way.
-#[derive(Debug, Clone)]
-pub(super) enum Launch {
-    Rabbit(rabbitmq::Launch),
-    Postgres(postgres::Launch),
-}
-
-impl Launch {
-    async fn run(&self, watchdog: &Watchdog) -> Result<ServerProc> {
-        match self {
-            Launch::Rabbit(l) => rabbitmq::launch(l, watchdog).await,
-            Launch::Postgres(l) => postgres::launch(l, watchdog).await,
-        }
-    }
 }
 
 /// A running private server and how to start it again.

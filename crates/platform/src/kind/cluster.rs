@@ -110,13 +110,19 @@ pub fn docker_push(image: &Image) -> Cmd {
     Cmd::new("docker", &["push", &image.tag])
 }
 
-/// With --registry: RabbitMQ's and PostgreSQL's public images, mirrored under the
-/// prefix (pull, tag, push) so a cluster that pulls only from there can start them;
-/// the base objects name them so.
+/// The public images a run may start: RabbitMQ's and PostgreSQL's (every run) and
+/// HAProxy's (`canary`, `blue-green`).
+pub fn public_images() -> Vec<&'static str> {
+    zerodrop_manifests::INFRA_IMAGES.into_iter().chain([zerodrop_manifests::HAPROXY_IMAGE]).collect()
+}
+
+/// With --registry: the [`public_images`], mirrored under the prefix (pull, tag,
+/// push) so a cluster that pulls only from there can start them; the objects name
+/// them so.
 pub fn mirror_infra(opts: &KindOptions) -> Vec<Cmd> {
     let render = opts.render_options("q", "s");
-    zerodrop_manifests::INFRA_IMAGES
-        .iter()
+    public_images()
+        .into_iter()
         .flat_map(|public| {
             let mirrored = render.registry_image(public.to_string());
             [

@@ -5,8 +5,9 @@
 //! with its own code before the kubelet's SIGKILL.
 
 use super::forward::{ready_pod, Forward};
+use super::log_stream::spawn_log_stream;
 use super::objects::{find, Rendered};
-use super::pods::{facts, spawn_log_stream};
+use super::pods::facts;
 use super::{apply, rollout, KindOptions};
 use crate::now_ms;
 use anyhow::{Context, Result};

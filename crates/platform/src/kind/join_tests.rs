@@ -1,7 +1,7 @@
 //! The kind side of the report's cause join, on the API's own shapes: pod and
 //! EndpointSlice watch events (`testdata/join-roll.json`) go through the real
 //! kube-runtime watcher (against [`super::fake_api`]) into the functions the kind
-//! runner records them with ([`pods::record`], [`EndpointTable::on_event`],
+//! runner records them with ([`pod_watch::record`], [`EndpointTable::on_event`],
 //! [`endpoints::record`], [`super::observed`]); the pods' logs go through
 //! [`LogCursor`] into the files [`zerodrop_evidence::read_pod_log`] reads back. The
 //! stage run built from that is then explained by [`zerodrop_report::causes::explain`].
@@ -14,7 +14,7 @@
 use super::endpoints::{self, EndpointTable};
 use super::fake_api::{self, Reply};
 use super::log_stream::LogCursor;
-use super::pods;
+use super::pod_watch;
 use super::state::Shared;
 use crate::Observed;
 use futures::StreamExt;
@@ -198,7 +198,7 @@ enum Interleave {
 }
 
 /// The stage's record, as the runner's watch loops leave it: every item through the
-/// same functions `pods::spawn_watch` and `endpoints::spawn_watch` call.
+/// same functions `pod_watch::spawn_watch` and `endpoints::spawn_watch` call.
 fn replay(r: &Received, order: Interleave, log_dir: &Path) -> Arc<Shared> {
     let shared = Arc::new(Shared::default());
     let stage = Stage::get(StageName::Pid1);
@@ -219,7 +219,7 @@ fn replay(r: &Received, order: Interleave, log_dir: &Path) -> Arc<Shared> {
     }
     for (at, ev) in all {
         match ev {
-            Either::Pod(ev) => shared.with(|s| pods::record(s, at, ev, log_dir)),
+            Either::Pod(ev) => shared.with(|s| pod_watch::record(s, at, ev, log_dir)),
             Either::Slice(ev) => {
                 let changes = table.on_event(ev);
                 endpoints::record(&shared, at, changes);
@@ -555,7 +555,7 @@ async fn the_pod_watch_loop_exits_a_pod_gone_in_a_gap() {
     let shared = Arc::new(Shared::default());
     let stop = tokio_util::sync::CancellationToken::new();
     let dir = scratch("loop");
-    let watch = pods::spawn_watch(Api::namespaced(client, "zerodrop"), shared.clone(), dir, stop.clone());
+    let watch = pod_watch::spawn_watch(Api::namespaced(client, "zerodrop"), shared.clone(), dir, stop.clone());
     let done = |s: &mut super::state::StageState| {
         s.events.iter().any(|e| e.pod == B && e.kind == PodEventKind::Exited)
             && s.events.iter().any(|e| e.pod == C && e.kind == PodEventKind::Exited)
@@ -606,9 +606,9 @@ fn a_sigkill_is_read_from_exit_code_137_or_signal_9() {
     let kinds = |state: Value, seen_at: i64| {
         let mut s = super::state::StageState::default();
         let dir = Path::new("/nonexistent");
-        pods::record(&mut s, 0, &Event::Apply(api_pod("p", json!({}), None)), dir);
-        pods::record(&mut s, 1000, &Event::Apply(api_pod("p", deleting.clone(), None)), dir);
-        pods::record(&mut s, seen_at, &Event::Apply(api_pod("p", deleting.clone(), Some(terminated(state)))), dir);
+        pod_watch::record(&mut s, 0, &Event::Apply(api_pod("p", json!({}), None)), dir);
+        pod_watch::record(&mut s, 1000, &Event::Apply(api_pod("p", deleting.clone(), None)), dir);
+        pod_watch::record(&mut s, seen_at, &Event::Apply(api_pod("p", deleting.clone(), Some(terminated(state)))), dir);
         s.events.iter().skip(2).map(|e| (e.unix_ms, e.kind)).collect::<Vec<_>>()
     };
     use PodEventKind::*;
@@ -638,7 +638,7 @@ fn awkward_bodies_are_recorded_as_far_as_they_go() {
     let mut at = 0;
     let mut feed = |s: &mut super::state::StageState, ev: Event<Pod>| {
         at += 100;
-        pods::record(s, at, &ev, dir);
+        pod_watch::record(s, at, &ev, dir);
     };
     feed(&mut s, Event::Apply(api_pod("no-status", json!({}), None)));
     feed(&mut s, Event::Apply(api_pod("empty-status", json!({}), Some(json!({})))));

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod endpoints;
 #[cfg(test)]
 mod fake_api;
+pub mod fleet_control;
 pub mod forward;
 pub mod guardian;
 #[cfg(test)]
@@ -23,10 +24,12 @@ pub mod log_stream;
 pub mod objects;
 pub mod placement;
 pub mod plan;
+pub mod pod_watch;
 pub mod pods;
 pub mod prereq;
 pub mod rollout;
 pub mod state;
+pub mod two_versions;
 
 use crate::{now_ms, LoadRun, Observed, Platform, StageEnv};
 use anyhow::{bail, Context, Result};
@@ -530,7 +533,7 @@ impl Platform for KindPlatform {
         shared.with(|s| s.pre_stop_ms = stage.pod.pre_stop.as_millis() as u64);
         let stop = CancellationToken::new();
         let watchers = vec![
-            pods::spawn_watch(self.pods(), shared.clone(), log_dir.to_path_buf(), stop.clone()),
+            pod_watch::spawn_watch(self.pods(), shared.clone(), log_dir.to_path_buf(), stop.clone()),
             endpoints::spawn_watch(
                 Api::<EndpointSlice>::namespaced(self.client.clone(), &ns),
                 "api",

@@ -34,13 +34,13 @@ pub struct Plan {
 }
 
 impl Plan {
-    fn section(&mut self, s: impl Into<String>) {
+    pub fn section(&mut self, s: impl Into<String>) {
         self.steps.push(Step::Section(s.into()));
     }
-    fn api(&mut self, s: impl Into<String>) {
+    pub fn api(&mut self, s: impl Into<String>) {
         self.steps.push(Step::Api(s.into()));
     }
-    fn apply(&mut self, what: impl Into<String>, objects: &[zerodrop_manifests::Object]) {
+    pub fn apply(&mut self, what: impl Into<String>, objects: &[zerodrop_manifests::Object]) {
         self.steps.push(Step::Apply { what: what.into(), yaml: zerodrop_manifests::to_yaml(objects) });
     }
 
@@ -112,7 +112,29 @@ pub fn workload_images(opts: &KindOptions) -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// The experiment's (and tune's) run: the session, then every stage, the guardian
+/// exercise and the teardown.
 pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) -> Result<Plan> {
+    let mut p = session(opts)?;
+    for (i, stage) in stages.iter().enumerate() {
+        stage_steps(&mut p, opts, profile, stage, i)?;
+    }
+    p.section("Guardian exercise");
+    let g = guardian::objects(opts)?;
+    p.steps.push(Step::Apply {
+        what: format!("deployment {}", guardian::NAME),
+        yaml: g.iter().map(|o| serde_norway::to_string(&o.json).unwrap_or_default()).collect::<Vec<_>>().join("---\n"),
+    });
+    p.api("port-forward to its pod, send a request longer than preStop + the shutdown budget, scale it to 0; read the exit code");
+    p.api(format!("delete deployment {} and the exercise's queues", guardian::NAME));
+    teardown(&mut p, opts);
+    Ok(p)
+}
+
+/// What every command's kind run starts with: prerequisites, the cluster, the RBAC
+/// preflight, the images, the broker and the database (`Session::setup` and
+/// `KindPlatform::connect`).
+pub fn session(opts: &KindOptions) -> Result<Plan> {
     opts.validate()?;
     let mut p = Plan::default();
     p.section("Prerequisites (checked first; each missing one stops the run with its own message)");
@@ -138,7 +160,7 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
         p.api(format!("you are logged in to {r} (`docker login`) and the cluster can pull from it; not checked before the first push"));
         p.api(format!(
             "the public {} images are pulled (Docker Hub), tagged and pushed under {r}: the cluster pulls nothing else",
-            zerodrop_manifests::INFRA_IMAGES.join(" and ")
+            super::cluster::public_images().join(", ")
         ));
     }
 
@@ -177,66 +199,63 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
     p.apply("the base objects", &zerodrop_manifests::base(&opts.render_options("-", "-")));
     p.api("wait for deployments rabbitmq and postgres: generation observed, all replicas updated and available, no old replicas");
     p.api("port-forward (kube-rs) 127.0.0.1:<free port> -> rabbitmq:5672 and 127.0.0.1:<free port> -> postgres:5432; reconciliation uses these");
+    Ok(p)
+}
 
-    for (i, stage) in stages.iter().enumerate() {
-        let env = stage_env(&opts.run_id, profile, stage, i);
-        let render = opts.stage_render(&env);
-        p.section(format!("Stage {} ({}): queue {}, schema {}", stage.name, stage.lever, env.queue, env.schema));
-        p.api("delete any api/worker deployment left over, wait until their pods are gone");
-        p.api("watch pods and the api Service's EndpointSlices; stream every pod's log from its start to logs/<stage>/<pod>.log");
-        let objects = zerodrop_manifests::stage(stage, &render);
-        p.apply(format!("stage {}", stage.name), &objects);
-        p.api(format!(
-            "wait for deployments api and worker (rollout condition) and {} ready api endpoints",
-            env.api_replicas
-        ));
-        let rendered = Rendered::all(&objects);
-        let job = load_job::job_object(
-            opts,
-            &render,
-            &rendered,
-            &profile.load,
-            &format!("{}-{}", opts.run_id, stage.name),
-            i,
-            &[AWAITED_PLACEHOLDER.to_string()],
-        )?;
-        p.apply(format!("the load Job {}", job.name()), std::slice::from_ref(&job));
-        p.api(format!(
-            "the Job first probes GET /healthz through the api Service, a new connection each, until every api pod \
-             the EndpointSlices list as ready and not terminating (targetRef names, passed as --await-pods) has \
-             answered (x-zd-pod), at most {} s",
-            load_job::GATE_TIMEOUT.as_secs()
-        ));
-        p.api("wait for the load generator's `load begins:` log line (requests flowing)");
-        p.api(format!(
-            "after warm-up + steady ({} s): patch deployments api and worker (strategic merge, field manager {}):",
-            (profile.warmup + profile.steady).as_secs(),
-            super::FIELD_MANAGER
-        ));
-        p.api(format!("    {}", rollout::restart_patch("<now, RFC 3339>")));
-        p.api("wait for both rollouts (rollout condition), then for every terminating pod to exit");
-        p.api(format!(
-            "wait for the Job's pod to end; reassemble the result from the checksummed chunk lines between `{} ...` \
-             and `{}` of its log (read again whole if the followed copy lacks a chunk)",
-            load_job::BEGIN,
-            load_job::END
-        ));
-        p.api("reconcile the accepted jobs against the ledger (through the port-forwards)");
-        p.api(format!(
-            "delete deployments api, worker and job {} (background), then their pods with no grace period",
-            job.name()
-        ));
-    }
+/// One stage of the experiment: its fleet, the load Job, the rolling deploy.
+fn stage_steps(p: &mut Plan, opts: &KindOptions, profile: &ExperimentProfile, stage: &Stage, i: usize) -> Result<()> {
+    let env = stage_env(&opts.run_id, profile, stage, i);
+    let render = opts.stage_render(&env);
+    p.section(format!("Stage {} ({}): queue {}, schema {}", stage.name, stage.lever, env.queue, env.schema));
+    p.api("delete any api/worker deployment left over, wait until their pods are gone");
+    p.api("watch pods and the api Service's EndpointSlices; stream every pod's log from its start to logs/<stage>/<pod>.log");
+    let objects = zerodrop_manifests::stage(stage, &render);
+    p.apply(format!("stage {}", stage.name), &objects);
+    p.api(format!(
+        "wait for deployments api and worker (rollout condition) and {} ready api endpoints",
+        env.api_replicas
+    ));
+    let rendered = Rendered::all(&objects);
+    let job = load_job::job_object(
+        opts,
+        &render,
+        &rendered,
+        &profile.load,
+        &format!("{}-{}", opts.run_id, stage.name),
+        i,
+        &[AWAITED_PLACEHOLDER.to_string()],
+    )?;
+    p.apply(format!("the load Job {}", job.name()), std::slice::from_ref(&job));
+    p.api(format!(
+        "the Job first probes GET /healthz through the api Service, a new connection each, until every api pod \
+         the EndpointSlices list as ready and not terminating (targetRef names, passed as --await-pods) has \
+         answered (x-zd-pod), at most {} s",
+        load_job::GATE_TIMEOUT.as_secs()
+    ));
+    p.api("wait for the load generator's `load begins:` log line (requests flowing)");
+    p.api(format!(
+        "after warm-up + steady ({} s): patch deployments api and worker (strategic merge, field manager {}):",
+        (profile.warmup + profile.steady).as_secs(),
+        super::FIELD_MANAGER
+    ));
+    p.api(format!("    {}", rollout::restart_patch("<now, RFC 3339>")));
+    p.api("wait for both rollouts (rollout condition), then for every terminating pod to exit");
+    p.api(format!(
+        "wait for the Job's pod to end; reassemble the result from the checksummed chunk lines between `{} ...` \
+         and `{}` of its log (read again whole if the followed copy lacks a chunk)",
+        load_job::BEGIN,
+        load_job::END
+    ));
+    p.api("reconcile the accepted jobs against the ledger (through the port-forwards)");
+    p.api(format!(
+        "delete deployments api, worker and job {} (background), then their pods with no grace period",
+        job.name()
+    ));
+    Ok(())
+}
 
-    p.section("Guardian exercise");
-    let g = guardian::objects(opts)?;
-    p.steps.push(Step::Apply {
-        what: format!("deployment {}", guardian::NAME),
-        yaml: g.iter().map(|o| serde_norway::to_string(&o.json).unwrap_or_default()).collect::<Vec<_>>().join("---\n"),
-    });
-    p.api("port-forward to its pod, send a request longer than preStop + the shutdown budget, scale it to 0; read the exit code");
-    p.api(format!("delete deployment {} and the exercise's queues", guardian::NAME));
-
+/// What every command's kind run ends with, on success, failure and Ctrl-C alike.
+pub fn teardown(p: &mut Plan, opts: &KindOptions) {
     p.section("Teardown (also on failure and Ctrl-C)");
     if opts.keep {
         p.api("--keep: nothing is deleted");
@@ -249,7 +268,6 @@ pub fn build(opts: &KindOptions, profile: &ExperimentProfile, stages: &[Stage]) 
             opts.context_name()
         ));
     }
-    Ok(p)
 }
 
 #[cfg(test)]

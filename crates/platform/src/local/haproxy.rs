@@ -1,8 +1,8 @@
 //! The routing tier of the progressive-delivery commands: Debian's HAProxy, started
 //! inside the lab's network namespace, splitting `stable` (v1) from `canary` (v2) per
-//! request. The split is a share in permille kept in a map file, which the runtime API
-//! (`set map`) changes atomically: no reload, no connection dropped.
+//! request, driven through its runtime API on a unix socket (`router::runtime_api`).
 
+use crate::router::runtime_api::{RuntimeApi, Transport};
 use anyhow::{bail, Context, Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,58 +43,26 @@ pub fn render_config(l: &Layout, map: &Path, socket: &Path) -> String {
     )
 }
 
-/// A backend's counters from `show stat`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct BackendStat {
-    pub requests: u64,
-    pub http_5xx: u64,
-    pub http_4xx: u64,
-}
+/// The runtime API's unix socket in the run's folder.
+pub struct UnixSocket(pub PathBuf);
 
-/// Parses `show stat`'s CSV: the BACKEND rows of `stable` and `canary`.
-pub fn parse_stat(csv: &str) -> Result<(BackendStat, BackendStat)> {
-    let mut lines = csv.lines();
-    let header = lines.next().context("empty `show stat` answer")?.trim_start_matches("# ");
-    let cols: Vec<&str> = header.split(',').collect();
-    let col = |name: &str| cols.iter().position(|c| *c == name).with_context(|| format!("`show stat` has no {name}"));
-    let (px, sv, req, h5, h4) = (col("pxname")?, col("svname")?, col("req_tot")?, col("hrsp_5xx")?, col("hrsp_4xx")?);
-    let (mut stable, mut canary) = (None, None);
-    for line in lines {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() < cols.len() || f[sv] != "BACKEND" {
-            continue;
-        }
-        let n = |i: usize| f[i].parse::<u64>().unwrap_or(0);
-        let s = BackendStat { requests: n(req), http_5xx: n(h5), http_4xx: n(h4) };
-        match f[px] {
-            "stable" => stable = Some(s),
-            "canary" => canary = Some(s),
-            _ => {}
-        }
+impl Transport for UnixSocket {
+    async fn command(&self, cmd: &str) -> Result<String> {
+        let mut s = tokio::net::UnixStream::connect(&self.0)
+            .await
+            .with_context(|| format!("connecting to {}", self.0.display()))?;
+        s.write_all(format!("{cmd}\n").as_bytes()).await?;
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+            .await
+            .context("haproxy's runtime API did not answer within 5 s")??;
+        Ok(out)
     }
-    Ok((stable.context("no stable backend in `show stat`")?, canary.context("no canary backend in `show stat`")?))
-}
-
-/// Every server row of `show stat` is UP.
-pub fn servers_up(csv: &str) -> bool {
-    let mut lines = csv.lines();
-    let Some(header) = lines.next() else { return false };
-    let cols: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
-    let (Some(sv), Some(st)) = (cols.iter().position(|c| *c == "svname"), cols.iter().position(|c| *c == "status"))
-    else {
-        return false;
-    };
-    let servers: Vec<Vec<&str>> = lines
-        .map(|l| l.split(',').collect::<Vec<_>>())
-        .filter(|f| f.len() > st && !["FRONTEND", "BACKEND"].contains(&f[sv]))
-        .collect();
-    !servers.is_empty() && servers.iter().all(|f| f[st] == "UP")
 }
 
 pub struct Haproxy {
     child: Child,
-    socket: PathBuf,
-    map: PathBuf,
+    pub api: RuntimeApi<UnixSocket>,
     pub bind: SocketAddr,
 }
 
@@ -122,10 +90,11 @@ impl Haproxy {
                 }
                 _ => anyhow::Error::new(e).context("starting haproxy"),
             })?;
-        let mut h = Haproxy { child, socket, map, bind: layout.bind };
+        let api = RuntimeApi { transport: UnixSocket(socket), map: map.display().to_string() };
+        let mut h = Haproxy { child, api, bind: layout.bind };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if h.command("show info").await.is_ok() {
+            if h.api.command("show info").await.is_ok() {
                 tracing::info!(step = "haproxy_up", bind = %h.bind, "routing tier up");
                 return Ok(h);
             }
@@ -137,60 +106,6 @@ impl Haproxy {
                 bail!("haproxy's runtime API did not answer within 10 s (see {})", dir.display());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// One runtime API command; its answer.
-    pub async fn command(&self, cmd: &str) -> Result<String> {
-        let mut s = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .with_context(|| format!("connecting to {}", self.socket.display()))?;
-        s.write_all(format!("{cmd}\n").as_bytes()).await?;
-        let mut out = String::new();
-        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
-            .await
-            .context("haproxy's runtime API did not answer within 5 s")??;
-        Ok(out)
-    }
-
-    /// Sets the canary's share in permille; returns once HAProxy reports the new value.
-    pub async fn set_permille(&self, permille: u32) -> Result<()> {
-        let answer = self.command(&format!("set map {} weight {}", self.map.display(), permille.min(1000))).await?;
-        if !answer.trim().is_empty() {
-            bail!("haproxy refused the weight change: {}", answer.trim());
-        }
-        let shown = self.command(&format!("show map {}", self.map.display())).await?;
-        if !shown.lines().any(|l| l.trim_end().ends_with(&format!("weight {}", permille.min(1000)))) {
-            bail!("haproxy's map does not show weight {permille}: {shown}");
-        }
-        Ok(())
-    }
-
-    pub async fn stats(&self) -> Result<(BackendStat, BackendStat)> {
-        parse_stat(&self.command("show stat").await?)
-    }
-
-    /// Puts one server into drain: no new requests, the ones under way finish.
-    pub async fn drain(&self, backend: &str, server: &str) -> Result<()> {
-        let a = self.command(&format!("set server {backend}/{server} state drain")).await?;
-        if !a.trim().is_empty() {
-            bail!("haproxy: drain {backend}/{server}: {}", a.trim());
-        }
-        Ok(())
-    }
-
-    /// Waits until HAProxy's health checks see every server UP.
-    pub async fn wait_all_up(&self, limit: Duration) -> Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let csv = self.command("show stat").await?;
-            if servers_up(&csv) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("haproxy's health checks did not see every server UP within {limit:?}:\n{csv}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -221,18 +136,5 @@ mod tests {
         assert!(c.contains("use_backend stable if { req.hdr(x-canary) -m str never }"), "{c}");
         assert!(c.contains("server v2-1 127.78.2.1:8080 check"), "{c}");
         assert!(c.contains("stats socket /r/h.sock mode 600 level admin"), "{c}");
-    }
-
-    #[test]
-    fn show_stat_backends_are_read_by_column_name() {
-        let csv = "# pxname,svname,req_tot,hrsp_4xx,hrsp_5xx,\n\
-                   fe,FRONTEND,100,0,3,\n\
-                   stable,v1-1,90,0,0,\n\
-                   stable,BACKEND,90,1,0,\n\
-                   canary,BACKEND,10,0,3,\n";
-        let (s, c) = parse_stat(csv).unwrap();
-        assert_eq!(s, BackendStat { requests: 90, http_5xx: 0, http_4xx: 1 });
-        assert_eq!(c, BackendStat { requests: 10, http_5xx: 3, http_4xx: 0 });
-        assert!(parse_stat("# pxname,svname\n").is_err());
     }
 }

@@ -19,6 +19,7 @@ pub mod propagation;
 pub mod recorder;
 pub mod rollout;
 pub mod service;
+pub mod two_versions;
 
 use anyhow::{bail, Result};
 use deployment::Deployment;

@@ -11,7 +11,7 @@ pub mod leftovers;
 mod relay;
 
 use anyhow::{bail, Context, Result};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use tokio::signal::unix::{signal, SignalKind};
@@ -57,28 +57,20 @@ pub async fn run_in_lab(bin_dir: &Path) -> Result<ExitStatus> {
     relays_allowed(root, &relays)?;
     let exe = std::env::current_exe().context("locating the running xtask binary")?;
     let (ready_r, ready_w) = pipe()?;
-    let ready_fd = std::os::fd::AsRawFd::as_raw_fd(&ready_r);
     let mut cmd = tokio::process::Command::new("unshare");
+    // The child inherits the pipe's read end (`cmd` holds ours); everything else stays
+    // CLOEXEC. It dies of SIGKILL if we do.
+    let ready_fd = crate::sys::pass_fd_and_die_with_parent(cmd.as_std_mut(), ready_r);
     cmd.args(unshare_args(root)).arg("--").arg(&exe).args(std::env::args_os().skip(1));
     cmd.env(LAB_ENV, "1").env(READY_FD_ENV, ready_fd.to_string()).env(BIN_DIR_ENV, bin_dir);
     for r in &relays {
         cmd.env(r.var, &r.url);
     }
-    // SAFETY: fcntl and prctl are async-signal-safe; nothing else runs before exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // The child inherits the pipe's read end; everything else stays CLOEXEC.
-            if libc::fcntl(ready_fd, libc::F_SETFD, 0) != 0 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => anyhow::anyhow!("`unshare` not found: install util-linux"),
         _ => anyhow::Error::new(e).context("starting `unshare`"),
     })?;
-    drop(ready_r);
+    drop(cmd); // our copy of the read end
     let pid = child.id().context("the lab process exited at once")?;
     // Held until the lab's last check below: the namespace cannot go away (and its
     // identity be reused by another run's lab) before we have looked into it.
@@ -102,10 +94,8 @@ pub async fn run_in_lab(bin_dir: &Path) -> Result<ExitStatus> {
             _ = int.recv() => libc::SIGINT,
             _ = term.recv() => libc::SIGTERM,
         };
-        // SAFETY: kill(2) on our own child, which has not been reaped yet.
-        unsafe {
-            libc::kill(pid as i32, sig);
-        }
+        // Our own child, which has not been reaped yet.
+        let _ = crate::sys::kill(pid as i32, sig);
     };
     if let Some(pin) = pin {
         // Every command that enters a lab ends here, whatever the runner inside did
@@ -213,8 +203,8 @@ pub async fn join(run: &str, vip: std::net::SocketAddrV4) -> Result<LabNode> {
         .ok()
         .and_then(|v| v.parse().ok())
         .with_context(|| format!("{READY_FD_ENV} is not set: the lab is entered only by re-exec"))?;
-    // SAFETY: the parent passed this descriptor to us, open, for us alone.
-    let ready = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ready = crate::sys::inherited_pipe(fd)
+        .with_context(|| format!("{READY_FD_ENV}={fd} names no pipe passed on by the parent runner"))?;
     let got = tokio::time::timeout(
         std::time::Duration::from_secs(60),
         tokio::task::spawn_blocking(move || {
@@ -275,13 +265,7 @@ fn env_var(name: &str) -> Result<Option<String>> {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0i32; 2];
-    // SAFETY: pipe2 writes two descriptors into the array on success.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("creating the lab's ready pipe");
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    crate::sys::pipe().context("creating the lab's ready pipe")
 }
 
 fn write_all(fd: &OwnedFd, b: &[u8]) -> std::io::Result<()> {

@@ -172,3 +172,11 @@ impl crate::KeepAliveLoad for LocalPlatform {
         crate::accept_queue::Reader::new(super::pod::App::Api.port())
     }
 }
+
+impl crate::router::TwoVersions for LocalPlatform {
+    type Fleet = super::two_versions::VersionFleet;
+
+    async fn two_versions(&mut self, spec: &crate::router::TwoVersionsSpec, log_dir: &Path) -> Result<Self::Fleet> {
+        super::two_versions::VersionFleet::up(&self.amqp_url, &self.bin_dir, self.isolation, spec, log_dir).await
+    }
+}

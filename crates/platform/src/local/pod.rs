@@ -167,15 +167,7 @@ impl Pod {
             .stderr(log)
             .kill_on_drop(true);
         // If the runner dies (Ctrl-C, a CI timeout, SIGKILL), its pods die with it.
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::sys::die_with_parent(cmd.as_std_mut());
         let mut child = cmd.spawn().with_context(|| format!("starting pod {name} ({})", bin.display()))?;
         let outer = child.id().map(|p| p as i32).context("pod exited at once")?;
         let pid1 = match t.isolation {
@@ -270,11 +262,12 @@ impl Pod {
         if self.pid1 <= 0 || self.exited.load(Ordering::SeqCst) {
             return;
         }
-        let target = if self.group_kill && sig == libc::SIGKILL { -self.pid1 } else { self.pid1 };
-        // SAFETY: kill(2) on a process we spawned and have not seen exit.
-        unsafe {
-            libc::kill(target, sig);
-        }
+        // A process we spawned and have not seen exit.
+        let _ = if self.group_kill && sig == libc::SIGKILL {
+            crate::sys::kill_group(self.pid1, sig)
+        } else {
+            crate::sys::kill(self.pid1, sig)
+        };
     }
 
     pub fn exit_code(&self) -> Option<i32> {
@@ -405,10 +398,10 @@ mod tests {
             .spawn()
             .unwrap();
         let pid1 = find_ns_init(child.id().unwrap() as i32).await.expect("namespace init");
-        unsafe { libc::kill(pid1, libc::SIGTERM) };
+        crate::sys::kill(pid1, libc::SIGTERM).unwrap();
         let still_running = tokio::time::timeout(Duration::from_millis(700), child.wait()).await.is_err();
         assert!(still_running, "SIGTERM killed a handler-less PID 1");
-        unsafe { libc::kill(pid1, libc::SIGKILL) };
+        crate::sys::kill(pid1, libc::SIGKILL).unwrap();
         let status =
             tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("SIGKILL must end it").unwrap();
         assert!(!status.success());

@@ -399,3 +399,11 @@ fn http_get(addr: &str, path: &str, extra: &str) -> Option<(u16, String, String)
 pub fn stage_env(stage: zerodrop_stages::StageName) -> Vec<(&'static str, String)> {
     zerodrop_stages::Stage::get(stage).worker.to_env()
 }
+
+/// The stage's *api* environment as owned pairs. Not the worker's: the two behaviours
+/// differ (publisher confirms are an api lever only), and an api started with the
+/// worker's gets `ZD_PUBLISHER_CONFIRMS=false`, answering 202 as soon as the publish
+/// is written to the socket, so a job in flight when the broker goes is lost.
+pub fn api_stage_env(stage: zerodrop_stages::StageName) -> Vec<(&'static str, String)> {
+    zerodrop_stages::Stage::get(stage).api.to_env()
+}

@@ -12,9 +12,10 @@
 //! and signalled through a pidfd, after checking through /proc that the pid is still
 //! the same process in the same namespace, so a recycled pid is never hit.
 
+use crate::sys::{kill, pidfd_open, pidfd_send_signal};
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -270,37 +271,6 @@ fn signal_if_same(p: &Found, ns: NetNs, sig: libc::c_int) -> bool {
 fn fd_ref(fd: &OwnedFd) -> BorrowedFd<'_> {
     use std::os::fd::AsFd;
     fd.as_fd()
-}
-
-/// pidfd_open(2): a descriptor that refers to process `pid` for as long as it is open.
-fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: the syscall takes two integers and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// pidfd_send_signal(2) with no siginfo, as kill(2) would send it.
-fn pidfd_send_signal(fd: BorrowedFd<'_>, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: a valid descriptor, a signal number, a null siginfo (allowed) and flags 0.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<libc::siginfo_t>(), 0)
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn kill(pid: i32, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain syscall; the caller just checked the pid is the process it means.
-    if unsafe { libc::kill(pid, sig) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

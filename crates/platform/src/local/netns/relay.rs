@@ -7,7 +7,6 @@
 use crate::infra::{amqp_endpoint, postgres_endpoint, Endpoint};
 use anyhow::{bail, Context, Result};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -123,9 +122,9 @@ fn bind_in(ns: PathBuf, addr: SocketAddrV4) -> Result<std::net::TcpListener> {
     std::thread::spawn(move || -> Result<std::net::TcpListener> {
         let own = std::fs::File::open("/proc/thread-self/ns/net").context("opening our network namespace")?;
         let lab = std::fs::File::open(&ns).with_context(|| format!("opening {}", ns.display()))?;
-        setns(&lab).context("setns into the lab's network namespace (needs root)")?;
+        crate::sys::enter_net_ns(&lab).context("setns into the lab's network namespace (needs root)")?;
         let bound = listen(addr).with_context(|| format!("binding {addr} inside the lab"));
-        setns(&own).context("setns back to the host namespace")?;
+        crate::sys::enter_net_ns(&own).context("setns back to the host namespace")?;
         bound
     })
     .join()
@@ -140,14 +139,6 @@ fn listen(addr: SocketAddrV4) -> std::io::Result<std::net::TcpListener> {
     s.bind(&addr.into())?;
     s.listen(128)?;
     Ok(s.into())
-}
-
-fn setns(f: &std::fs::File) -> std::io::Result<()> {
-    // SAFETY: setns on an open namespace file; it affects only this thread.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,12 +1,37 @@
-//! The apps' side of the analysis: each pod's `/metrics`, read over plain HTTP and
-//! summed per version. Counts are of the routes the load uses (`/work`, `/jobs`);
-//! probes and scrapes are left out, as HAProxy never sees them either.
+//! Two versions of the api behind a routing tier, as both sides counted them: the
+//! routing tier's per-backend counters and the apps' own `/metrics`, summed per
+//! version. App counts are of the routes the load uses (`/work`, `/jobs`); probes and
+//! scrapes are left out, as the routing tier never sees them either.
 
-use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A backend's counters as the routing tier reports them (HAProxy's `show stat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BackendStat {
+    pub requests: u64,
+    pub http_5xx: u64,
+    pub http_4xx: u64,
+}
+
+impl BackendStat {
+    /// What happened between `then` and `self` (a counter reset reads as zero).
+    pub fn since(self, then: BackendStat) -> BackendStat {
+        BackendStat {
+            requests: self.requests.saturating_sub(then.requests),
+            http_5xx: self.http_5xx.saturating_sub(then.http_5xx),
+            http_4xx: self.http_4xx.saturating_sub(then.http_4xx),
+        }
+    }
+}
+
+/// Both sides' counters at one instant: the routing tier's (stable, canary) and the
+/// apps' per version.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub router: (BackendStat, BackendStat),
+    pub app_stable: Counts,
+    pub app_canary: Counts,
+}
 
 const USER_ROUTES: [&str; 2] = ["/work", "/jobs"];
 
@@ -34,7 +59,7 @@ fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Reads the counters the analysis needs out of the exposition text.
-pub fn parse(text: &str) -> Counts {
+pub fn parse_metrics(text: &str) -> Counts {
     let mut c = Counts::default();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
@@ -101,26 +126,6 @@ impl Counts {
     }
 }
 
-/// GET http://addr/metrics with a plain HTTP/1.0 request (no client library needed).
-pub async fn fetch(addr: SocketAddr) -> Result<Counts> {
-    let work = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: pod\r\n\r\n").await?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await?;
-        Ok::<_, std::io::Error>(buf)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(2), work)
-        .await
-        .with_context(|| format!("{addr}/metrics did not answer within 2 s"))?
-        .with_context(|| format!("reading {addr}/metrics"))?;
-    let Some((head, body)) = raw.split_once("\r\n\r\n") else { bail!("{addr}/metrics: no HTTP body") };
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("{addr}/metrics answered {}", head.lines().next().unwrap_or(""));
-    }
-    Ok(parse(body))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +142,7 @@ mod tests {
 
     #[test]
     fn user_routes_are_counted_and_probes_left_out() {
-        let c = parse(TEXT);
+        let c = parse_metrics(TEXT);
         assert_eq!((c.requests, c.errors_5xx), (100, 5));
         // Rank 95 lies 5/10 of the way through the (10 ms, 100 ms] bucket.
         let p95 = c.p95_ms().unwrap();

@@ -1,31 +1,30 @@
-//! Two versions of the api side by side behind HAProxy, in the lab's network
-//! namespace: `replicas` v1 pods in `stable`, `replicas` v2 pods in `canary`, each a
-//! real process tree with the final stage's lifecycle (drain, reverse teardown).
+//! The local platform's [`TwoVersions`](crate::router::TwoVersions): two versions of
+//! the api side by side behind HAProxy, in the lab's network namespace: `replicas` v1
+//! pods in `stable`, `replicas` v2 pods in `canary`, each a real process tree with the
+//! final stage's lifecycle (drain, reverse teardown). The apps' counters are read from
+//! each pod's `/metrics` over plain HTTP.
 
-use super::scrape::{self, Counts};
-use anyhow::{bail, Result};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use super::haproxy::{Haproxy, Layout, Server};
+use super::kubelet;
+use super::pod::{App, Isolation, Pod, PodTemplate};
+use super::recorder::Recorder;
+use crate::router::{Counts, RoutedFleet, Snapshot, TwoVersionsSpec};
+use crate::LoadRun;
+use anyhow::{bail, Context, Result};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zerodrop_platform::infra::Backends;
-use zerodrop_platform::local::haproxy::{BackendStat, Haproxy, Layout, Server};
-use zerodrop_platform::local::kubelet;
-use zerodrop_platform::local::pod::{App, Isolation, Pod, PodTemplate};
-use zerodrop_platform::local::recorder::Recorder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zerodrop_load::{Live, Profile};
 use zerodrop_stages::{Stage, StageName};
 
 /// Where the routing tier listens inside the lab.
-pub const ROUTER: &str = "127.96.1.1:8000";
-
-pub struct VersionSpec {
-    pub name: &'static str,
-    pub regression: String,
-}
+pub const ROUTER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(127, 96, 1, 1), 8000);
 
 /// The fleet of one run, with the pods' lifetimes for the pod-seconds count.
-pub struct Fleet {
+pub struct VersionFleet {
     pub stable: Vec<Arc<Pod>>,
     pub canary: Vec<Arc<Pod>>,
     pub router: Haproxy,
@@ -37,33 +36,25 @@ pub struct Fleet {
     seen: std::sync::Mutex<std::collections::HashMap<String, Counts>>,
 }
 
-/// Both sides' counters at one instant: the routing tier's and the apps'.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub router: (BackendStat, BackendStat),
-    pub app_stable: Counts,
-    pub app_canary: Counts,
-}
-
-impl Fleet {
+impl VersionFleet {
+    /// Starts both versions with the final stage's settings and the routing tier in
+    /// front of them; returns once HAProxy sees every pod UP.
     pub async fn up(
-        backends: &Backends,
+        amqp_url: &str,
         bin_dir: &Path,
+        isolation: Isolation,
+        spec: &TwoVersionsSpec,
         log_dir: &Path,
-        replicas: u32,
-        v1: &VersionSpec,
-        v2: &VersionSpec,
-    ) -> Result<Fleet> {
-        std::fs::create_dir_all(log_dir)?;
+    ) -> Result<VersionFleet> {
+        std::fs::create_dir_all(log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
         let stage = Stage::get(StageName::SurgeJitter);
         let rec = Arc::new(Recorder::default());
-        let isolation = Isolation::detect();
         let mut sides = Vec::new();
-        for (subnet, v) in [(1u8, v1), (2u8, v2)] {
+        for (subnet, v) in [(1u8, &spec.v1), (2u8, &spec.v2)] {
             let mut pods = Vec::new();
-            for i in 1..=replicas {
+            for i in 1..=spec.replicas {
                 let mut env: Vec<(String, String)> = vec![
-                    ("AMQP_URL".into(), backends.amqp_url.clone()),
+                    ("AMQP_URL".into(), amqp_url.to_string()),
                     ("ZD_QUEUE".into(), "zerodrop.progressive".into()),
                     ("ZD_CAPACITY".into(), "64".into()),
                     ("ZD_VERSION".into(), v.name.into()),
@@ -89,13 +80,13 @@ impl Fleet {
         wait_ready(stable.iter().chain(&canary), log_dir).await?;
         let server = |p: &Arc<Pod>| Server { name: p.name.clone(), addr: p.addr };
         let layout = Layout {
-            bind: ROUTER.parse()?,
+            bind: ROUTER.into(),
             stable: stable.iter().map(server).collect(),
             canary: canary.iter().map(server).collect(),
         };
         let router = Haproxy::start(&layout, &log_dir.join("haproxy")).await?;
-        router.wait_all_up(Duration::from_secs(15)).await?;
-        Ok(Fleet {
+        router.api.wait_all_up(Duration::from_secs(15)).await?;
+        Ok(VersionFleet {
             stable,
             canary,
             router,
@@ -107,23 +98,56 @@ impl Fleet {
         })
     }
 
-    pub fn router_addr(&self) -> SocketAddr {
+    /// The apps' counters of one side. A pod on its way out (or gone) counts with its
+    /// last reading: what it served before exiting still happened.
+    async fn sum(&self, pods: &[Arc<Pod>]) -> Result<Counts> {
+        let mut total = Counts::default();
+        for p in pods {
+            let leaving = p.terminating.load(Ordering::SeqCst) || p.exited.load(Ordering::SeqCst);
+            let reading = match fetch(p.addr).await {
+                Ok(c) => c,
+                Err(e) if !leaving => return Err(e),
+                Err(_) => self.seen.lock().ok().and_then(|m| m.get(&p.name).cloned()).unwrap_or_default(),
+            };
+            total.add(&reading);
+            if let Ok(mut m) = self.seen.lock() {
+                m.insert(p.name.clone(), reading);
+            }
+        }
+        Ok(total)
+    }
+}
+
+impl RoutedFleet for VersionFleet {
+    fn router_addr(&self) -> SocketAddr {
         self.router.bind
     }
 
-    pub async fn snapshot(&self) -> Result<Snapshot> {
+    /// The runner's own load generator, aimed at the routing tier's address.
+    async fn start_load(&self, profile: Profile) -> Result<LoadRun> {
+        let resolver: Arc<dyn zerodrop_load::Resolver> = Arc::new(zerodrop_load::FixedResolver(self.router.bind));
+        Ok(tokio::spawn(async move {
+            Ok(zerodrop_load::run(&profile, resolver, "progressive", Arc::new(Live::new())).await)
+        }))
+    }
+
+    async fn set_canary_permille(&self, permille: u32) -> Result<()> {
+        self.router.api.set_permille(permille).await
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot> {
         Ok(Snapshot {
-            router: self.router.stats().await?,
+            router: self.router.api.stats().await?,
             app_stable: self.sum(&self.stable).await?,
             app_canary: self.sum(&self.canary).await?,
         })
     }
 
-    /// Takes `pods` out of the routing tier (drain) and terminates them the kubelet's
-    /// way: preStop, SIGTERM, the app's own drain, SIGKILL only past the grace period.
-    pub async fn retire_stable(&mut self) -> Result<()> {
+    /// Drain at the routing tier first, then the kubelet's way: preStop, SIGTERM, the
+    /// app's own drain, SIGKILL only past the grace period.
+    async fn retire_stable(&mut self) -> Result<()> {
         for p in &self.stable {
-            self.router.drain("stable", &p.name).await?;
+            self.router.api.drain("stable", &p.name).await?;
         }
         let mut handles = Vec::new();
         for p in &self.stable {
@@ -139,8 +163,7 @@ impl Fleet {
         Ok(())
     }
 
-    /// Pod-seconds used so far: every pod from the fleet's start to its end (or now).
-    pub fn pod_seconds(&self) -> f64 {
+    fn pod_seconds(&self) -> f64 {
         self.stable
             .iter()
             .chain(&self.canary)
@@ -151,26 +174,7 @@ impl Fleet {
             .sum()
     }
 
-    /// The apps' counters of one side. A pod on its way out (or gone) counts with its
-    /// last reading: what it served before exiting still happened.
-    async fn sum(&self, pods: &[Arc<Pod>]) -> Result<Counts> {
-        let mut total = Counts::default();
-        for p in pods {
-            let leaving = p.terminating.load(Ordering::SeqCst) || p.exited.load(Ordering::SeqCst);
-            let reading = match scrape::fetch(p.addr).await {
-                Ok(c) => c,
-                Err(e) if !leaving => return Err(e),
-                Err(_) => self.seen.lock().ok().and_then(|m| m.get(&p.name).cloned()).unwrap_or_default(),
-            };
-            total.add(&reading);
-            if let Ok(mut m) = self.seen.lock() {
-                m.insert(p.name.clone(), reading);
-            }
-        }
-        Ok(total)
-    }
-
-    pub async fn down(self) {
+    async fn down(self) {
         self.router.stop().await;
         for p in self.stable.iter().chain(&self.canary) {
             p.signal(libc::SIGKILL);
@@ -199,7 +203,22 @@ async fn wait_ready<'a>(pods: impl Iterator<Item = &'a Arc<Pod>> + Clone, log_di
     }
 }
 
-/// Where a run's pod logs go.
-pub fn log_dir(out_dir: &Path) -> PathBuf {
-    out_dir.join("logs")
+/// GET http://addr/metrics with a plain HTTP/1.0 request (no client library needed).
+async fn fetch(addr: SocketAddr) -> Result<Counts> {
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: pod\r\n\r\n").await?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(2), work)
+        .await
+        .with_context(|| format!("{addr}/metrics did not answer within 2 s"))?
+        .with_context(|| format!("reading {addr}/metrics"))?;
+    let Some((head, body)) = raw.split_once("\r\n\r\n") else { bail!("{addr}/metrics: no HTTP body") };
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("{addr}/metrics answered {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(zerodrop_evidence::routing::parse_metrics(body))
 }
