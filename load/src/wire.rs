@@ -1,5 +1,6 @@
-//! A [`RunResult`] as log lines, for a run inside a cluster that hands its result
-//! back through the pod's log (`zerodrop-load run --out -`).
+//! A run's result (a [`RunResult`], a keep-alive result, ...) as log lines, for a run
+//! inside a cluster that hands its result back through the pod's log
+//! (`zerodrop-load run --out -`).
 //!
 //! One JSON line can exceed what the container runtime keeps as one line (the
 //! kubelet's CRI log splits lines over 16 KiB), and a log read back may be
@@ -18,7 +19,6 @@
 //! [`decode`] takes the chunks from anywhere in the text, keeps one good copy of
 //! each, and checks the whole before parsing it.
 
-use crate::RunResult;
 use std::collections::BTreeMap;
 
 /// The header line's start.
@@ -36,7 +36,7 @@ pub enum WireError {
     Missing { missing: Vec<usize>, total: usize },
     #[error("the reassembled result is {got} bytes with checksum {got_sum:016x}; the header says {want} bytes, {want_sum:016x}")]
     Checksum { got: usize, got_sum: u64, want: usize, want_sum: u64 },
-    #[error("the reassembled result is not a RunResult: {0}")]
+    #[error("the reassembled result does not parse as the expected result: {0}")]
     Json(String),
 }
 
@@ -47,7 +47,7 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 /// The result as the lines `--out -` prints (each ending in `\n`).
-pub fn encode(result: &RunResult) -> serde_json::Result<String> {
+pub fn encode<T: serde::Serialize>(result: &T) -> serde_json::Result<String> {
     let json = serde_json::to_string(result)?;
     let chunks = split(&json, CHUNK_BYTES);
     let mut out = format!(
@@ -109,7 +109,7 @@ fn chunk(line: &str) -> Option<(usize, usize, &str)> {
 
 /// The result in `log`, whatever else the log holds around and between its lines,
 /// and however often a line repeats. The last header wins (a rerun prints a new one).
-pub fn decode(log: &str) -> Result<RunResult, WireError> {
+pub fn decode<T: serde::de::DeserializeOwned>(log: &str) -> Result<T, WireError> {
     let h = log.lines().rev().find_map(header).ok_or(WireError::NoHeader)?;
     let mut got: BTreeMap<usize, &str> = BTreeMap::new();
     for (i, n, data) in log.lines().filter_map(chunk) {
@@ -132,7 +132,7 @@ pub fn decode(log: &str) -> Result<RunResult, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Class, Kind, Profile, Record};
+    use crate::{Class, Kind, Profile, Record, RunResult};
 
     fn result(records: usize) -> RunResult {
         let r = |i: u64| Record {
@@ -160,7 +160,7 @@ mod tests {
         let text = encode(&r).unwrap();
         assert!(text.lines().all(|l| l.len() <= CHUNK_BYTES + 64), "every line fits the kubelet's limit");
         assert!(text.lines().count() > 10);
-        let back = decode(&text).unwrap();
+        let back = decode::<RunResult>(&text).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&r).unwrap());
     }
 
@@ -176,7 +176,7 @@ mod tests {
         log.push("   10s  sent 2000  ok 1999  errors reset=1");
         log.extend(&lines[..]);
         log.swap(3, 4);
-        let back = decode(&log.join("\n")).unwrap();
+        let back = decode::<RunResult>(&log.join("\n")).unwrap();
         assert_eq!(back.records.len(), r.records.len());
     }
 
@@ -187,13 +187,16 @@ mod tests {
         let n = lines.len() - 2;
         assert!(n >= 3);
         let without: Vec<&str> = lines.iter().enumerate().filter(|(i, _)| *i != 2).map(|(_, l)| *l).collect();
-        assert_eq!(decode(&without.join("\n")).unwrap_err(), WireError::Missing { missing: vec![2], total: n });
+        assert_eq!(
+            decode::<RunResult>(&without.join("\n")).unwrap_err(),
+            WireError::Missing { missing: vec![2], total: n }
+        );
         let damaged = text.replacen("\"latency_us\":1201", "\"latency_us\":9201", 1);
-        assert_eq!(decode(&damaged).unwrap_err(), WireError::Missing { missing: vec![1], total: n });
-        assert_eq!(decode("   1s  sent 200  ok 200  errors 0\n").unwrap_err(), WireError::NoHeader);
+        assert_eq!(decode::<RunResult>(&damaged).unwrap_err(), WireError::Missing { missing: vec![1], total: n });
+        assert_eq!(decode::<RunResult>("   1s  sent 200  ok 200  errors 0\n").unwrap_err(), WireError::NoHeader);
         // A chunk that checks out but belongs to another whole.
         let other = encode(&result(1_501)).unwrap();
         let mixed = format!("{}\n{}", lines[0], other.lines().skip(1).collect::<Vec<_>>().join("\n"));
-        assert!(matches!(decode(&mixed), Err(WireError::Missing { .. } | WireError::Checksum { .. })));
+        assert!(matches!(decode::<RunResult>(&mixed), Err(WireError::Missing { .. } | WireError::Checksum { .. })));
     }
 }

@@ -209,7 +209,7 @@ mod tests {
         assert!(lines[0].starts_with("--- zerodrop-load result: 1 chunks, "), "{}", lines[0]);
         assert!(lines[1].starts_with("zdr 1/1 "), "{}", lines[1]);
         assert_eq!(lines[2], "--- end ---");
-        let back = zerodrop_load::wire::decode(&text).unwrap();
+        let back = zerodrop_load::wire::decode::<RunResult>(&text).unwrap();
         assert_eq!(back.accepted_jobs, r.accepted_jobs);
     }
 }

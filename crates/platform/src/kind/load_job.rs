@@ -11,7 +11,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::time::Duration;
-use zerodrop_load::{LiveSnapshot, Profile, RunResult};
+use zerodrop_load::{LiveSnapshot, Profile};
 
 pub use zerodrop_load::wire::{BEGIN, END};
 
@@ -72,7 +72,7 @@ pub fn load_began(line: &str) -> bool {
 
 /// The result in a load pod's log; when there is none, the error shows the log's
 /// last lines (what the generator said instead).
-pub fn extract_result(log: &str) -> Result<RunResult> {
+pub fn extract_result<T: serde::de::DeserializeOwned>(log: &str) -> Result<T> {
     match zerodrop_load::wire::decode(log) {
         Ok(r) => Ok(r),
         Err(zerodrop_load::wire::WireError::NoHeader) => {
@@ -91,29 +91,30 @@ pub fn job_name(run_id: &str, index: usize) -> String {
     name.trim_end_matches('-').to_string()
 }
 
-/// The stage's load Job: `profile` against the api Service of `stage_objects`, once
-/// the Service reaches every pod of `await_pods`.
+/// The api Service of `stage_objects` as a pod in the cluster reaches it (`host:port`).
+pub fn service_target(
+    render: &zerodrop_manifests::RenderOptions,
+    stage_objects: &[super::objects::Rendered],
+) -> Result<String> {
+    let port = super::objects::service_port(stage_objects, "api")?;
+    Ok(format!("{}:{port}", render.service_host("api")))
+}
+
+/// A stage's load Job running `zerodrop-load <args>` (see [`args`]).
 pub fn job_object(
     opts: &super::KindOptions,
     render: &zerodrop_manifests::RenderOptions,
-    stage_objects: &[super::objects::Rendered],
-    profile: &Profile,
-    job_prefix: &str,
     index: usize,
-    await_pods: &[String],
-) -> Result<zerodrop_manifests::Object> {
-    let port = super::objects::service_port(stage_objects, "api")?;
-    let target = format!("{}:{port}", render.service_host("api"));
-    let spec = zerodrop_manifests::LoadJobSpec {
-        name: job_name(&opts.run_id, index),
-        args: args(profile, &target, job_prefix, await_pods),
-    };
-    Ok(zerodrop_manifests::load_job(&spec, render))
+    args: Vec<String>,
+) -> zerodrop_manifests::Object {
+    let spec = zerodrop_manifests::LoadJobSpec { name: job_name(&opts.run_id, index), args };
+    zerodrop_manifests::load_job(&spec, render)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zerodrop_load::RunResult;
 
     #[test]
     fn args_parse_back_into_the_same_profile() {
@@ -176,7 +177,7 @@ load begins: 200 rps for 37s to 10.96.0.12:80
         };
         let wire = zerodrop_load::wire::encode(&r).unwrap();
         let log = format!("{GATED}total 7400  failed 0 (0.00%)\n{wire}");
-        let back = extract_result(&log).unwrap();
+        let back = extract_result::<RunResult>(&log).unwrap();
         assert_eq!(back.accepted_jobs, r.accepted_jobs);
         assert_eq!(back.started_unix_ms, r.started_unix_ms);
         let failed_gate = "gate: awaiting 3 pods through 10.96.0.12:80 (GET /healthz on a new connection each): a, b, c
@@ -186,12 +187,12 @@ Error: no load sent: the api Service's data plane does not reach every awaited p
 Caused by:
     the data plane never reached 2 of 3 awaited pods (b, c) through the Service: the 60s deadline passed after 2300 probes (0 failed) in 60011 ms
 ";
-        let err = extract_result(failed_gate).unwrap_err().to_string();
+        let err = extract_result::<RunResult>(failed_gate).unwrap_err().to_string();
         assert!(err.contains("never reached 2 of 3 awaited pods (b, c)"), "{err}");
-        let err = extract_result("200 rps for 37s\nerror: connection refused\n").unwrap_err().to_string();
+        let err = extract_result::<RunResult>("200 rps for 37s\nerror: connection refused\n").unwrap_err().to_string();
         assert!(err.contains("error: connection refused"), "{err}");
         let cut: String = wire.lines().take(1).map(|l| format!("{l}\n")).collect();
-        let err = format!("{:#}", extract_result(&cut).unwrap_err());
+        let err = format!("{:#}", extract_result::<RunResult>(&cut).unwrap_err());
         assert!(err.contains("chunks [1] of 1 are missing"), "{err}");
     }
 

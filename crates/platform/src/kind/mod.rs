@@ -20,6 +20,7 @@ pub mod guardian;
 #[cfg(test)]
 mod join_tests;
 pub mod load_job;
+mod load_run;
 pub mod log_stream;
 pub mod objects;
 pub mod placement;
@@ -31,7 +32,7 @@ pub mod rollout;
 pub mod state;
 pub mod two_versions;
 
-use crate::{now_ms, LoadRun, Observed, Platform, StageEnv};
+use crate::{LoadRun, Observed, Platform, StageEnv};
 use anyhow::{bail, Context, Result};
 use forward::Forward;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -583,86 +584,9 @@ impl Platform for KindPlatform {
     }
 
     async fn start_load(&mut self, profile: &Profile, job_prefix: &str, live: Arc<Live>) -> Result<LoadRun> {
-        // The generator runs in the cluster: its per-second progress lines, read off
-        // its pod's log, feed `live`. It first waits until a probe through the Service
-        // has reached every api pod the EndpointSlices call ready: the control plane's
-        // list is ahead of the node's kube-proxy rules, and load started in between is
-        // refused, times out, and pins the keep-alive pool to the pods programmed then.
-        let (shared, job) = {
-            let f = self.fleet()?;
-            let awaited = f.shared.with(|s| s.awaited_pods.clone());
-            let ready = f.shared.ready_endpoints.load(Ordering::Relaxed) as usize;
-            if awaited.len() < ready {
-                eprintln!(
-                    "warning: {} of {ready} ready api endpoints have no Pod targetRef to await by name; the load's \
-                     data-plane gate checks only {}",
-                    ready - awaited.len(),
-                    awaited.len()
-                );
-            }
-            if awaited.is_empty() {
-                eprintln!("warning: no api pod to await; the load starts without the data-plane gate");
-            } else {
-                eprintln!(
-                    "[kind] the load starts once the api Service reaches {}/{ready} pods: {}",
-                    awaited.len(),
-                    awaited.join(", ")
-                );
-            }
-            let job =
-                load_job::job_object(&self.opts, &f.render, &f.objects, profile, job_prefix, f.env.index, &awaited)?;
-            (f.shared.clone(), Rendered::from_object(&job))
-        };
-        shared.with(|s| {
-            s.load.job = Some(job.name.clone());
-            s.load.live = Some(live);
-        });
-        if let Some(f) = self.fleet.as_mut() {
-            f.load_job = Some(job.name.clone());
-        }
-        apply::apply(&self.client, &self.opts.namespace, &job).await?;
-        let limit = Duration::from_secs(120) + load_job::GATE_TIMEOUT;
-        if !Self::wait_or(&shared, limit, |s| s.load.started || s.load.exit.is_some()).await {
-            let why = shared.with(|s| match (&s.load.waiting, &s.load.pod) {
-                (Some(w), _) => w.clone(),
-                (None, Some(pod)) => format!("{pod} runs but its load has not begun (see its log for the gate)"),
-                (None, None) => "no pod yet".into(),
-            });
-            bail!("the load Job {} did not start within {limit:?}: {why}", job.name);
-        }
-        let pods = self.pods();
-        confirm_started(&pods, &shared, &job.name).await?;
-        let n = shared.ready_endpoints.load(Ordering::Relaxed);
-        shared.with(|s| s.samples.push((now_ms(), n)));
         let limit = profile.duration + profile.request_timeout + Duration::from_secs(120);
-        Ok(tokio::spawn(async move {
-            if !Self::wait_or(&shared, limit, |s| s.load.exit.is_some()).await {
-                bail!("the load generator did not finish within {limit:?}");
-            }
-            let (task, path, pod, exit) = shared
-                .with(|s| (s.load.log_task.take(), s.load.log_path.clone(), s.load.pod.clone(), s.load.exit.clone()));
-            if let Some(t) = task {
-                let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
-            }
-            let streamed = path.as_deref().map(std::fs::read_to_string).transpose().ok().flatten().unwrap_or_default();
-            match load_job::extract_result(&streamed) {
-                Ok(r) => Ok(r),
-                Err(first) => {
-                    // The stream may have broken off; the pod keeps its whole log.
-                    let pod = pod.context("the load pod has no name")?;
-                    let full = pods
-                        .logs(&pod, &LogParams::default())
-                        .await
-                        .with_context(|| format!("reading the log of {pod}"))?;
-                    load_job::extract_result(&full).map_err(|_| first).with_context(|| {
-                        format!(
-                            "the load generator ({pod}, {}) returned no result",
-                            exit.map(|e| e.describe()).unwrap_or_default()
-                        )
-                    })
-                }
-            }
-        }))
+        let args = |target: &str, awaited: &[String]| load_job::args(profile, target, job_prefix, awaited);
+        self.start_load_job(args, live, limit).await
     }
 
     fn ready_endpoints(&self) -> u32 {

@@ -216,15 +216,10 @@ fn stage_steps(p: &mut Plan, opts: &KindOptions, profile: &ExperimentProfile, st
         env.api_replicas
     ));
     let rendered = Rendered::all(&objects);
-    let job = load_job::job_object(
-        opts,
-        &render,
-        &rendered,
-        &profile.load,
-        &format!("{}-{}", opts.run_id, stage.name),
-        i,
-        &[AWAITED_PLACEHOLDER.to_string()],
-    )?;
+    let target = load_job::service_target(&render, &rendered)?;
+    let prefix = format!("{}-{}", opts.run_id, stage.name);
+    let args = load_job::args(&profile.load, &target, &prefix, &[AWAITED_PLACEHOLDER.to_string()]);
+    let job = load_job::job_object(opts, &render, i, args);
     p.apply(format!("the load Job {}", job.name()), std::slice::from_ref(&job));
     p.api(format!(
         "the Job first probes GET /healthz through the api Service, a new connection each, until every api pod \
