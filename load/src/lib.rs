@@ -13,6 +13,7 @@
 mod engine;
 pub mod gate;
 pub mod keepalive;
+pub mod listen_queue;
 pub mod profile;
 pub mod record;
 pub mod stats;

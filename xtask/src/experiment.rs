@@ -97,6 +97,7 @@ impl<P: Platform> RunCtx<P> {
             api_capacity: p.api_capacity,
             job_work: p.job_work,
             index,
+            listen_queues: false,
         };
 
         self.progress.phase(format!("{name}: starting the fleet"));

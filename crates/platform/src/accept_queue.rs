@@ -1,33 +1,50 @@
-//! The kernel's own view of the accept queue: for a listening socket, /proc/net/tcp
-//! shows the connections waiting to be accepted (rx_queue; the bound itself, the
-//! backlog, is only in inet_diag, as `ss -lt` shows); /proc/net/netstat counts the SYNs dropped because it was
-//! full (ListenOverflows, ListenDrops). Both are per network namespace, so the runner
-//! reads the lab's.
+//! The api pods' accept queues over a run, as either platform observes them: the
+//! local runner samples the lab's network namespace itself ([`Reader`]); on a
+//! cluster each api pod's sidecar prints [`Sample`] lines and [`merge`] puts the
+//! pods' series together. Either way the run gets a [`Watch`] and, at its end, the
+//! same [`ListenQueues`].
 
-use serde::Serialize;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+pub use zerodrop_load::listen_queue::{listen_drops, parse_netstat, parse_tcp, ListenQueue, QueueTick, Sample};
 
-/// One listening socket, as read once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenQueue {
-    pub addr: SocketAddrV4,
-    pub queued: u32,
+/// What the api pods' listen queues showed over a watch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenQueues {
+    pub ticks: Vec<QueueTick>,
+    /// SYNs dropped because an accept queue was full (ListenOverflows), and all
+    /// dropped SYNs (ListenDrops), over the watch.
+    pub overflows: u64,
+    pub drops: u64,
 }
 
-/// One sampling tick over every api listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct QueueTick {
-    pub unix_ms: i64,
-    /// Connections waiting to be accepted, summed over the listeners.
-    pub total: u32,
-    /// The longest single queue.
-    pub max: u32,
+type Finish = Pin<Box<dyn Future<Output = Result<ListenQueues>> + Send>>;
+
+/// A watch of the api pods' listen queues under way.
+pub struct Watch {
+    stop: CancellationToken,
+    finish: Finish,
 }
 
-/// Reads the listening sockets on one port.
+impl Watch {
+    /// `finish` runs once the watch is stopped and hands over what it saw.
+    pub fn new(stop: CancellationToken, finish: impl Future<Output = Result<ListenQueues>> + Send + 'static) -> Watch {
+        Watch { stop, finish: Box::pin(finish) }
+    }
+
+    /// Stops sampling and hands over the ticks and the drop counts.
+    pub async fn finish(self) -> Result<ListenQueues> {
+        self.stop.cancel();
+        self.finish.await
+    }
+}
+
+/// Reads the listening sockets on one port, in the runner's own network namespace.
 #[derive(Debug, Clone, Copy)]
 pub struct Reader {
     port: u16,
@@ -39,11 +56,27 @@ impl Reader {
     }
 
     pub fn read(&self) -> Vec<ListenQueue> {
-        std::fs::read_to_string("/proc/net/tcp").map(|t| parse_tcp(&t, self.port)).unwrap_or_default()
+        zerodrop_load::listen_queue::read(self.port)
     }
 
-    /// Samples every `every` until `stop`; the ticks are in the returned cell.
-    pub fn sample(self, every: Duration, stop: CancellationToken) -> Arc<Mutex<Vec<QueueTick>>> {
+    /// Samples every `every` until the watch is finished; the drop counters are read
+    /// at its start and its end.
+    pub fn watch(self, every: Duration) -> Watch {
+        let stop = CancellationToken::new();
+        let ticks = self.sample(every, stop.clone());
+        let before = listen_drops();
+        Watch::new(stop, async move {
+            let after = listen_drops();
+            let ticks = ticks.lock().map(|t| t.clone()).unwrap_or_default();
+            Ok(ListenQueues {
+                ticks,
+                overflows: after.0.saturating_sub(before.0),
+                drops: after.1.saturating_sub(before.1),
+            })
+        })
+    }
+
+    fn sample(self, every: Duration, stop: CancellationToken) -> Arc<Mutex<Vec<QueueTick>>> {
         let ticks = Arc::new(Mutex::new(Vec::new()));
         let out = ticks.clone();
         tokio::spawn(async move {
@@ -69,75 +102,91 @@ impl Reader {
     }
 }
 
-/// LISTEN rows (state 0A) on `port`: `sl local rem st tx_queue:rx_queue ...`, the
-/// address in the kernel's byte order as hex; for a listener rx_queue is the number
-/// of connections waiting in the accept queue.
-pub fn parse_tcp(table: &str, port: u16) -> Vec<ListenQueue> {
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|row| {
-            let f: Vec<&str> = row.split_whitespace().collect();
-            let (local, state, queues) = (f.get(1)?, f.get(3)?, f.get(4)?);
-            if *state != "0A" {
-                return None;
+/// The api pods' sample series (one per pod, each in its own order) as one series of
+/// ticks `every` apart over `[from_ms, to_ms]`: each tick sums every pod's latest
+/// sample no older than `every * 2` (a pod that stopped printing, gone or stalled,
+/// counts no longer). The drop counters are per pod network namespace, made with the
+/// pod: what a pod dropped over the watch is its last count less its count before
+/// `from_ms` (0 for a pod that started later).
+pub fn merge(pods: &[Vec<Sample>], from_ms: i64, to_ms: i64, every: Duration) -> ListenQueues {
+    let step = (every.as_millis() as i64).max(1);
+    let mut out = ListenQueues::default();
+    let mut cells: BTreeMap<i64, BTreeMap<usize, Sample>> = BTreeMap::new();
+    for (i, series) in pods.iter().enumerate() {
+        let before = series.iter().filter(|s| s.unix_ms < from_ms).max_by_key(|s| s.unix_ms);
+        let within: Vec<&Sample> = series.iter().filter(|s| (from_ms..=to_ms).contains(&s.unix_ms)).collect();
+        if let Some(last) = within.iter().max_by_key(|s| s.unix_ms) {
+            let (o0, d0) = before.map(|b| (b.overflows, b.drops)).unwrap_or((0, 0));
+            out.overflows += last.overflows.saturating_sub(o0);
+            out.drops += last.drops.saturating_sub(d0);
+        }
+        for s in within {
+            let cell = cells.entry((s.unix_ms - from_ms) / step).or_default();
+            match cell.get(&i) {
+                Some(have) if have.unix_ms > s.unix_ms => {}
+                _ => {
+                    cell.insert(i, *s);
+                }
             }
-            let (ip, p) = local.split_once(':')?;
-            let p = u16::from_str_radix(p, 16).ok()?;
-            if p != port {
-                return None;
-            }
-            let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_ne_bytes());
-            let (_, rx) = queues.split_once(':')?;
-            Some(ListenQueue { addr: SocketAddrV4::new(ip, p), queued: u32::from_str_radix(rx, 16).ok()? })
-        })
-        .collect()
-}
-
-/// (ListenOverflows, ListenDrops) of this network namespace.
-pub fn listen_drops() -> (u64, u64) {
-    std::fs::read_to_string("/proc/net/netstat").map(|t| parse_netstat(&t)).unwrap_or((0, 0))
-}
-
-/// The TcpExt header line names the columns of the value line after it.
-pub fn parse_netstat(text: &str) -> (u64, u64) {
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
-    let (Some(names), Some(values)) = (lines.first(), lines.get(1)) else { return (0, 0) };
-    let get = |key: &str| {
-        names.split_whitespace().position(|n| n == key).and_then(|i| values.split_whitespace().nth(i)?.parse().ok())
-    };
-    (get("ListenOverflows").unwrap_or(0), get("ListenDrops").unwrap_or(0))
+        }
+    }
+    let last_cell = (to_ms - from_ms).max(0) / step;
+    let mut latest: BTreeMap<usize, Sample> = BTreeMap::new();
+    for k in 0..=last_cell {
+        if let Some(cell) = cells.get(&k) {
+            latest.extend(cell.iter().map(|(i, s)| (*i, *s)));
+        }
+        let at = from_ms + k * step;
+        latest.retain(|_, s| at + step - s.unix_ms <= 2 * step);
+        if latest.is_empty() && !cells.contains_key(&k) {
+            continue;
+        }
+        out.ticks.push(QueueTick {
+            unix_ms: at,
+            total: latest.values().map(|s| s.queued).sum(),
+            max: latest.values().map(|s| s.max).max().unwrap_or(0),
+        });
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn listen_rows_on_the_port_give_the_accept_queue() {
-        let table =
-            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
-   0: 01014D7F:1F90 00000000:0000 0A 00000080:00000011 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n\
-   1: 01014D7F:1F90 0100607F:0050 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n\
-   2: 0100007F:2382 00000000:0000 0A 00000400:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n";
-        let q = parse_tcp(table, 8080);
-        assert_eq!(q, vec![ListenQueue { addr: "127.77.1.1:8080".parse().unwrap(), queued: 17 }]);
+    fn s(unix_ms: i64, queued: u32, overflows: u64) -> Sample {
+        Sample { unix_ms, queued, max: queued, overflows, drops: overflows }
     }
 
     #[test]
-    fn netstat_columns_are_found_by_name() {
-        let t = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 12 14\nIpExt: InNoRoutes\nIpExt: 0\n";
-        assert_eq!(parse_netstat(t), (12, 14));
-        assert_eq!(parse_netstat("garbage"), (0, 0));
+    fn pods_sum_into_ticks_and_count_their_own_drops() {
+        // Pod 0 runs throughout; pod 1 starts mid-watch (its namespace counts from 0);
+        // pod 0's samples arrive out of order (two log streams, no promised order).
+        let old = vec![s(950, 9, 5), s(1_060, 4, 5), s(1_010, 2, 5), s(1_110, 0, 7)];
+        let new = vec![s(1_070, 30, 0), s(1_120, 12, 1)];
+        let m = merge(&[old, new], 1_000, 1_149, Duration::from_millis(50));
+        let totals: Vec<(i64, u32, u32)> = m.ticks.iter().map(|t| (t.unix_ms, t.total, t.max)).collect();
+        assert_eq!(totals, [(1_000, 2, 2), (1_050, 34, 30), (1_100, 12, 12)]);
+        assert_eq!((m.overflows, m.drops), (2 + 1, 2 + 1));
+    }
+
+    #[test]
+    fn a_pod_that_stopped_printing_counts_no_longer() {
+        let gone = vec![s(1_000, 50, 0)];
+        let m = merge(&[gone], 1_000, 1_299, Duration::from_millis(50));
+        let totals: Vec<u32> = m.ticks.iter().map(|t| t.total).collect();
+        assert_eq!(totals, [50, 50], "kept for two periods, then dropped: {m:?}");
+        assert_eq!(merge(&[], 0, 1_000, Duration::from_millis(50)), ListenQueues::default());
     }
 
     #[tokio::test]
-    async fn a_real_listener_with_unaccepted_connections_shows_its_queue() {
+    async fn a_real_listener_with_unaccepted_connections_shows_in_the_watch() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let _clients: Vec<_> = (0..3).map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
-        let q = Reader::new(port).read();
-        assert_eq!(q.len(), 1, "{q:?}");
-        assert_eq!(q[0].queued, 3);
+        let watch = Reader::new(port).watch(Duration::from_millis(10));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let seen = watch.finish().await.unwrap();
+        assert!(seen.ticks.iter().any(|t| t.total == 3 && t.max == 3), "{seen:?}");
     }
 }

@@ -38,6 +38,9 @@ pub struct StageEnv {
     pub job_work: Duration,
     /// Keeps pod addresses of different stages apart.
     pub index: usize,
+    /// The stage's listen queues will be watched ([`KeepAliveLoad::watch_listen_queues`]):
+    /// on a cluster every api pod then carries a sidecar that reads them.
+    pub listen_queues: bool,
 }
 
 /// A load run under way; resolves to its result.
@@ -84,19 +87,21 @@ pub trait Platform {
 }
 
 /// A capability: the keep-alive client profile against the api Service, and a view of
-/// the api pods' listen queues (the thundering reconnect). The local platform has both
-/// (its runner shares the pods' network namespace); a platform without them cannot be
-/// handed a command that needs them (see xtask's `harness`).
+/// the api pods' listen queues (the thundering reconnect). Locally the runner shares
+/// the pods' network namespace and reads both itself; on a cluster the clients run
+/// as a Job and each api pod's sidecar reads its own queue.
 #[allow(async_fn_in_trait)]
 pub trait KeepAliveLoad: Platform {
-    /// Starts the keep-alive clients; returns once they are connecting.
+    /// Starts the keep-alive clients; returns once they are connecting, with a task
+    /// resolving to what they measured.
     async fn start_keepalive_load(
         &mut self,
         profile: &zerodrop_load::keepalive::KeepAliveProfile,
         live: Arc<Live>,
-    ) -> Result<JoinHandle<zerodrop_load::keepalive::KeepAliveResult>>;
-    /// A reader of the api pods' listen queues (accept queue length and backlog).
-    fn listen_queues(&self) -> accept_queue::Reader;
+    ) -> Result<JoinHandle<Result<zerodrop_load::keepalive::KeepAliveResult>>>;
+    /// Starts watching the api pods' listen queues, sampled every `every`. The stage
+    /// must have been deployed with [`StageEnv::listen_queues`].
+    fn watch_listen_queues(&mut self, every: Duration) -> Result<accept_queue::Watch>;
 }
 
 /// Which platform a command runs on (`--platform`).

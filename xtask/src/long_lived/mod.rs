@@ -168,6 +168,7 @@ async fn run_fleet<P: Platform>(
         api_capacity: 32,
         job_work: Duration::from_millis(10),
         index: 150,
+        listen_queues: false,
     };
     platform.deploy(st, &env, log_dir).await?;
     let url = platform.service_url().context("the platform has no Service address")?;

@@ -9,10 +9,8 @@ use lapin::{Channel, Connection, ConnectionProperties};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use zerodrop_jobs::Topology;
 use zerodrop_load::Live;
-use zerodrop_platform::accept_queue::{listen_drops, QueueTick};
 use zerodrop_platform::{now_ms, KeepAliveLoad, Platform, StageEnv};
 use zerodrop_report::model::PodEventKind;
 use zerodrop_stages::KeepAliveClose;
@@ -88,11 +86,10 @@ impl Ctx {
             api_capacity: p.api_capacity,
             job_work: Duration::from_millis(10),
             index: 100 + index,
+            listen_queues: true,
         };
         platform.deploy(&p.stage(close), &env, &log_dir).await?;
-        let stop = CancellationToken::new();
-        let ticks = platform.listen_queues().sample(SAMPLE_EVERY, stop.clone());
-        let drops_before = listen_drops();
+        let queues = platform.watch_listen_queues(SAMPLE_EVERY)?;
         let live = Arc::new(Live::new());
         let load = platform.start_keepalive_load(&p.load, live.clone()).await?;
         tokio::time::sleep(p.load.ramp + p.steady).await;
@@ -100,11 +97,9 @@ impl Ctx {
         let trigger = now_ms();
         let rollout = platform.rollout().await.context("the rolling deploy failed")?;
         platform.wait_terminations().await?;
-        let result = load.await.context("the keep-alive load task failed")?;
-        stop.cancel();
-        let drops_after = listen_drops();
+        let result = load.await.context("the keep-alive load task failed")??;
+        let queues = queues.finish().await.context("reading the listen queues")?;
         let observed = platform.finish_stage().await?;
-        let ticks: Vec<QueueTick> = ticks.lock().map(|v| v.clone()).unwrap_or_default();
         std::fs::write(log_dir.join("keepalive.json"), serde_json::to_vec(&result).unwrap_or_default())
             .context("writing the raw keep-alive records")?;
 
@@ -125,10 +120,10 @@ impl Ctx {
             trigger_us: ((trigger - origin).max(0) as u64) * 1000,
             window_us: p.roll.as_micros() as u64,
             steady_from_us: p.load.ramp.as_micros() as u64,
-            ticks: &ticks,
+            ticks: &queues.ticks,
             cold: &cold,
             rollout_s: rollout.as_secs_f64(),
-            drops: (drops_after.0.saturating_sub(drops_before.0), drops_after.1.saturating_sub(drops_before.1)),
+            drops: (queues.overflows, queues.drops),
             backlog: p.accept_backlog,
         };
         let buckets = analysis::buckets(&input);

@@ -84,6 +84,7 @@ pub fn stage_env(run_id: &str, profile: &ExperimentProfile, stage: &Stage, index
         api_capacity: profile.api_capacity,
         job_work: profile.job_work,
         index,
+        listen_queues: false,
     }
 }
 

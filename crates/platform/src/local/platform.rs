@@ -159,17 +159,17 @@ impl crate::KeepAliveLoad for LocalPlatform {
         &mut self,
         profile: &zerodrop_load::keepalive::KeepAliveProfile,
         live: Arc<Live>,
-    ) -> Result<tokio::task::JoinHandle<zerodrop_load::keepalive::KeepAliveResult>> {
+    ) -> Result<tokio::task::JoinHandle<Result<zerodrop_load::keepalive::KeepAliveResult>>> {
         let svc = self.fleet()?.service();
         self.rec.endpoints_now(svc.ready_endpoints());
         let (profile, addr) = (profile.clone(), std::net::SocketAddr::V4(svc.vip()));
-        Ok(tokio::spawn(async move { zerodrop_load::keepalive::run(&profile, addr, live).await }))
+        Ok(tokio::spawn(async move { Ok(zerodrop_load::keepalive::run(&profile, addr, live).await) }))
     }
 
-    fn listen_queues(&self) -> crate::accept_queue::Reader {
+    fn watch_listen_queues(&mut self, every: Duration) -> Result<crate::accept_queue::Watch> {
         // The runner lives in the lab's network namespace: its /proc/net/tcp lists
-        // every pod's listening socket.
-        crate::accept_queue::Reader::new(super::pod::App::Api.port())
+        // every pod's listening socket, and its netstat counts their drops.
+        Ok(crate::accept_queue::Reader::new(super::pod::App::Api.port()).watch(every))
     }
 }
 
