@@ -43,6 +43,25 @@ impl KeepAliveProfile {
     pub fn rate_per_sec(&self) -> f64 {
         f64::from(self.clients) / self.period.as_secs_f64().max(1e-3)
     }
+
+    /// The `zerodrop-load keepalive` flags that run this profile (what a runner puts
+    /// in a cluster Job), without the target's and the result's.
+    pub fn cli_args(&self) -> Vec<String> {
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        [
+            ("--clients", self.clients.to_string()),
+            ("--period", ms(self.period)),
+            ("--ramp", ms(self.ramp)),
+            ("--duration", ms(self.duration)),
+            ("--work-ms", self.work_ms.to_string()),
+            ("--timeout", ms(self.request_timeout)),
+            ("--connect-timeout", ms(self.connect_timeout)),
+            ("--retry-backoff", ms(self.retry_backoff)),
+        ]
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_string(), v])
+        .collect()
+    }
 }
 
 /// Why a request was sent.

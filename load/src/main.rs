@@ -1,9 +1,12 @@
-//! `zerodrop-load`: run a load profile, serve a trivial target, or benchmark the
-//! generator itself.
+//! `zerodrop-load`: run a load profile or the keep-alive clients, serve a trivial
+//! target, benchmark the generator itself, or sample a port's accept queue.
 
 mod cli {
     pub mod bench;
+    pub mod keepalive;
+    pub mod queues;
     pub mod run;
+    pub mod shared;
     pub mod wrk;
 }
 
@@ -29,6 +32,12 @@ enum Cmd {
     },
     /// Measure the highest rate the generator holds against the built-in target.
     Bench(cli::bench::Args),
+    /// Run the keep-alive client profile (the thundering reconnect's load) against a
+    /// Service address.
+    Keepalive(cli::keepalive::Args),
+    /// Print the accept queue of a listening port once per period (the api pods'
+    /// sidecar on a cluster).
+    Queues(cli::queues::Args),
 }
 
 #[tokio::main]
@@ -41,5 +50,7 @@ async fn main() -> anyhow::Result<()> {
             zerodrop_load::target::serve(listener).await.context("accept")
         }
         Cmd::Bench(args) => cli::bench::main(args).await,
+        Cmd::Keepalive(args) => cli::keepalive::main(args).await,
+        Cmd::Queues(args) => cli::queues::main(args).await,
     }
 }

@@ -72,8 +72,7 @@ pub async fn run(a: Args) -> Result<()> {
             a.smoke,
             n,
         )?;
-        println!("# cargo xtask blue-green --platform kind: the plan (dry run; nothing below was executed)");
-        print!("{}", p.render());
+        harness::print_plan("blue-green", "the plan", &p);
         return Ok(());
     }
     let run = RunDir::new(&a.out);

@@ -107,8 +107,7 @@ pub async fn run(a: Args) -> Result<()> {
             &cfg,
             n,
         )?;
-        println!("# cargo xtask canary --platform kind: the plan (dry run; nothing below was executed)");
-        print!("{}", p.render());
+        harness::print_plan("canary", "the plan", &p);
         return Ok(());
     }
     let run = RunDir::new(&a.out);

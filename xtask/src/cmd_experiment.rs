@@ -64,10 +64,24 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    match a.platform.choose()? {
-        Choice::Kind | Choice::KindPlan => run_kind(a).await,
-        Choice::Local => run_local(a).await,
+    let choice = a.platform.choose()?;
+    let run = RunDir::new(&a.out);
+    if choice == Choice::KindPlan {
+        harness::print_plan("experiment", "the plan", &dry_run_plan(&a, &run)?);
+        return Ok(());
     }
+    let profile = profile_of(&a);
+    let stages = stages_of(&a)?;
+    let session = LocalSession { announce: true, ..LocalSession::service(profile.propagation) };
+    let roll_timeout = profile.roll * 3 + std::time::Duration::from_secs(60);
+    let needs_linux =
+        "the local platform needs Linux (PID namespaces, 127.0.0.0/8 addresses); use --platform kind elsewhere";
+    let started = |run: &RunDir| announce(&run.id, &profile, &stages);
+    let command = RunDir::command();
+    let work = Stages { a: &a, run: &run, profile: profile.clone(), stages: stages.clone(), command };
+    let report =
+        harness::on_chosen(choice, &a.platform, &run, session, needs_linux, roll_timeout, started, work).await?;
+    finish(report, &run.dir, a.assert_staircase, &a.known_gap)
 }
 
 fn stages_of(a: &Args) -> Result<Vec<Stage>> {
@@ -92,42 +106,6 @@ pub fn dry_run_plan(a: &Args, run: &RunDir) -> Result<zerodrop_platform::kind::p
     zerodrop_platform::kind::plan::build(&a.platform.kind_options(run), &profile_of(a), &stages_of(a)?)
 }
 
-async fn run_kind(a: Args) -> Result<()> {
-    let profile = profile_of(&a);
-    let stages = stages_of(&a)?;
-    let run = RunDir::new(&a.out);
-    if a.platform.dry_run {
-        let plan = dry_run_plan(&a, &run)?;
-        println!("# cargo xtask experiment --platform kind: the plan (dry run; nothing below was executed)");
-        print!("{}", plan.render());
-        return Ok(());
-    }
-    let opts = a.platform.kind_options(&run);
-    harness::check_kind(&opts)?;
-    run.create()?;
-    let command = announce(&run.id, &profile, &stages);
-    let roll_timeout = profile.roll * 3 + std::time::Duration::from_secs(60);
-    let work = Stages { a: &a, run: &run, profile, stages, command };
-    let report = harness::on_kind(&run, opts, roll_timeout, work).await?;
-    finish(report, &run.dir, a.assert_staircase, &a.known_gap)
-}
-
-async fn run_local(a: Args) -> Result<()> {
-    harness::enter_local(
-        "the local platform needs Linux (PID namespaces, 127.0.0.0/8 addresses); use --platform kind elsewhere",
-    )
-    .await?;
-    let profile = profile_of(&a);
-    let stages = stages_of(&a)?;
-    let run = RunDir::new(&a.out);
-    run.create()?;
-    let command = announce(&run.id, &profile, &stages);
-    let session = LocalSession { announce: true, ..LocalSession::service(profile.propagation) };
-    let work = Stages { a: &a, run: &run, profile, stages, command };
-    let report = harness::on_local(&run, session, work).await?;
-    finish(report, &run.dir, a.assert_staircase, &a.known_gap)
-}
-
 /// Every stage of the run, on whichever platform the harness brings up.
 struct Stages<'a> {
     a: &'a Args,
@@ -145,14 +123,13 @@ impl<P: Platform> Work<P> for Stages<'_> {
     }
 }
 
-/// The run's first line, on either platform; returns the command line for the report.
-fn announce(run_id: &str, profile: &ExperimentProfile, stages: &[Stage]) -> String {
+/// The run's first line, on either platform.
+fn announce(run_id: &str, profile: &ExperimentProfile, stages: &[Stage]) {
     eprintln!(
         "zerodrop experiment {run_id}: profile {}, stages {}",
         profile.name,
         stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
     );
-    std::env::args().skip(1).collect::<Vec<_>>().join(" ")
 }
 
 /// Writes the report, prints the summary and, for CI, checks the staircase.
@@ -242,7 +219,7 @@ async fn run_stages<P: Platform>(
         run_id: run_id.to_string(),
         started_at,
         platform: ctx_platform,
-        command: format!("cargo xtask {command}"),
+        command,
         machine: machine(),
         profile: model::ExperimentProfile {
             name: p.name.to_string(),

@@ -59,10 +59,7 @@ fn print_plan(a: &Args) -> Result<()> {
     let stages = [Stage::get(StageName::SurgeJitter)];
     let plan =
         zerodrop_platform::kind::plan::build(&a.platform.kind_options(&run), &ExperimentProfile::tune(), &stages)?;
-    println!(
-        "# cargo xtask tune --platform kind: the plan of one termination round (dry run; nothing below was executed)"
-    );
-    print!("{}", plan.render());
+    harness::print_plan("tune", "the plan of one termination round", &plan);
     Ok(())
 }
 

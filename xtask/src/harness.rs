@@ -107,6 +107,14 @@ pub async fn on_kind<W: Work<KindPlatform>>(
     result
 }
 
+/// `--dry-run`: prints the kind platform's plan for `cargo xtask <command>` under a
+/// heading that says `what` it is and that nothing was executed. Every command's dry
+/// run ends here, so they all read alike.
+pub fn print_plan(command: &str, what: &str, plan: &kind::plan::Plan) {
+    println!("# cargo xtask {command} --platform kind: {what} (dry run; nothing below was executed)");
+    print!("{}", plan.render());
+}
+
 /// Runs `work` where `choice` says: the local lab (entered first: outside it, this
 /// re-runs the command inside and exits) or the kind cluster (its prerequisites checked
 /// first). `run`'s folder is created once the platform's own checks have passed; then

@@ -54,8 +54,8 @@ enum Cmd {
     /// local only (it kills a worker process between its commit and its ack).
     KillMidJob(cmd_kill_mid_job::Args),
     /// The thundering reconnect: 2,000+ keep-alive clients across a rolling deploy,
-    /// keep-alive closed at once vs jittered, side by side. Platforms: local only (it
-    /// reads the api pods' accept queues from their network namespace).
+    /// keep-alive closed at once vs jittered, side by side. Platforms: local, kind (the
+    /// clients as a Job, each api pod's accept queue read by its own sidecar).
     Reconnect(reconnect::Args),
     /// Long-lived connections: SSE streams resumed with Last-Event-ID and long
     /// operations refused at admission, across pods draining for 600 s. Platforms:

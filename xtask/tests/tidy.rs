@@ -5,23 +5,10 @@
 //! platform cannot reach the report).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ lives under the workspace root").to_path_buf()
-}
+mod workspace;
 
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
-}
-
-/// The members of the root Cargo.toml's `[workspace] members = [...]`.
-fn members(root_toml: &str) -> Vec<String> {
-    let start = root_toml.find("members = [").expect("a members list in Cargo.toml");
-    let list = &root_toml[start..];
-    let list = &list[..list.find(']').expect("the members list ends")];
-    list.split('"').skip(1).step_by(2).map(str::to_string).collect()
-}
+use workspace::{members, read, root};
 
 /// The package name and the workspace crates named in `[dependencies]` and
 /// `[build-dependencies]` (dev-dependencies may cross: a test may read the report).

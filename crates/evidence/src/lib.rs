@@ -62,6 +62,26 @@ pub struct MeasuredDelay {
     pub n: u32,
 }
 
+impl Propagation {
+    /// One line for a report: what the platform measured, else the delay it applies.
+    pub fn describe(&self) -> String {
+        match (self.measured, self.configured_ms) {
+            (Some(m), configured) => {
+                let configured = configured.map(|c| format!("; configured {c} ms")).unwrap_or_default();
+                format!(
+                    "measured p50 {} ms, max {} ms over {} pods: {}{configured}",
+                    m.p50_ms, m.max_ms, m.n, self.what
+                )
+            }
+            (None, Some(c)) if self.what.is_empty() => {
+                format!("{c} ms (Service keeps routing to a terminating pod)")
+            }
+            (None, Some(c)) => format!("{c} ms on average: {}", self.what),
+            (None, None) => format!("not measured: {}", self.what),
+        }
+    }
+}
+
 impl MeasuredDelay {
     /// Median (upper for an even count) and maximum of `ms`; `None` when empty.
     pub fn of(ms: &[i64]) -> Option<MeasuredDelay> {

@@ -24,7 +24,7 @@ pub use objects::{to_yaml, Object};
 pub use placement::{Reserve, LOAD_POOL, POOL_LABEL};
 pub use pod::APP_LABEL;
 pub use progressive::{haproxy_config, progressive, Backend, HAPROXY_DIR, HAPROXY_IMAGE, STATS_SOCKET};
-pub use stage::{stage, App, STAGE_LABEL};
+pub use stage::{stage, App, QUEUES_CONTAINER, QUEUES_EVERY_MS, STAGE_LABEL};
 pub use strict::{parse_strict, ManifestError};
 
 /// Everything about a render that is not part of a stage.
@@ -47,6 +47,10 @@ pub struct RenderOptions {
     /// runner's images from: `<prefix>/zerodrop-api:init-<tag>`. `None` (kind, where
     /// the images are loaded onto the nodes) names them without one.
     pub image_registry: Option<String>,
+    /// Every api pod carries the accept-queue sidecar ([`stage::QUEUES_CONTAINER`]):
+    /// `zerodrop-load queues` in the pod's network namespace, printing its listen
+    /// queue (the thundering reconnect watches it).
+    pub listen_queue_sidecar: bool,
 }
 
 impl Default for RenderOptions {
@@ -61,6 +65,7 @@ impl Default for RenderOptions {
             queue: "zerodrop.jobs".into(),
             schema: "zerodrop".into(),
             image_registry: None,
+            listen_queue_sidecar: false,
         }
     }
 }

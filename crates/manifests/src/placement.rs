@@ -34,6 +34,8 @@ impl Reserve {
     pub const POSTGRES: Reserve = Reserve { cpu_milli: 100, memory_mi: 128, memory_limit_mi: 512 };
     /// The load generator keeps every request's record until it prints the result.
     pub const LOAD: Reserve = Reserve { cpu_milli: 250, memory_mi: 128, memory_limit_mi: 1024 };
+    /// The accept-queue sidecar reads two small /proc files every 50 ms.
+    pub const QUEUES: Reserve = Reserve { cpu_milli: 10, memory_mi: 8, memory_limit_mi: 32 };
 
     pub fn requirements(self) -> ResourceRequirements {
         let q = |s: String| Quantity(s);

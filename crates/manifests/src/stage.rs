@@ -12,6 +12,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::time::Duration;
 use zerodrop_stages::{AppBehaviour, Entrypoint, Stage};
 
+/// The api pods' accept-queue sidecar's container name (its log holds the samples).
+pub const QUEUES_CONTAINER: &str = "queues";
+/// How often the sidecar samples: finer than the reconnect report's 100 ms buckets.
+pub const QUEUES_EVERY_MS: u64 = 50;
+
 /// Which stage a pod was rendered from. Changing it is what makes applying the next
 /// stage's file roll the pods.
 pub const STAGE_LABEL: &str = "zerodrop.dev/stage";
@@ -103,9 +108,32 @@ fn app_deployment(app: App, stage: &Stage, o: &RenderOptions) -> Deployment {
         // which the stage's timing budget (`Stage::validate`) rules out.
         pod: PodSpec {
             affinity: Some(crate::placement::app_affinity()),
+            init_containers: (app == App::Api && o.listen_queue_sidecar).then(|| vec![queues_sidecar(app, o)]),
             ..pod_spec(vec![container(app, stage, o)], Some(ceil_secs(stage.pod.grace)))
         },
     })
+}
+
+/// A native sidecar (an init container that keeps running: `restartPolicy: Always`,
+/// Kubernetes 1.29+): it starts before the api and is stopped only after the api
+/// container has exited, so it samples the listen queue through the whole drain. It
+/// shares the pod's network namespace, so the kernel tables it reads are the pod's.
+fn queues_sidecar(app: App, o: &RenderOptions) -> Container {
+    Container {
+        name: QUEUES_CONTAINER.into(),
+        image: Some(o.load_image()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(vec![
+            "queues".into(),
+            "--port".into(),
+            app.port().1.to_string(),
+            "--every".into(),
+            format!("{QUEUES_EVERY_MS}ms"),
+        ]),
+        restart_policy: Some("Always".into()),
+        resources: Some(Reserve::QUEUES.requirements()),
+        ..Container::default()
+    }
 }
 
 pub(crate) fn container(app: App, stage: &Stage, o: &RenderOptions) -> Container {

@@ -21,6 +21,8 @@ pub struct ListenQueues {
     /// dropped SYNs (ListenDrops), over the watch.
     pub overflows: u64,
     pub drops: u64,
+    /// How the platform read them, in words (for the report).
+    pub source: String,
 }
 
 type Finish = Pin<Box<dyn Future<Output = Result<ListenQueues>> + Send>>;
@@ -72,6 +74,11 @@ impl Reader {
                 ticks,
                 overflows: after.0.saturating_sub(before.0),
                 drops: after.1.saturating_sub(before.1),
+                source: format!(
+                    "rx_queue of each api pod's listening socket in /proc/net/tcp, sampled every {} ms in the \
+                     lab's network namespace; dropped SYNs are the namespace's TcpExt counters over the run",
+                    every.as_millis()
+                ),
             })
         })
     }

@@ -528,14 +528,6 @@ fn propagation(p: &crate::model::ExperimentProfile) -> String {
     let applied = |ms: u64| format!("{ms} ms (Service keeps routing to a terminating pod)");
     match &p.propagation {
         None => applied(p.propagation_delay_ms),
-        Some(pr) => match (pr.measured, pr.configured_ms) {
-            (Some(m), configured) => {
-                let configured = configured.map(|c| format!("; configured {c} ms")).unwrap_or_default();
-                format!("measured p50 {} ms, max {} ms over {} pods: {}{configured}", m.p50_ms, m.max_ms, m.n, pr.what)
-            }
-            (None, Some(c)) if pr.what.is_empty() => applied(c),
-            (None, Some(c)) => format!("{c} ms on average: {}", pr.what),
-            (None, None) => format!("not measured: {}", pr.what),
-        },
+        Some(pr) => pr.describe(),
     }
 }

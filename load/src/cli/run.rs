@@ -1,16 +1,12 @@
-use anyhow::{bail, Context};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use super::shared::{self, OutArgs, TargetArgs};
 use std::sync::Arc;
 use std::time::Duration;
-use zerodrop_load::gate::{self, GateConfig, GateState};
 use zerodrop_load::{window_stats, Class, FixedResolver, Live, Mix, Profile, Resolver, RunResult};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// host:port. Must be on loopback unless --allow-non-loopback.
-    #[arg(long)]
-    target: String,
+    #[command(flatten)]
+    target: TargetArgs,
     /// Intended requests per second.
     #[arg(long, default_value_t = 200)]
     rate: u32,
@@ -34,33 +30,8 @@ pub struct Args {
     connect_timeout: Duration,
     #[arg(long, default_value = "load")]
     job_prefix: String,
-    /// Write the full RunResult here as JSON. `-` prints it to stdout instead, as
-    /// checksummed chunk lines between `--- zerodrop-load result: ...` and
-    /// `--- end ---` (how a run inside a cluster hands its result back through the
-    /// pod's log; `zerodrop_load::wire::decode` reads it back).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Permit a target outside loopback (e.g. a ClusterIP from inside a cluster).
-    #[arg(long)]
-    allow_non_loopback: bool,
-    /// Before the load, wait until these pods (comma-separated) have each answered a
-    /// `GET /healthz` sent through --target on a new connection (their `x-zd-pod`
-    /// header): the data plane carries them, not just the control plane's list.
-    #[arg(long, value_delimiter = ',', value_name = "POD,POD,...")]
-    await_pods: Vec<String>,
-    /// Give up on --await-pods after this long (exit non-zero, no load sent).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    await_timeout: Duration,
-    /// Give up on --await-pods after this many probes.
-    #[arg(long, default_value_t = 2000)]
-    await_max_probes: u32,
-}
-
-/// `--out -`: the result as checksummed chunk lines (see [`zerodrop_load::wire`]).
-fn write_result(out: &mut impl std::io::Write, result: &RunResult) -> anyhow::Result<()> {
-    out.write_all(zerodrop_load::wire::encode(result)?.as_bytes())?;
-    out.flush()?;
-    Ok(())
+    #[command(flatten)]
+    out: OutArgs,
 }
 
 fn parse_mix(s: &str) -> Result<Mix, String> {
@@ -73,7 +44,7 @@ fn parse_mix(s: &str) -> Result<Mix, String> {
 }
 
 pub async fn main(args: Args) -> anyhow::Result<()> {
-    let addr = resolve(&args.target, args.allow_non_loopback).await?;
+    let addr = args.target.reach(args.connect_timeout, args.timeout).await?;
     let profile = Profile {
         rate_per_sec: args.rate,
         duration: args.duration,
@@ -86,89 +57,14 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
         connect_timeout: args.connect_timeout,
     };
     let resolver: Arc<dyn Resolver> = Arc::new(FixedResolver(addr));
-    if !args.await_pods.is_empty() {
-        let cfg = GateConfig {
-            deadline: args.await_timeout,
-            max_probes: args.await_max_probes,
-            pause: gate::DEFAULT_PAUSE,
-            connect_timeout: args.connect_timeout,
-            probe_timeout: args.timeout,
-        };
-        await_data_plane(resolver.as_ref(), addr, &args.await_pods, &cfg).await?;
-    }
     // The load's own t=0 is set inside `run`, after the gate.
-    eprintln!("{}{} rps for {:?} to {addr}", gate::LOAD_BEGINS, profile.rate_per_sec, profile.duration);
+    shared::load_begins(format_args!("{} rps for {:?} to {addr}", profile.rate_per_sec, profile.duration));
     let live = Arc::new(Live::new());
-    let progress = tokio::spawn(progress(live.clone()));
+    let progress = tokio::spawn(shared::progress(live.clone()));
     let result = zerodrop_load::run(&profile, resolver, &args.job_prefix, live).await;
     progress.abort();
     print_summary(&result);
-    if args.out.as_deref() == Some(std::path::Path::new("-")) {
-        write_result(&mut std::io::stdout().lock(), &result)?;
-    } else if let Some(path) = &args.out {
-        let json = serde_json::to_vec_pretty(&result)?;
-        std::fs::write(path, json).with_context(|| format!("write {}", path.display()))?;
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(())
-}
-
-/// Runs the gate, one line per newly seen pod and one at the end (all prefixed
-/// [`gate::LINE_PREFIX`], so a log reader knows no load was sent yet).
-async fn await_data_plane(
-    resolver: &dyn Resolver,
-    addr: SocketAddr,
-    pods: &[String],
-    cfg: &GateConfig,
-) -> anyhow::Result<()> {
-    let p = gate::LINE_PREFIX;
-    // Deduplicated and sorted, as the gate counts them.
-    let names = GateState::new(pods).missing();
-    let n = names.len();
-    eprintln!(
-        "{p}awaiting {n} pods through {addr} (GET {} on a new connection each): {}",
-        gate::PROBE_PATH,
-        names.join(", ")
-    );
-    let passed = gate::await_pods(resolver, pods, cfg, |pod, s, t| {
-        eprintln!(
-            "{p}{pod} answered ({}/{}) after {} probes, {} ms",
-            s.seen(),
-            s.expected(),
-            s.probes(),
-            t.as_millis()
-        );
-    })
-    .await
-    .context("no load sent: the api Service's data plane does not reach every awaited pod")?;
-    eprintln!(
-        "{p}data plane carries {}/{n} endpoints after {} probes, {} ms",
-        passed.pods,
-        passed.probes,
-        passed.elapsed.as_millis()
-    );
-    Ok(())
-}
-
-/// The lab aims load at its own servers; a typo must not send it to someone else's.
-async fn resolve(target: &str, allow_non_loopback: bool) -> anyhow::Result<SocketAddr> {
-    let addrs: Vec<SocketAddr> =
-        tokio::net::lookup_host(target).await.with_context(|| format!("resolve {target}"))?.collect();
-    let Some(&first) = addrs.first() else { bail!("{target} resolves to no address") };
-    if !allow_non_loopback && addrs.iter().any(|a| !a.ip().is_loopback()) {
-        bail!("{target} resolves to {first}, outside loopback; pass --allow-non-loopback if that is intended");
-    }
-    Ok(first)
-}
-
-async fn progress(live: Arc<Live>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    for t in 1.. {
-        tick.tick().await;
-        // The kind platform reads these lines back for its live counters.
-        eprintln!("{}", live.snapshot().progress_line(t));
-    }
+    args.out.write(&result)
 }
 
 pub fn print_summary(r: &RunResult) {
@@ -202,7 +98,7 @@ mod tests {
             pods: vec![],
         };
         let mut buf = Vec::new();
-        write_result(&mut buf, &r).unwrap();
+        shared::write_result(&mut buf, &r).unwrap();
         let text = String::from_utf8(buf).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);

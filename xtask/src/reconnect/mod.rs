@@ -2,22 +2,29 @@
 //! clients that reconnect at once when closed) runs across a rolling deploy twice, once
 //! with every draining pod closing its connections at once and once with the closes
 //! jittered over the drain; the report puts reconnect rate, accept queue, 503s and
-//! latency on the cold pods side by side.
+//! latency on the cold pods side by side. Runs on the local platform and on a cluster.
 
 mod analysis;
 mod chart;
+mod kind_plan;
 pub mod profile;
 mod report;
 mod variant;
 
 use crate::harness::{self, LocalSession, RunDir, Work};
+use crate::platform_args::{Choice, PlatformArgs};
 use anyhow::{Context, Result};
 use profile::{ReconnectProfile, VARIANTS};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use zerodrop_evidence::Propagation;
 use zerodrop_platform::local::propagation::PropagationModel;
 use zerodrop_platform::{KeepAliveLoad, Platform};
 
+/// Runs on both platforms. Locally the clients run in the runner and the runner reads
+/// the lab's listen queues itself; on a cluster (`--platform kind`) the clients run as
+/// a `zerodrop-load keepalive` Job and every api pod carries a sidecar that prints its
+/// own accept queue.
 #[derive(clap::Args)]
 pub struct Args {
     /// Where reports go; the run gets its own <run-id> directory inside.
@@ -32,36 +39,48 @@ pub struct Args {
     /// `removed` or `reduced` (95% intervals apart; used by CI).
     #[arg(long)]
     assert: bool,
+    #[command(flatten)]
+    platform: PlatformArgs,
 }
 
 pub async fn run(a: Args) -> Result<()> {
-    harness::enter_local("`reconnect` runs on the local platform, which needs Linux (network and PID namespaces)")
-        .await?;
-    let wall = Instant::now();
-    raise_nofile();
     let mut profile = ReconnectProfile::standard();
     profile.load.clients = a.clients;
+    let choice = a.platform.choose()?;
     let run = RunDir::new(&a.out);
-    run.create()?;
-    let (run_id, out_dir) = (run.id.clone(), run.dir.clone());
+    if choice == Choice::KindPlan {
+        let p = kind_plan::plan(&a.platform.kind_options(&run), &profile)?;
+        harness::print_plan("reconnect", "the plan", &p);
+        return Ok(());
+    }
+    let wall = Instant::now();
     let command = RunDir::command();
-    eprintln!(
-        "zerodrop reconnect {run_id}: {} keep-alive clients, variants at-once and jittered",
-        profile.load.clients
-    );
-    // One constant delay: this run is about the reconnect, not the propagation spread.
+    // One constant delay on local: this run is about the reconnect, not the propagation spread.
     let session = LocalSession::service(PropagationModel::constant(profile.propagation_delay));
-    let (variants, platform_name) = harness::on_local(&run, session, Variants { profile: &profile, run: &run }).await?;
+    // Each variant rolls three api pods once; a cluster gets the rollout's own limit.
+    let roll_timeout = profile.roll * 3 + Duration::from_secs(60);
+    let needs_linux = "the local platform needs Linux (network and PID namespaces); use --platform kind elsewhere";
+    let started = |run: &RunDir| {
+        raise_nofile();
+        eprintln!(
+            "zerodrop reconnect {}: {} keep-alive clients, variants at-once and jittered",
+            run.id, profile.load.clients
+        );
+    };
+    let work = Variants { profile: &profile, run: &run };
+    let (variants, platform_name, propagation) =
+        harness::on_chosen(choice, &a.platform, &run, session, needs_linux, roll_timeout, started, work).await?;
     let report = report::ReconnectReport {
-        run_id,
+        run_id: run.id.clone(),
         command,
         platform: platform_name,
         machine: crate::experiment::machine(),
         wall_time_s: wall.elapsed().as_secs_f64(),
         profile,
+        propagation,
         variants,
     };
-    report::write(&report, &out_dir)?;
+    report::write(&report, &run.dir)?;
     for v in &report.variants {
         let s = &v.summary;
         eprintln!(
@@ -74,7 +93,7 @@ pub async fn run(a: Args) -> Result<()> {
             zerodrop_report::stats::describe(&s.cold_pods.http_503)
         );
     }
-    eprintln!("report: {}", out_dir.join("report.md").display());
+    eprintln!("report: {}", run.dir.join("report.md").display());
     if a.assert {
         check(&report.variants).map_err(|e| crate::exit::CheckFailed(format!("reconnect: {e}")))?;
     }
@@ -112,10 +131,10 @@ struct Variants<'a> {
 }
 
 impl<P: Platform + KeepAliveLoad> Work<P> for Variants<'_> {
-    type Output = (Vec<report::Variant>, String);
+    type Output = (Vec<report::Variant>, String, Option<Propagation>);
     async fn run(self, mut platform: P) -> Result<Self::Output> {
         let variants = run_variants(&mut platform, self.profile, &self.run.id, &self.run.dir).await?;
-        Ok((variants, platform.describe()))
+        Ok((variants, platform.describe(), platform.propagation()))
     }
 }
 

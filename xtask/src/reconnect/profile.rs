@@ -4,6 +4,7 @@
 use serde::Serialize;
 use std::time::Duration;
 use zerodrop_load::keepalive::KeepAliveProfile;
+use zerodrop_platform::StageEnv;
 use zerodrop_stages::{KeepAliveClose, Stage, StageName};
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,6 +72,28 @@ impl ReconnectProfile {
         s.api.accept_backlog = self.accept_backlog;
         s
     }
+}
+
+impl ReconnectProfile {
+    /// The variant's fleet: the profile's sizes, its own queue and schema, and the
+    /// api pods' listen queues watched.
+    pub fn stage_env(&self, queue: &str, schema: &str, index: usize) -> StageEnv {
+        StageEnv {
+            queue: queue.to_string(),
+            schema: schema.to_string(),
+            api_replicas: self.api_replicas,
+            worker_replicas: self.worker_replicas,
+            api_capacity: self.api_capacity,
+            job_work: Duration::from_millis(10),
+            index: 100 + index,
+            listen_queues: true,
+        }
+    }
+}
+
+/// The `index`th variant `name`'s job queue and ledger schema.
+pub fn names(run_id: &str, index: usize, name: &str) -> (String, String) {
+    (format!("zerodrop.{run_id}.reconnect.{name}"), format!("zd_{}_rc{index}", run_id.replace('-', "").to_lowercase()))
 }
 
 /// The two variants, in the order they run.

@@ -15,6 +15,8 @@ use zerodrop_report::stats::{describe, verdict};
 pub struct Variant {
     pub summary: VariantSummary,
     pub buckets: Vec<Bucket>,
+    /// How the platform read the accept queues.
+    pub accept_queue_source: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -25,6 +27,9 @@ pub struct ReconnectReport {
     pub machine: Machine,
     pub wall_time_s: f64,
     pub profile: ReconnectProfile,
+    /// How long the Service kept routing to a terminating pod, as the platform knows it
+    /// (the lab's configured delay, or what the cluster measured).
+    pub propagation: Option<zerodrop_evidence::Propagation>,
     pub variants: Vec<Variant>,
 }
 
@@ -71,14 +76,14 @@ pub fn markdown(r: &ReconnectReport) -> String {
     );
     let _ = writeln!(
         s,
-        "- Fleet: {} api pods (stage `surge-jitter`: maxSurge 1, warm before ready), {} slots each; every new connection costs {} ms of set-up with {} set up at once per pod (`ZD_CONN_SETUP_MS`, `ZD_CONN_SETUP_CONCURRENCY`), its first request {} ms more inside a slot (`ZD_FIRST_REQUEST_MS`), and the accept queue holds {} (`ZD_ACCEPT_BACKLOG`). Endpoint propagation {} ms.",
+        "- Fleet: {} api pods (stage `surge-jitter`: maxSurge 1, warm before ready), {} slots each; every new connection costs {} ms of set-up with {} set up at once per pod (`ZD_CONN_SETUP_MS`, `ZD_CONN_SETUP_CONCURRENCY`), its first request {} ms more inside a slot (`ZD_FIRST_REQUEST_MS`), and the accept queue holds {} (`ZD_ACCEPT_BACKLOG`). Endpoint propagation: {}.",
         p.api_replicas,
         p.api_capacity,
         p.conn_setup.as_millis(),
         p.conn_setup_concurrency,
         p.first_request_cost.as_millis(),
         p.accept_backlog,
-        p.propagation_delay.as_millis()
+        r.propagation.as_ref().map(|pr| pr.describe()).unwrap_or_else(|| "not known on this platform".into())
     );
     let _ = writeln!(
         s,
@@ -148,9 +153,10 @@ pub fn markdown(r: &ReconnectReport) -> String {
             b.accept_queue_peak
         );
     }
+    let source = r.variants.first().map(|v| v.accept_queue_source.as_str()).unwrap_or("not read");
     let _ = writeln!(
         s,
-        "\nThe accept queue is the kernel's: rx_queue of each api pod's listening socket in /proc/net/tcp, sampled every 50 ms in the lab's network namespace; dropped SYNs are the namespace's TcpExt counters over the run. Cold pods are the pods the rollout created; which pod answered comes from the `x-zd-pod` response header."
+        "\nThe accept queue is the kernel's: {source}. Cold pods are the pods the rollout created; which pod answered comes from the `x-zd-pod` response header."
     );
     s
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use zerodrop_jobs::Topology;
 use zerodrop_load::Live;
-use zerodrop_platform::{now_ms, KeepAliveLoad, Platform, StageEnv};
+use zerodrop_platform::{now_ms, KeepAliveLoad, Platform};
 use zerodrop_report::model::PodEventKind;
 use zerodrop_stages::KeepAliveClose;
 
@@ -51,8 +51,8 @@ impl Ctx {
         name: &str,
         close: KeepAliveClose,
     ) -> Result<Variant> {
-        let topology = Topology::new(format!("zerodrop.{run_id}.reconnect.{name}"));
-        let schema = format!("zd_{}_rc{index}", run_id.replace('-', "").to_lowercase());
+        let (queue, schema) = super::profile::names(run_id, index, name);
+        let topology = Topology::new(queue);
         topology.declare(&self.channel).await.context("declaring the variant's queues")?;
         zerodrop_ledger::create_schema(&self.db, &schema).await.context("creating the variant's ledger schema")?;
         let result = self.run_fleet(platform, p, out_dir, index, name, close, &topology, &schema).await;
@@ -78,16 +78,7 @@ impl Ctx {
     ) -> Result<Variant> {
         let log_dir = out_dir.join("logs").join(name);
         std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
-        let env = StageEnv {
-            queue: topology.queue.clone(),
-            schema: schema.to_string(),
-            api_replicas: p.api_replicas,
-            worker_replicas: p.worker_replicas,
-            api_capacity: p.api_capacity,
-            job_work: Duration::from_millis(10),
-            index: 100 + index,
-            listen_queues: true,
-        };
+        let env = p.stage_env(&topology.queue, schema, index);
         platform.deploy(&p.stage(close), &env, &log_dir).await?;
         let queues = platform.watch_listen_queues(SAMPLE_EVERY)?;
         let live = Arc::new(Live::new());
@@ -128,6 +119,6 @@ impl Ctx {
         };
         let buckets = analysis::buckets(&input);
         let summary = analysis::summarise(&input, &buckets);
-        Ok(Variant { summary, buckets })
+        Ok(Variant { summary, buckets, accept_queue_source: queues.source.clone() })
     }
 }

@@ -11,6 +11,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::time::Duration;
+use zerodrop_load::keepalive::KeepAliveProfile;
 use zerodrop_load::{LiveSnapshot, Profile};
 
 pub use zerodrop_load::wire::{BEGIN, END};
@@ -24,16 +25,8 @@ pub const GATE_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn args(profile: &Profile, target: &str, job_prefix: &str, await_pods: &[String]) -> Vec<String> {
     let ms = |d: Duration| format!("{}ms", d.as_millis());
     let m = profile.mix;
-    let gate = match await_pods {
-        [] => vec![],
-        pods => vec!["--await-pods".into(), pods.join(","), "--await-timeout".into(), ms(GATE_TIMEOUT)],
-    };
-    [
-        "run".to_string(),
-        "--target".into(),
-        target.into(),
-        "--allow-non-loopback".into(),
-        "--rate".into(),
+    let own = [
+        "--rate".to_string(),
         profile.rate_per_sec.to_string(),
         "--duration".into(),
         ms(profile.duration),
@@ -53,12 +46,34 @@ pub fn args(profile: &Profile, target: &str, job_prefix: &str, await_pods: &[Str
         ms(profile.connect_timeout),
         "--job-prefix".into(),
         job_prefix.into(),
-        "--out".into(),
-        "-".into(),
-    ]
-    .into_iter()
-    .chain(gate)
-    .collect()
+    ];
+    subcommand("run", target, await_pods, own)
+}
+
+/// `zerodrop-load keepalive` arguments for `profile` against `target`, gated like [`args`].
+pub fn keepalive_args(profile: &KeepAliveProfile, target: &str, await_pods: &[String]) -> Vec<String> {
+    subcommand("keepalive", target, await_pods, profile.cli_args())
+}
+
+/// `<sub> --target <target> --allow-non-loopback <own...> --out -`, then the
+/// data-plane gate's flags when there are pods to await: what every load subcommand
+/// run as a Job shares.
+fn subcommand(sub: &str, target: &str, await_pods: &[String], own: impl IntoIterator<Item = String>) -> Vec<String> {
+    let gate = match await_pods {
+        [] => vec![],
+        pods => vec![
+            "--await-pods".into(),
+            pods.join(","),
+            "--await-timeout".into(),
+            format!("{}ms", GATE_TIMEOUT.as_millis()),
+        ],
+    };
+    [sub.to_string(), "--target".into(), target.into(), "--allow-non-loopback".into()]
+        .into_iter()
+        .chain(own)
+        .chain(["--out".to_string(), "-".into()])
+        .chain(gate)
+        .collect()
 }
 
 /// A line of the load pod's log that says requests are flowing: the generator's
@@ -162,6 +177,41 @@ load begins: 200 rps for 37s to 10.96.0.12:80
         ] {
             assert!(!load_began(line), "{line:?}");
         }
+    }
+
+    /// The keep-alive Job: its own subcommand and profile, the same target, gate and
+    /// hand-back as the stage's load, and its result read back in its own type.
+    #[test]
+    fn the_keepalive_job_shares_the_gate_and_hands_back_its_result() {
+        use zerodrop_load::keepalive::KeepAliveResult;
+        let p = KeepAliveProfile {
+            clients: 2400,
+            period: Duration::from_secs(10),
+            ramp: Duration::from_secs(8),
+            duration: Duration::from_secs(62),
+            work_ms: 5,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            retry_backoff: Duration::from_millis(50),
+        };
+        let a = keepalive_args(&p, "api.zerodrop.svc.cluster.local:80", &["api-a".into(), "api-b".into()]);
+        let at = |k: &str| a.iter().position(|x| x == k).map(|i| a[i + 1].as_str());
+        assert_eq!(a[0], "keepalive");
+        assert_eq!(at("--target"), Some("api.zerodrop.svc.cluster.local:80"));
+        assert_eq!((at("--clients"), at("--period"), at("--out")), (Some("2400"), Some("10000ms"), Some("-")));
+        assert_eq!(at("--await-pods"), Some("api-a,api-b"));
+        assert!(a.contains(&"--allow-non-loopback".to_string()));
+        let r = KeepAliveResult {
+            started_unix_ms: 1_795_438_951_000,
+            profile: p,
+            requests: vec![],
+            connects: vec![],
+            closes_us: vec![5, 7],
+            peak_open: 2400,
+        };
+        let log = format!("{GATED}requests 0  ok 0\n{}", zerodrop_load::wire::encode(&r).unwrap());
+        let back = extract_result::<KeepAliveResult>(&log).unwrap();
+        assert_eq!((back.peak_open, back.closes_us), (2400, vec![5, 7]));
     }
 
     #[test]

@@ -98,6 +98,20 @@ pub fn spawn_log_stream(
     api: Api<Pod>,
     pod: String,
     path: PathBuf,
+    hook: Option<LineHook>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    spawn_container_log_stream(api, pod, None, path, hook, stop)
+}
+
+/// [`spawn_log_stream`] of one named container of the pod (a sidecar's); `None` is
+/// the pod's one regular container, which the API picks when no name is given (a
+/// native sidecar is an init container, so it does not count against that).
+pub fn spawn_container_log_stream(
+    api: Api<Pod>,
+    pod: String,
+    container: Option<String>,
+    path: PathBuf,
     mut hook: Option<LineHook>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
@@ -107,7 +121,13 @@ pub fn spawn_log_stream(
         let mut out: Option<std::io::LineWriter<std::fs::File>> = None;
         let (mut reopens, mut follow) = (0u32, true);
         loop {
-            let params = LogParams { follow, timestamps: true, since_time: cursor.since(), ..LogParams::default() };
+            let params = LogParams {
+                container: container.clone(),
+                follow,
+                timestamps: true,
+                since_time: cursor.since(),
+                ..LogParams::default()
+            };
             let reader = loop {
                 match api.log_stream(&pod, &params).await {
                     Ok(r) => break r,
@@ -194,7 +214,9 @@ pub fn spawn_log_stream(
     })
 }
 
-/// The pod exists and its container runs (so a stream that ended was premature).
+/// The pod exists and its container runs (so a stream that ended was premature). A
+/// sidecar's stream asks about the regular container too: the sidecar is stopped only
+/// after it, so a sidecar stream that ends while the main container runs was premature.
 async fn still_running(api: &Api<Pod>, pod: &str) -> bool {
     api.get_opt(pod).await.ok().flatten().is_some_and(|p| super::pods::facts(&p).running)
 }

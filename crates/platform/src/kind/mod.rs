@@ -19,6 +19,7 @@ pub mod forward;
 pub mod guardian;
 #[cfg(test)]
 mod join_tests;
+mod keepalive;
 pub mod load_job;
 mod load_run;
 pub mod log_stream;
@@ -198,6 +199,7 @@ impl KindOptions {
             worker_replicas: env.worker_replicas,
             api_capacity: env.api_capacity,
             job_work_ms: env.job_work.as_millis() as u64,
+            listen_queue_sidecar: env.listen_queues,
             ..self.render_options(&env.queue, &env.schema)
         }
     }

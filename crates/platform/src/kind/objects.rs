@@ -65,9 +65,11 @@ fn containers(workload: &Value) -> impl Iterator<Item = &Value> {
     workload.pointer("/spec/template/spec/containers").and_then(Value::as_array).into_iter().flatten()
 }
 
-/// Every container image of a workload (Deployment or Job).
+/// Every container image of a workload (Deployment or Job), its init containers'
+/// (the api's accept-queue sidecar) included.
 pub fn images(workload: &Value) -> Vec<String> {
-    containers(workload).filter_map(|c| c.get("image")?.as_str().map(str::to_string)).collect()
+    let init = workload.pointer("/spec/template/spec/initContainers").and_then(Value::as_array).into_iter().flatten();
+    containers(workload).chain(init).filter_map(|c| c.get("image")?.as_str().map(str::to_string)).collect()
 }
 
 /// The literal value of env var `name` in the workload's first container that sets it.

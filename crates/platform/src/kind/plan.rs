@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use zerodrop_stages::Stage;
 
 /// `--await-pods` in a plan: the names are only known once the stage's pods exist.
-const AWAITED_PLACEHOLDER: &str = "<ready-api-pods>";
+pub const AWAITED_PLACEHOLDER: &str = "<ready-api-pods>";
 
 #[derive(Debug, Clone)]
 pub enum Step {

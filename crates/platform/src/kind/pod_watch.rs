@@ -5,7 +5,7 @@
 //! the stage state and the log streams use the tracker's types: the glue sits above all
 //! three, so none of them needs it.
 
-use super::log_stream::{spawn_log_stream, LineHook};
+use super::log_stream::{spawn_container_log_stream, spawn_log_stream, LineHook};
 use super::pods::{app_of, facts, job_of, log_ready, PodFacts, Seen, Terminated};
 use super::state::{Shared, StageState};
 use crate::{now_ms, PodLog, RawEvent};
@@ -110,6 +110,12 @@ fn log_path(log_dir: &Path, pod: &str) -> PathBuf {
     log_dir.join(format!("{pod}.log"))
 }
 
+/// Beside the pod's own log, and not among the stage's pod logs: the samples are not
+/// lifecycle evidence.
+fn queue_log_path(log_dir: &Path, pod: &str) -> PathBuf {
+    log_dir.join(format!("{pod}.queues.log"))
+}
+
 fn push(events: &mut Vec<RawEvent>, pod: &str, app: &'static str, seen: Seen) {
     events.extend(seen.into_iter().map(|(unix_ms, kind, detail)| RawEvent {
         unix_ms,
@@ -134,6 +140,25 @@ fn follow(api: &Api<Pod>, shared: &Arc<Shared>, log_dir: &Path, stop: &Cancellat
             if log_ready(f) && s.streaming.insert(f.name.clone()) {
                 let task = spawn_log_stream(api.clone(), f.name.clone(), path.clone(), None, stop.clone());
                 s.log_tasks.push(task);
+            }
+            // A native sidecar has started before the regular container has: its log is
+            // there once the main one is.
+            let queues = zerodrop_manifests::QUEUES_CONTAINER;
+            if log_ready(f)
+                && f.sidecars.iter().any(|c| c == queues)
+                && s.streaming.insert(format!("{}/{queues}", f.name))
+            {
+                let path = queue_log_path(log_dir, &f.name);
+                let task = spawn_container_log_stream(
+                    api.clone(),
+                    f.name.clone(),
+                    Some(queues.to_string()),
+                    path.clone(),
+                    None,
+                    stop.clone(),
+                );
+                s.log_tasks.push(task);
+                s.queue_logs.insert(f.name.clone(), path);
             }
         } else {
             let l = &mut s.load;
@@ -293,40 +318,65 @@ mod tests {
         assert_eq!(shared.with(|s| s.pod_logs.len()), 1);
     }
 
-    /// Defect 1 (issue #8), the other half: a stream that ends without a line while
-    /// the pod object says its container runs is opened again, not given up.
-    #[tokio::test]
-    async fn an_empty_stream_of_a_running_container_is_reopened() {
+    type Requests = Arc<std::sync::Mutex<Vec<String>>>;
+
+    /// A fake API whose first log answer is `first` and every later one `later`, and
+    /// whose pod object says the worker runs until its log has been opened twice
+    /// (completed after): a stream the API server ended early, then reopened.
+    fn reopening_api(first: String, later: String) -> (kube::Client, Requests, Arc<std::sync::atomic::AtomicU32>) {
+        use std::sync::atomic::Ordering::SeqCst;
         let opens = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let n = opens.clone();
         let (client, requests) = fake_api::client(move |req| {
             if req.contains("/log?") {
-                if n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-                    Reply::ok("")
-                } else {
-                    Reply::ok(stamped(WORKER_LINES))
-                }
+                Reply::ok(if n.fetch_add(1, SeqCst) == 0 { first.clone() } else { later.clone() })
             } else if req == "GET /api/v1/namespaces/zerodrop/pods/worker-6d8f7b9c4-q7zpl" {
-                // Running after the empty answer; completed once its log has ended.
-                let done = n.load(std::sync::atomic::Ordering::SeqCst) > 1;
+                let done = n.load(SeqCst) > 1;
                 Reply::ok(recorded(if done { "completed" } else { "running" }).to_string())
             } else {
                 Reply::not_found()
             }
         });
-        let dir = scratch("reopen");
-        let path = dir.join("worker.log");
-        let task = spawn_log_stream(
+        (client, requests, opens)
+    }
+
+    /// Follows the worker's log (or one container's) into `path` until it ends.
+    async fn follow_to_end(client: kube::Client, container: Option<&str>, path: &Path) {
+        let task = spawn_container_log_stream(
             Api::namespaced(client, "zerodrop"),
             "worker-6d8f7b9c4-q7zpl".into(),
-            path.clone(),
+            container.map(str::to_string),
+            path.to_path_buf(),
             None,
             CancellationToken::new(),
         );
         tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    }
+
+    /// Defect 1 (issue #8), the other half: a stream that ends without a line while
+    /// the pod object says its container runs is opened again, not given up.
+    #[tokio::test]
+    async fn an_empty_stream_of_a_running_container_is_reopened() {
+        let (client, requests, opens) = reopening_api(String::new(), stamped(WORKER_LINES));
+        let path = scratch("reopen").join("worker.log");
+        follow_to_end(client, None, &path).await;
         let reqs = requests.lock().unwrap().clone();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), WORKER_LINES, "{reqs:#?}");
         assert_eq!(opens.load(std::sync::atomic::Ordering::SeqCst), 2, "{reqs:#?}");
+        assert!(reqs.iter().all(|r| !r.contains("container=")), "the pod's one container is the API's pick: {reqs:#?}");
+    }
+
+    /// A sidecar's stream names its container on every opening, reopenings included.
+    #[tokio::test]
+    async fn a_sidecar_stream_names_its_container() {
+        let (client, requests, _) = reopening_api(String::new(), stamped("zdq 1000 3 3 0 0\n"));
+        let path = scratch("sidecar").join("worker.queues.log");
+        follow_to_end(client, Some("queues"), &path).await;
+        let reqs = requests.lock().unwrap().clone();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "zdq 1000 3 3 0 0\n");
+        let logs: Vec<&String> = reqs.iter().filter(|r| r.contains("/log?")).collect();
+        assert_eq!(logs.len(), 2, "{reqs:#?}");
+        assert!(logs.iter().all(|r| r.contains("container=queues")), "{reqs:#?}");
     }
 
     /// A followed stream that ends after some lines while the container still runs
@@ -337,32 +387,10 @@ mod tests {
         let all: Vec<String> = (0..5)
             .map(|i| format!("{{\"timestamp\":\"2026-11-23T13:02:11.{i:03}Z\",\"level\":\"INFO\",\"fields\":{{\"message\":\"job done\",\"n\":{i}}},\"target\":\"zerodrop_worker\"}}\n"))
             .collect();
-        let (first, rest) = (all[..3].concat(), all.concat());
-        let opens = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let n = opens.clone();
-        let (client, requests) = fake_api::client(move |req| {
-            if req.contains("/log?") {
-                match n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
-                    0 => Reply::ok(stamped(&first)),
-                    // From 13:02:11 on: the three lines already written, then two new.
-                    _ => Reply::ok(stamped(&rest)),
-                }
-            } else if req == "GET /api/v1/namespaces/zerodrop/pods/worker-6d8f7b9c4-q7zpl" {
-                let done = n.load(std::sync::atomic::Ordering::SeqCst) > 1;
-                Reply::ok(recorded(if done { "completed" } else { "running" }).to_string())
-            } else {
-                Reply::not_found()
-            }
-        });
+        // From 13:02:11 on, the second answer repeats the three lines already written.
+        let (client, requests, _) = reopening_api(stamped(&all[..3].concat()), stamped(&all.concat()));
         let path = scratch("reopen-repeats").join("worker.log");
-        let task = spawn_log_stream(
-            Api::namespaced(client, "zerodrop"),
-            "worker-6d8f7b9c4-q7zpl".into(),
-            path.clone(),
-            None,
-            CancellationToken::new(),
-        );
-        tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+        follow_to_end(client, None, &path).await;
         let reqs = requests.lock().unwrap().clone();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), all.concat(), "{reqs:#?}");
         let logs: Vec<&String> = reqs.iter().filter(|r| r.contains("/log?")).collect();

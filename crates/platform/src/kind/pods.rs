@@ -49,6 +49,8 @@ pub struct PodFacts {
     /// Why the container is waiting (ContainerCreating, ErrImageNeverPull, CrashLoopBackOff ...).
     pub waiting: Option<String>,
     pub restarts: i32,
+    /// Native sidecars (init containers with `restartPolicy: Always`), by name.
+    pub sidecars: Vec<String>,
 }
 
 pub fn facts(pod: &Pod) -> PodFacts {
@@ -84,6 +86,13 @@ pub fn facts(pod: &Pod) -> PodFacts {
             )
         }),
         restarts: cs.map(|c| c.restart_count).unwrap_or(0),
+        sidecars: pod
+            .spec
+            .iter()
+            .flat_map(|s| s.init_containers.iter().flatten())
+            .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+            .map(|c| c.name.clone())
+            .collect(),
     }
 }
 
@@ -278,6 +287,33 @@ mod tests {
             "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
             "containerStatuses": [{"name": "api", "image": "zerodrop-api:shell-t", "imageID": "", "ready": ready, "restartCount": 0, "state": {"running": {"startedAt": "2026-11-23T13:02:12Z"}}}]
         })
+    }
+
+    /// A pod with the accept-queue sidecar, as the API returns it: the sidecar is an
+    /// init container with `restartPolicy: Always`, listed in `initContainerStatuses`
+    /// (running while the api container is waiting); the pod's own state is still the
+    /// api container's, and the sidecar is found by name.
+    #[test]
+    fn a_native_sidecar_is_named_and_does_not_stand_for_the_api_container() {
+        let mut json = base(
+            serde_json::json!({}),
+            serde_json::json!({
+                "phase": "Pending", "podIP": "10.244.1.5",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "initContainerStatuses": [{"name": "queues", "image": "zerodrop-load:t", "imageID": "", "ready": true, "restartCount": 0, "started": true, "state": {"running": {"startedAt": "2026-11-23T13:02:11Z"}}}],
+                "containerStatuses": [{"name": "api", "image": "zerodrop-api:shell-t", "imageID": "", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]
+            }),
+        );
+        json["spec"]["initContainers"] = serde_json::json!([
+            {"name": "queues", "image": "zerodrop-load:t", "restartPolicy": "Always", "args": ["queues", "--port", "8080"]},
+            {"name": "migrate", "image": "x"}
+        ]);
+        let f = pod(json);
+        assert_eq!(f.sidecars, ["queues"], "a plain init container is not a sidecar");
+        assert!(!f.running && !f.ready);
+        assert_eq!(f.waiting.as_deref(), Some("PodInitializing"));
+        assert!(!log_ready(&f), "the api container's log is not there yet");
+        assert!(pod(base(serde_json::json!({}), running(true))).sidecars.is_empty());
     }
 
     #[test]

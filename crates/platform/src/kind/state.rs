@@ -26,8 +26,11 @@ pub struct StageState {
     /// ([`super::endpoints::awaited_pods`]): what the load's data-plane gate awaits.
     pub awaited_pods: Vec<String>,
     pub pod_logs: Vec<PodLog>,
+    /// The api pods' accept-queue sidecar logs (`<pod>.queues.log`), by pod.
+    pub queue_logs: std::collections::BTreeMap<String, PathBuf>,
     pub log_tasks: Vec<JoinHandle<()>>,
-    /// Pods whose log stream was opened (once each: when the container has started).
+    /// Pods (and `<pod>/<sidecar>`s) whose log stream was opened (once each: when the
+    /// container has started).
     pub streaming: std::collections::BTreeSet<String>,
     pub load: LoadState,
     /// The stage's preStop, for the terminating events' detail.
