@@ -14,6 +14,7 @@ mod engine;
 pub mod gate;
 pub mod keepalive;
 pub mod listen_queue;
+pub mod long_lived;
 pub mod profile;
 pub mod record;
 pub mod stats;

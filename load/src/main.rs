@@ -4,6 +4,7 @@
 mod cli {
     pub mod bench;
     pub mod keepalive;
+    pub mod long_lived;
     pub mod queues;
     pub mod run;
     pub mod shared;
@@ -38,6 +39,9 @@ enum Cmd {
     /// Print the accept queue of a listening port once per period (the api pods'
     /// sidecar on a cluster).
     Queues(cli::queues::Args),
+    /// SSE and long-operation clients until told (POST /no-new, /stop on the control
+    /// listener); prints their counts as `run --out -` prints its result.
+    LongLived(cli::long_lived::Args),
 }
 
 #[tokio::main]
@@ -52,5 +56,6 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Bench(args) => cli::bench::main(args).await,
         Cmd::Keepalive(args) => cli::keepalive::main(args).await,
         Cmd::Queues(args) => cli::queues::main(args).await,
+        Cmd::LongLived(args) => cli::long_lived::main(args).await,
     }
 }

@@ -58,8 +58,9 @@ enum Cmd {
     /// clients as a Job, each api pod's accept queue read by its own sidecar).
     Reconnect(reconnect::Args),
     /// Long-lived connections: SSE streams resumed with Last-Event-ID and long
-    /// operations refused at admission, across pods draining for 600 s. Platforms:
-    /// local only.
+    /// operations refused at admission, across pods draining for 600 s. The clients
+    /// run in the runner (local) or as a Job in the cluster (kind).
+    /// Platforms: local, kind.
     LongLived(long_lived::Args),
     /// Start a fleet of one stage and keep it up. local: in the foreground, in a lab
     /// network namespace with the Service as kernel DNAT on 127.96.0.1:80. kind: applied

@@ -9,6 +9,7 @@ pub mod guardian;
 pub mod infra;
 pub mod kind;
 pub mod local;
+pub mod long_lived;
 mod private_dir;
 pub mod profile;
 pub mod router;

@@ -23,6 +23,7 @@ mod keepalive;
 pub mod load_job;
 mod load_run;
 pub mod log_stream;
+pub mod long_lived;
 pub mod objects;
 pub mod placement;
 pub mod plan;

@@ -8,6 +8,7 @@ mod guardian;
 pub mod haproxy;
 pub mod kubelet;
 pub mod lab;
+pub mod long_lived;
 pub mod netns;
 pub mod nft;
 #[cfg(test)]

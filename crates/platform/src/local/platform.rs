@@ -51,6 +51,14 @@ impl LocalPlatform {
     fn fleet(&mut self) -> Result<&mut Fleet> {
         self.fleet.as_mut().context("no fleet deployed")
     }
+
+    /// The deployed fleet's Service address, for clients the runner starts itself; the
+    /// endpoints it has now are recorded as the load's starting point.
+    pub(crate) fn service_vip(&mut self) -> Result<std::net::SocketAddrV4> {
+        let svc = self.fleet()?.service();
+        self.rec.endpoints_now(svc.ready_endpoints());
+        Ok(svc.vip())
+    }
 }
 
 impl Platform for LocalPlatform {

@@ -7,14 +7,14 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamTally {
     pub events: u64,
     /// Event ids skipped between two received events (lost events).
@@ -32,7 +32,7 @@ pub struct StreamTally {
     pub open_failures: u64,
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpTally {
     pub completed: u64,
     pub refused_503: u64,
@@ -167,7 +167,8 @@ pub async fn op_client(
             }
             continue;
         };
-        let len = lengths[k % lengths.len().max(1)];
+        // No lengths, no operations: the client has nothing to ask for.
+        let Some(&len) = lengths.get(k % lengths.len().max(1)) else { return };
         let Some(req) = get(&format!("/long-op?ms={}", len.as_millis()), "POST", addr, None) else { return };
         if c.ready().await.is_err() {
             conn = None;
