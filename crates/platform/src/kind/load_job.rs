@@ -58,7 +58,12 @@ pub fn keepalive_args(profile: &KeepAliveProfile, target: &str, await_pods: &[St
 /// `<sub> --target <target> --allow-non-loopback <own...> --out -`, then the
 /// data-plane gate's flags when there are pods to await: what every load subcommand
 /// run as a Job shares.
-pub(crate) fn subcommand(sub: &str, target: &str, await_pods: &[String], own: impl IntoIterator<Item = String>) -> Vec<String> {
+pub(crate) fn subcommand(
+    sub: &str,
+    target: &str,
+    await_pods: &[String],
+    own: impl IntoIterator<Item = String>,
+) -> Vec<String> {
     let gate = match await_pods {
         [] => vec![],
         pods => vec![
