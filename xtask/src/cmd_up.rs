@@ -201,6 +201,7 @@ async fn serve(stage: Stage, p: ExperimentProfile, backends: &Backends, bin_dir:
             ("ZD_CAPACITY".into(), p.api_capacity.to_string()),
         ],
         worker_env: vec![("ZD_JOB_WORK_MS".into(), p.job_work.as_millis().to_string())],
+        command_env: Vec::new(),
         isolation: Isolation::detect(),
         subnet: 240,
         vip: VIP,

@@ -4,7 +4,7 @@
 
 use crate::progress::Progress;
 use anyhow::{Context, Result};
-use lapin::{Channel, Connection, ConnectionProperties};
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -31,9 +31,7 @@ pub struct RunCtx<P: Platform> {
     pub platform: P,
     /// A third-party client to run beside the load during the deploy.
     pub alongside: Option<crate::alongside::Alongside>,
-    amqp: Connection,
-    channel: Channel,
-    db: tokio_postgres::Client,
+    backing: crate::backing::Backing,
 }
 
 impl<P: Platform> RunCtx<P> {
@@ -44,12 +42,7 @@ impl<P: Platform> RunCtx<P> {
         keep_data: bool,
         platform: P,
     ) -> Result<Self> {
-        let amqp_url = platform.amqp_url().to_string();
-        let amqp = Connection::connect(&amqp_url, ConnectionProperties::default())
-            .await
-            .with_context(|| format!("connecting to RabbitMQ at {amqp_url}"))?;
-        let channel = amqp.create_channel().await.context("opening an AMQP channel")?;
-        let db = zerodrop_ledger::connect(platform.database_url()).await.context("connecting to PostgreSQL")?;
+        let backing = crate::backing::Backing::connect(&platform).await?;
         Ok(RunCtx {
             run_id,
             out_dir,
@@ -58,15 +51,12 @@ impl<P: Platform> RunCtx<P> {
             progress: Progress::new(),
             platform,
             alongside: None,
-            amqp,
-            channel,
-            db,
+            backing,
         })
     }
 
     pub async fn close(self) {
-        let _ = self.channel.close(200, "done".into()).await;
-        let _ = self.amqp.close(200, "done".into()).await;
+        self.backing.close().await;
     }
 
     /// Runs one stage end to end. `index` keeps queue, schema and addresses unique.
@@ -84,8 +74,10 @@ impl<P: Platform> RunCtx<P> {
         let name = stage.name.as_str();
         let topology = Topology::new(format!("zerodrop.{}.{}.{}", self.run_id, name, repeat));
         let schema = format!("zd_{}_{}", self.run_id.replace('-', "").to_lowercase(), index);
-        topology.declare(&self.channel).await.context("declaring the stage's queues")?;
-        zerodrop_ledger::create_schema(&self.db, &schema).await.context("creating the stage's ledger schema")?;
+        topology.declare(&self.backing.channel).await.context("declaring the stage's queues")?;
+        zerodrop_ledger::create_schema(&self.backing.db, &schema)
+            .await
+            .context("creating the stage's ledger schema")?;
         let pod_logs_dir = if repeat == 0 { format!("logs/{name}") } else { format!("logs/{name}.{}", repeat + 1) };
         let log_dir = self.out_dir.join(&pod_logs_dir);
         std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
@@ -98,6 +90,8 @@ impl<P: Platform> RunCtx<P> {
             job_work: p.job_work,
             index,
             listen_queues: false,
+            api_env: Vec::new(),
+            worker_env: Vec::new(),
         };
 
         self.progress.phase(format!("{name}: starting the fleet"));
@@ -141,11 +135,11 @@ impl<P: Platform> RunCtx<P> {
         let rollout_seconds = rollout.context("the rolling deploy failed")?.as_secs_f64();
 
         self.progress.phase("waiting for the queue to drain");
-        let settled = self.wait_settled(&topology, &schema).await;
-        let rec_jobs = zerodrop_ledger::reconcile(&self.db, &schema, &result.accepted_jobs)
+        let settled = self.backing.wait_settled(&topology, &schema).await;
+        let rec_jobs = zerodrop_ledger::reconcile(&self.backing.db, &schema, &result.accepted_jobs)
             .await
             .context("reconciling jobs against the ledger")?;
-        let dead_lettered = topology.depths(&self.channel).await.map(|(_, d)| d as u64).unwrap_or(0);
+        let dead_lettered = topology.depths(&self.backing.channel).await.map(|(_, d)| d as u64).unwrap_or(0);
         let observed = self.platform.finish_stage().await?;
 
         // One clock for everything: the load run's start.
@@ -201,8 +195,8 @@ impl<P: Platform> RunCtx<P> {
             settled,
         };
         if !self.keep_data {
-            let _ = topology.delete(&self.channel).await;
-            let _ = zerodrop_ledger::drop_schema(&self.db, &schema).await;
+            let _ = topology.delete(&self.backing.channel).await;
+            let _ = zerodrop_ledger::drop_schema(&self.backing.db, &schema).await;
         }
         Ok(StageRun {
             stage,
@@ -260,7 +254,7 @@ impl<P: Platform> RunCtx<P> {
             return Ok(Vec::new());
         }
         self.progress.phase(format!("seeding a backlog of {n} jobs"));
-        let ch = self.amqp.create_channel().await.context("opening a channel for the backlog")?;
+        let ch = self.backing.amqp.create_channel().await.context("opening a channel for the backlog")?;
         ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
             .await
             .context("enabling publisher confirms")?;
@@ -297,28 +291,6 @@ impl<P: Platform> RunCtx<P> {
             endpoints.store(self.platform.ready_endpoints(), Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(250).min(end.saturating_duration_since(Instant::now()))).await;
         }
-    }
-
-    /// Waits until the work queue is empty and the ledger stopped growing, bounded.
-    async fn wait_settled(&self, topology: &Topology, schema: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(45);
-        let mut last = -1i64;
-        let mut stable_since = Instant::now();
-        while Instant::now() < deadline {
-            let ready = topology.depths(&self.channel).await.map(|(q, _)| q).unwrap_or(u32::MAX);
-            let rows = zerodrop_ledger::total_rows(&self.db, schema).await.unwrap_or(-1);
-            if rows != last {
-                last = rows;
-                stable_since = Instant::now();
-            }
-            // Unacked deliveries are not in `ready`: a ledger that has not moved for
-            // 3 s while the queue is empty means no worker holds a job any more.
-            if ready == 0 && stable_since.elapsed() > Duration::from_secs(3) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        false
     }
 }
 

@@ -1,6 +1,8 @@
 //! `cargo xtask`: the zerodrop runner. See ARCHITECTURE.md for the map.
 
 mod alongside;
+mod backing;
+mod chaos;
 mod cmd_blue_green;
 mod cmd_canary;
 mod cmd_client;
@@ -62,6 +64,12 @@ enum Cmd {
     /// run in the runner (local) or as a Job in the cluster (kind).
     /// Platforms: local, kind.
     LongLived(long_lived::Args),
+    /// Chaos: the same fault on the api pods' broker path (+800 ms each way) under the
+    /// same load, without and with the publish circuit breaker; the report shows each
+    /// phase's error rate and p50/p99, the breaker's transitions, the time to open and
+    /// to recover, and that no job was lost or applied twice. Platforms: local only (a
+    /// relay in the runner carries the fault).
+    Chaos(chaos::Args),
     /// Start a fleet of one stage and keep it up. local: in the foreground, in a lab
     /// network namespace with the Service as kernel DNAT on 127.96.0.1:80. kind: applied
     /// in a namespace that outlives the command (the cluster is the control plane);
@@ -112,6 +120,7 @@ fn main() -> std::process::ExitCode {
             Cmd::KillMidJob(a) => cmd_kill_mid_job::run(a).await,
             Cmd::Reconnect(a) => reconnect::run(a).await,
             Cmd::LongLived(a) => long_lived::run(a).await,
+            Cmd::Chaos(a) => chaos::run(a).await,
             Cmd::Up(a) => cmd_up::up(a).await,
             Cmd::Client(a) => cmd_client::run(a),
             Cmd::Rollout(a) => cmd_up::rollout(a).await,

@@ -51,6 +51,11 @@ pub struct RenderOptions {
     /// `zerodrop-load queues` in the pod's network namespace, printing its listen
     /// queue (the thundering reconnect watches it).
     pub listen_queue_sidecar: bool,
+    /// Extra variables for the api containers, after every other (a command's own
+    /// features: fault injection, the breaker).
+    pub api_env: Vec<(String, String)>,
+    /// Extra variables for the worker containers, after every other.
+    pub worker_env: Vec<(String, String)>,
 }
 
 impl Default for RenderOptions {
@@ -66,6 +71,8 @@ impl Default for RenderOptions {
             schema: "zerodrop".into(),
             image_registry: None,
             listen_queue_sidecar: false,
+            api_env: Vec::new(),
+            worker_env: Vec::new(),
         }
     }
 }

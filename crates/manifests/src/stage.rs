@@ -219,6 +219,11 @@ fn app_env(app: App, stage: &Stage, o: &RenderOptions) -> Vec<EnvVar> {
         ]),
     }
     env_vars.extend(app.behaviour(stage).to_env().into_iter().map(|(k, v)| env(k, v)));
+    let extra = match app {
+        App::Api => &o.api_env,
+        App::Worker => &o.worker_env,
+    };
+    env_vars.extend(extra.iter().map(|(k, v)| env(k, v.clone())));
     env_vars
 }
 
@@ -248,6 +253,22 @@ mod tests {
         assert_eq!(probe_secs(ms(1499)), 1);
         assert_eq!(probe_secs(ms(1500)), 2);
         assert_eq!(probe_secs(ms(3000)), 3);
+    }
+
+    /// A command's own variables reach only their app, after the stage's (so they win).
+    #[test]
+    fn command_env_goes_last_and_to_its_app_only() {
+        let stage = Stage::all().pop().expect("stages");
+        let o = RenderOptions {
+            api_env: vec![("ZD_FAULTS".into(), "on".into())],
+            worker_env: vec![("ZD_LEDGER_WRITES".into(), "both".into())],
+            ..RenderOptions::default()
+        };
+        let names = |app| app_env(app, &stage, &o).into_iter().map(|e| e.name).collect::<Vec<_>>();
+        let (api, worker) = (names(App::Api), names(App::Worker));
+        assert_eq!(api.last().map(String::as_str), Some("ZD_FAULTS"));
+        assert_eq!(worker.last().map(String::as_str), Some("ZD_LEDGER_WRITES"));
+        assert!(!api.iter().any(|n| n == "ZD_LEDGER_WRITES") && !worker.iter().any(|n| n == "ZD_FAULTS"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `zerodrop_evidence`'s words.
 
 pub mod accept_queue;
+pub mod fault;
 pub mod guardian;
 pub mod infra;
 pub mod kind;
@@ -18,6 +19,7 @@ pub mod uid;
 pub mod workspace;
 
 use anyhow::Result;
+pub use fault::{Dependency, DependencyFaults, NetFault};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,11 @@ pub struct StageEnv {
     /// The stage's listen queues will be watched ([`KeepAliveLoad::watch_listen_queues`]):
     /// on a cluster every api pod then carries a sidecar that reads them.
     pub listen_queues: bool,
+    /// A command's own settings for the api pods (fault injection, the breaker), set
+    /// after the platform's and the stage's, so they win. Empty for the staircase.
+    pub api_env: Vec<(String, String)>,
+    /// The same for the worker pods (which ledger columns they write).
+    pub worker_env: Vec<(String, String)>,
 }
 
 /// A load run under way; resolves to its result.

@@ -1,3 +1,5 @@
+use crate::breaker::BreakerConfig;
+use crate::fault::Faults;
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,6 +22,10 @@ pub struct Config {
     /// How long a request body may stop arriving before it is answered 408.
     pub body_read_timeout: Duration,
     pub behaviour: AppBehaviour,
+    /// Request-level fault injection (`ZD_FAULTS`, off unless the lab switches it on).
+    pub faults: Faults,
+    /// The breaker in front of the broker publish (`ZD_BREAKER`, off by default).
+    pub breaker: BreakerConfig,
 }
 
 impl Config {
@@ -38,6 +44,8 @@ impl Config {
             request_timeout: request_timeout(max_work_ms)?,
             body_read_timeout: positive_ms("ZD_BODY_READ_TIMEOUT_MS", BODY_READ_TIMEOUT_MS)?,
             behaviour: AppBehaviour::from_env()?,
+            faults: Faults::from_env()?,
+            breaker: breaker()?,
         })
     }
 }
@@ -52,6 +60,26 @@ const BODY_READ_TIMEOUT_MS: u64 = 5_000;
 
 fn request_timeout(max_work_ms: u64) -> Result<Duration> {
     positive_ms("ZD_REQUEST_TIMEOUT_MS", max_work_ms.saturating_add(REQUEST_TIMEOUT_HEADROOM_MS))
+}
+
+/// `ZD_BREAKER` (`on`/`off`), `ZD_BREAKER_FAILURES`, `ZD_BREAKER_OPEN_MS`, `ZD_BREAKER_SLOW_MS`.
+fn breaker() -> Result<BreakerConfig> {
+    let d = BreakerConfig::default();
+    let enabled = match var("ZD_BREAKER", "off")?.trim() {
+        "on" => true,
+        "off" => false,
+        other => anyhow::bail!("ZD_BREAKER must be `on` or `off`, got `{other}`"),
+    };
+    let failures: u32 = var("ZD_BREAKER_FAILURES", &d.failures.to_string())?
+        .parse()
+        .context("ZD_BREAKER_FAILURES must be a positive integer")?;
+    anyhow::ensure!(failures > 0, "ZD_BREAKER_FAILURES must be above 0");
+    Ok(BreakerConfig {
+        enabled,
+        failures,
+        open_for: positive_ms("ZD_BREAKER_OPEN_MS", d.open_for.as_millis() as u64)?,
+        slow: positive_ms("ZD_BREAKER_SLOW_MS", d.slow.as_millis() as u64)?,
+    })
 }
 
 fn positive_ms(name: &str, default: u64) -> Result<Duration> {

@@ -11,10 +11,12 @@
 //! answered 408 with a reason (`body_timeout.rs`).
 
 mod body_timeout;
+mod breaker;
 mod capacity;
 mod config;
 mod conn_cost;
 mod error;
+mod fault;
 mod long_op;
 mod metrics;
 mod publisher;
@@ -71,12 +73,24 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
         p.settle().await
     });
 
+    let metrics = Arc::new(metrics::Metrics::new(&version.name));
+    tracing::info!(
+        step = "resilience",
+        faults = cfg.faults.enabled,
+        breaker = cfg.breaker.enabled,
+        breaker_failures = cfg.breaker.failures,
+        breaker_open_ms = cfg.breaker.open_for.as_millis() as u64,
+        breaker_slow_ms = cfg.breaker.slow.as_millis() as u64,
+        "fault injection and publish breaker"
+    );
     let state = Arc::new(state::AppState {
         lc: lc.clone(),
         publisher,
+        breaker: breaker::Breaker::new(cfg.breaker.clone(), metrics.breaker.clone()),
+        faults: Arc::new(cfg.faults.clone()),
         capacity: Capacity::new(cfg.capacity),
         cache: WarmCache::new(cfg.warm_fill),
-        metrics: Arc::new(metrics::Metrics::new(&version.name)),
+        metrics,
         max_work_ms: cfg.max_work_ms,
         request_timeout: cfg.request_timeout,
         body_read_timeout: cfg.body_read_timeout,

@@ -60,6 +60,7 @@ pub struct Metrics {
     phase: Gauge,
     phase_info: Family<Label, Gauge>,
     ready: Gauge,
+    pub breaker: crate::breaker::BreakerMetrics,
 }
 
 impl Metrics {
@@ -87,6 +88,7 @@ impl Metrics {
             phase: Gauge::default(),
             phase_info: Family::default(),
             ready: Gauge::default(),
+            breaker: Default::default(),
             registry: Registry::default(),
         };
         r.register("zerodrop_capacity_rejected", "Requests refused with 503", m.rejected.clone());
@@ -103,6 +105,7 @@ impl Metrics {
         );
         r.register("zerodrop_shutdown_phase_info", "1 for the phase this instance is in", m.phase_info.clone());
         r.register("zerodrop_ready", "1 when /readyz answers 200", m.ready.clone());
+        m.breaker.register(&mut r);
         Metrics { registry: r, ..m }
     }
 

@@ -24,9 +24,11 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.request_timeout;
+    // Inside the timeout, so an injected delay counts against it like real slowness.
+    let faults = || axum::middleware::from_fn_with_state(state.faults.clone(), crate::fault::inject);
     Router::new()
-        .route("/work", bounded(get(work), limit, "GET /work"))
-        .route("/jobs", bounded(post(submit_job), limit, "POST /jobs"))
+        .route("/work", bounded(get(work).route_layer(faults()), limit, "GET /work"))
+        .route("/jobs", bounded(post(submit_job).route_layer(faults()), limit, "POST /jobs"))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -175,7 +177,10 @@ async fn submit_job(
         ApiError::unavailable("instance at capacity; retry shortly", 1)
     })?;
     s.cache.touch().await;
-    match s.publisher.publish(&job).await {
+    let published = s.breaker.call(s.publisher.publish(&job)).await.map_err(|open| {
+        ApiError::unavailable("the broker path is failing (publish breaker open); retry later", open.retry_after_s)
+    })?;
+    match published {
         Ok(()) => {
             s.metrics.published();
             Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": job.id }))).into_response())

@@ -1,6 +1,7 @@
 //! What every handler shares. Its own module, so that the handlers and middleware
 //! outside `routes.rs` depend on the state and not on the router that mounts them.
 
+use crate::breaker::Breaker;
 use crate::capacity::{Capacity, WarmCache};
 use crate::metrics::Metrics;
 use crate::publisher::Publisher;
@@ -12,6 +13,8 @@ use zerodrop_lifecycle::Lifecycle;
 pub struct AppState {
     pub lc: Lifecycle,
     pub publisher: Arc<Publisher>,
+    pub breaker: Breaker,
+    pub faults: Arc<crate::fault::Faults>,
     pub capacity: Capacity,
     pub cache: WarmCache,
     pub metrics: Arc<Metrics>,

@@ -77,6 +77,8 @@ fn env(run_id: &str) -> StageEnv {
         job_work: Duration::from_millis(10),
         index: 150,
         listen_queues: false,
+        api_env: Vec::new(),
+        worker_env: Vec::new(),
     }
 }
 

@@ -87,6 +87,8 @@ impl ReconnectProfile {
             job_work: Duration::from_millis(10),
             index: 100 + index,
             listen_queues: true,
+            api_env: Vec::new(),
+            worker_env: Vec::new(),
         }
     }
 }

@@ -4,8 +4,8 @@
 use super::analysis::{self, Input};
 use super::profile::ReconnectProfile;
 use super::report::Variant;
+use crate::backing::Backing;
 use anyhow::{Context, Result};
-use lapin::{Channel, Connection, ConnectionProperties};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,26 +18,15 @@ use zerodrop_stages::KeepAliveClose;
 /// Accept-queue sampling period: finer than the 100 ms buckets.
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
-pub struct Ctx {
-    amqp: Connection,
-    channel: Channel,
-    db: tokio_postgres::Client,
-}
+pub struct Ctx(Backing);
 
 impl Ctx {
     pub async fn connect<P: Platform>(platform: &P) -> Result<Ctx> {
-        let url = platform.amqp_url().to_string();
-        let amqp = Connection::connect(&url, ConnectionProperties::default())
-            .await
-            .with_context(|| format!("connecting to RabbitMQ at {url}"))?;
-        let channel = amqp.create_channel().await.context("opening an AMQP channel")?;
-        let db = zerodrop_ledger::connect(platform.database_url()).await.context("connecting to PostgreSQL")?;
-        Ok(Ctx { amqp, channel, db })
+        Ok(Ctx(Backing::connect(platform).await?))
     }
 
     pub async fn close(self) {
-        let _ = self.channel.close(200, "done".into()).await;
-        let _ = self.amqp.close(200, "done".into()).await;
+        self.0.close().await;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -53,14 +42,14 @@ impl Ctx {
     ) -> Result<Variant> {
         let (queue, schema) = super::profile::names(run_id, index, name);
         let topology = Topology::new(queue);
-        topology.declare(&self.channel).await.context("declaring the variant's queues")?;
-        zerodrop_ledger::create_schema(&self.db, &schema).await.context("creating the variant's ledger schema")?;
+        topology.declare(&self.0.channel).await.context("declaring the variant's queues")?;
+        zerodrop_ledger::create_schema(&self.0.db, &schema).await.context("creating the variant's ledger schema")?;
         let result = self.run_fleet(platform, p, out_dir, index, name, close, &topology, &schema).await;
         if result.is_err() {
             let _ = platform.finish_stage().await;
         }
-        let _ = topology.delete(&self.channel).await;
-        let _ = zerodrop_ledger::drop_schema(&self.db, &schema).await;
+        let _ = topology.delete(&self.0.channel).await;
+        let _ = zerodrop_ledger::drop_schema(&self.0.db, &schema).await;
         result
     }
 

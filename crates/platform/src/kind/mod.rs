@@ -201,6 +201,8 @@ impl KindOptions {
             api_capacity: env.api_capacity,
             job_work_ms: env.job_work.as_millis() as u64,
             listen_queue_sidecar: env.listen_queues,
+            api_env: env.api_env.clone(),
+            worker_env: env.worker_env.clone(),
             ..self.render_options(&env.queue, &env.schema)
         }
     }

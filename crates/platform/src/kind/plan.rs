@@ -85,6 +85,8 @@ pub fn stage_env(run_id: &str, profile: &ExperimentProfile, stage: &Stage, index
         job_work: profile.job_work,
         index,
         listen_queues: false,
+        api_env: Vec::new(),
+        worker_env: Vec::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod deployment;
+pub mod fault_relay;
 pub mod follow;
 mod guardian;
 pub mod haproxy;
@@ -46,6 +47,9 @@ pub struct FleetConfig {
     pub base_env: Vec<(String, String)>,
     /// Extra environment for worker pods only.
     pub worker_env: Vec<(String, String)>,
+    /// A command's own settings per app ([`crate::StageEnv::api_env`]), after the
+    /// stage's, so they win.
+    pub command_env: Vec<(App, String, String)>,
     pub isolation: Isolation,
     /// Third octet of the pods' 127.x.y.z addresses, so concurrent fleets never collide.
     pub subnet: u8,
@@ -158,6 +162,7 @@ impl Fleet {
         }
         env.extend(b.to_env().into_iter().map(|(k, v)| (k.to_string(), v)));
         env.extend(self.stage.pod.to_app_env().into_iter().map(|(k, v)| (k.to_string(), v)));
+        env.extend(self.cfg.command_env.iter().filter(|(a, _, _)| *a == app).map(|(_, k, v)| (k.clone(), v.clone())));
         // Later entries win: the command's environment is the process's, set in order.
         env.extend(self.template_env.iter().filter(|(a, _, _)| *a == app).map(|(_, k, v)| (k.clone(), v.clone())));
         let t = PodTemplate {

@@ -9,6 +9,7 @@
 pub mod lab;
 pub mod leftovers;
 mod relay;
+pub(crate) use relay::rewrite_authority;
 
 use anyhow::{bail, Context, Result};
 use std::os::fd::OwnedFd;

@@ -24,6 +24,8 @@ pub struct LocalPlatform {
     log_dir: PathBuf,
     /// The lab's run id, for `cargo xtask client --run`.
     lab_run: String,
+    /// The chaos runs' relay on the api pods' broker path, and the AMQP URL through it.
+    broker_relay: Option<(super::fault_relay::FaultRelay, String)>,
 }
 
 impl LocalPlatform {
@@ -45,7 +47,16 @@ impl LocalPlatform {
             rec: Arc::new(Recorder::default()),
             log_dir: PathBuf::new(),
             lab_run,
+            broker_relay: None,
         }
+    }
+
+    pub(crate) fn set_broker_relay(&mut self, relay: super::fault_relay::FaultRelay, url: String) {
+        self.broker_relay = Some((relay, url));
+    }
+
+    pub(crate) fn broker_relay(&self) -> Option<&super::fault_relay::FaultRelay> {
+        self.broker_relay.as_ref().map(|(r, _)| r)
     }
 
     fn fleet(&mut self) -> Result<&mut Fleet> {
@@ -99,6 +110,7 @@ impl Platform for LocalPlatform {
                 ("ZD_CAPACITY".into(), env.api_capacity.to_string()),
             ],
             worker_env: vec![("ZD_JOB_WORK_MS".into(), env.job_work.as_millis().to_string())],
+            command_env: self.command_env(env),
             isolation: self.isolation,
             subnet: (env.index % 200) as u8 + 1,
             vip: VIP,
@@ -186,5 +198,45 @@ impl crate::router::TwoVersions for LocalPlatform {
 
     async fn two_versions(&mut self, spec: &crate::router::TwoVersionsSpec, log_dir: &Path) -> Result<Self::Fleet> {
         super::two_versions::VersionFleet::up(&self.amqp_url, &self.bin_dir, self.isolation, spec, log_dir).await
+    }
+}
+
+impl LocalPlatform {
+    /// [`StageEnv::api_env`] and [`StageEnv::worker_env`], each tagged with its app;
+    /// with a fault relay, the api pods' broker URL points at it.
+    fn command_env(&self, env: &StageEnv) -> Vec<(super::pod::App, String, String)> {
+        use super::pod::App;
+        let tag = |app: App, vars: &[(String, String)]| {
+            vars.iter().map(move |(k, v)| (app, k.clone(), v.clone())).collect::<Vec<_>>()
+        };
+        let relay = self.broker_relay.iter().map(|(_, url)| (App::Api, "AMQP_URL".to_string(), url.clone()));
+        [tag(App::Api, &env.api_env), tag(App::Worker, &env.worker_env), relay.collect()].concat()
+    }
+}
+
+/// Faults on the api pods' broker path, through a relay in the runner
+/// ([`super::fault_relay`]).
+impl crate::DependencyFaults for LocalPlatform {
+    async fn relay_dependency(&mut self, dep: crate::Dependency) -> Result<()> {
+        match dep {
+            crate::Dependency::Broker => {
+                let (ep, _) = crate::infra::amqp_endpoint(self.amqp_url())?;
+                let crate::infra::Endpoint::Tcp { host, port } = ep else {
+                    anyhow::bail!("the broker is not reached over TCP; nothing to relay")
+                };
+                let relay = super::fault_relay::FaultRelay::start((host, port)).await?;
+                let url = super::netns::rewrite_authority(self.amqp_url(), &relay.addr().to_string())?;
+                eprintln!("[chaos] api pods reach the broker through the fault relay at {}", relay.addr());
+                self.set_broker_relay(relay, url);
+                Ok(())
+            }
+        }
+    }
+
+    fn set_fault(&mut self, fault: Option<crate::NetFault>) -> Result<()> {
+        let relay = self.broker_relay().context("no fault relay: call relay_dependency before deploy")?;
+        relay.set(fault);
+        tracing::info!(step = "fault", fault = ?fault, "fault on the broker path");
+        Ok(())
     }
 }

@@ -50,7 +50,7 @@ pub fn plan(amqp: Option<&str>, db: Option<&str>) -> Result<Vec<Relay>> {
 
 /// `url` with the host[:port] of its authority replaced by `hostport` (credentials,
 /// path and query kept).
-fn rewrite_authority(url: &str, hostport: &str) -> Result<String> {
+pub(crate) fn rewrite_authority(url: &str, hostport: &str) -> Result<String> {
     let (scheme, rest) = url.trim().split_once("://").context("not a URL (no scheme://)")?;
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
