@@ -13,6 +13,7 @@ mod exit;
 mod experiment;
 mod harness;
 mod long_lived;
+mod migrate;
 mod platform_args;
 mod progress;
 mod progressive;
@@ -62,6 +63,14 @@ enum Cmd {
     /// run in the runner (local) or as a Job in the cluster (kind).
     /// Platforms: local, kind.
     LongLived(long_lived::Args),
+    /// A ledger schema change under load: `amount` renamed to `amount_cents` by
+    /// expand-and-contract (sqlx migrations and worker deploys with a new
+    /// ZD_LEDGER_WRITES, one step at a time) and by the destructive one-step rename,
+    /// counting database errors, lost, duplicated and wrong jobs per step; `--assert`
+    /// exits 3 unless expand-and-contract broke nothing and the destructive rename did.
+    /// Platforms: local, kind.
+    #[command(after_help = exit::HELP)]
+    Migrate(migrate::Args),
     /// Start a fleet of one stage and keep it up. local: in the foreground, in a lab
     /// network namespace with the Service as kernel DNAT on 127.96.0.1:80. kind: applied
     /// in a namespace that outlives the command (the cluster is the control plane);
@@ -112,6 +121,7 @@ fn main() -> std::process::ExitCode {
             Cmd::KillMidJob(a) => cmd_kill_mid_job::run(a).await,
             Cmd::Reconnect(a) => reconnect::run(a).await,
             Cmd::LongLived(a) => long_lived::run(a).await,
+            Cmd::Migrate(a) => migrate::run(a).await,
             Cmd::Up(a) => cmd_up::up(a).await,
             Cmd::Client(a) => cmd_client::run(a),
             Cmd::Rollout(a) => cmd_up::rollout(a).await,

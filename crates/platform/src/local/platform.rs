@@ -48,7 +48,7 @@ impl LocalPlatform {
         }
     }
 
-    fn fleet(&mut self) -> Result<&mut Fleet> {
+    pub(crate) fn fleet(&mut self) -> Result<&mut Fleet> {
         self.fleet.as_mut().context("no fleet deployed")
     }
 
