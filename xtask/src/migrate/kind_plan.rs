@@ -10,23 +10,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use zerodrop_platform::kind::objects::{find, Rendered};
 use zerodrop_platform::kind::plan::{self as kplan, Plan, AWAITED_PLACEHOLDER};
 use zerodrop_platform::kind::{load_job, reconfigure, KindOptions};
-use zerodrop_platform::StageEnv;
 
 pub fn plan(opts: &KindOptions, s: &Settings) -> Result<Plan> {
     let mut p = kplan::session(opts)?;
     for (index, migration_plan) in VARIANTS.into_iter().enumerate() {
         let name = migration_plan.as_str();
-        let schema = format!("zd_{}_mig{index}", opts.run_id.replace('-', "").to_lowercase());
-        let env = StageEnv {
-            queue: zerodrop_jobs::Topology::new(format!("zerodrop.{}.migrate.{name}", opts.run_id)).queue,
-            schema: schema.clone(),
-            api_replicas: s.api_replicas,
-            worker_replicas: s.worker_replicas,
-            api_capacity: 32,
-            job_work: s.job_work,
-            index: 180 + index,
-            listen_queues: false,
-        };
+        let env = super::variant::stage_env(s, &opts.run_id, index, migration_plan);
+        let schema = env.schema.clone();
         let render = opts.stage_render(&env);
         p.section(format!("Variant {name}: queue {}, schema {schema}", env.queue));
         p.api(format!("declare the queues; sqlx migrator (search_path={schema}): schema version 1 (0001_ledger)"));

@@ -44,23 +44,13 @@ pub async fn run<P: Platform + RolloutWithEnv>(
     plan: Plan,
 ) -> Result<VariantResult> {
     let name = plan.as_str();
-    let topology = Topology::new(format!("zerodrop.{run_id}.migrate.{name}"));
-    let schema = format!("zd_{}_mig{index}", run_id.replace('-', "").to_lowercase());
+    let env = stage_env(s, run_id, index, plan);
+    let (topology, schema) = (Topology::new(env.queue.clone()), env.schema.clone());
     topology.declare(feed.channel()).await.context("declaring the variant's queues")?;
     let mut conn = migrate::connect(platform.database_url(), &schema).await.context("connecting for migrations")?;
     migrate::migrate_to(&mut conn, plan, 1).await.context("the baseline schema")?;
     let log_dir = out_dir.join("logs").join(name);
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
-    let env = StageEnv {
-        queue: topology.queue.clone(),
-        schema: schema.clone(),
-        api_replicas: s.api_replicas,
-        worker_replicas: s.worker_replicas,
-        api_capacity: 32,
-        job_work: s.job_work,
-        index: 180 + index,
-        listen_queues: false,
-    };
     eprintln!("[{name}] fleet up: schema {schema} at version 1, workers writing `amount`");
     platform.deploy(&s.stage, &env, &log_dir).await?;
     let mut ledger = Ledger { schema: &schema, accepted: Vec::new(), expected: HashMap::new() };
@@ -76,6 +66,21 @@ pub async fn run<P: Platform + RolloutWithEnv>(
         let _ = zerodrop_ledger::drop_schema(feed.db(), &schema).await;
     }
     Ok(VariantResult { plan, schema, queue: topology.queue, steps })
+}
+
+/// The variant's fleet: its own queue and schema (named from the run and the variant's
+/// index), the same sizes for both variants.
+pub fn stage_env(s: &Settings, run_id: &str, index: usize, plan: Plan) -> StageEnv {
+    StageEnv {
+        queue: Topology::new(format!("zerodrop.{run_id}.migrate.{}", plan.as_str())).queue,
+        schema: format!("zd_{}_mig{index}", run_id.replace('-', "").to_lowercase()),
+        api_replicas: s.api_replicas,
+        worker_replicas: s.worker_replicas,
+        api_capacity: 32,
+        job_work: s.job_work,
+        index: 180 + index,
+        listen_queues: false,
+    }
 }
 
 /// Every job accepted so far in the variant, for the whole-ledger check.
