@@ -15,6 +15,7 @@ mod exit;
 mod experiment;
 mod harness;
 mod long_lived;
+mod migrate;
 mod platform_args;
 mod progress;
 mod progressive;
@@ -70,6 +71,14 @@ enum Cmd {
     /// to recover, and that no job was lost or applied twice. Platforms: local only (a
     /// relay in the runner carries the fault).
     Chaos(chaos::Args),
+    /// A ledger schema change under load: `amount` renamed to `amount_cents` by
+    /// expand-and-contract (sqlx migrations and worker deploys with a new
+    /// ZD_LEDGER_WRITES, one step at a time) and by the destructive one-step rename,
+    /// counting database errors, lost, duplicated and wrong jobs per step; `--assert`
+    /// exits 3 unless expand-and-contract broke nothing and the destructive rename did.
+    /// Platforms: local, kind.
+    #[command(after_help = exit::HELP)]
+    Migrate(migrate::Args),
     /// Start a fleet of one stage and keep it up. local: in the foreground, in a lab
     /// network namespace with the Service as kernel DNAT on 127.96.0.1:80. kind: applied
     /// in a namespace that outlives the command (the cluster is the control plane);
@@ -121,6 +130,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Reconnect(a) => reconnect::run(a).await,
             Cmd::LongLived(a) => long_lived::run(a).await,
             Cmd::Chaos(a) => chaos::run(a).await,
+            Cmd::Migrate(a) => migrate::run(a).await,
             Cmd::Up(a) => cmd_up::up(a).await,
             Cmd::Client(a) => cmd_client::run(a),
             Cmd::Rollout(a) => cmd_up::rollout(a).await,

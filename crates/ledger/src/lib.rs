@@ -12,10 +12,14 @@
 //! - `processed`: one row per job id, written by the idempotent consumer in the same
 //!   transaction as the ledger row (the dedupe key and the side effect commit together).
 
+pub mod migrate;
+pub mod writes;
+
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use serde::Serialize;
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
+pub use writes::{AmountColumn, Writes};
 use zerodrop_jobs::Job;
 
 /// Used when `DATABASE_URL` is not set.
@@ -206,27 +210,7 @@ pub async fn apply(
     idempotent: bool,
     work: Duration,
 ) -> Result<Applied, LedgerError> {
-    let s = ident(schema)?;
-    let tx = client.transaction().await?;
-    if idempotent {
-        let claimed = tx
-            .execute(&format!("INSERT INTO {s}.processed (job_id) VALUES ($1) ON CONFLICT DO NOTHING"), &[&job.id])
-            .await?;
-        if claimed == 0 {
-            tx.commit().await?;
-            return Ok(Applied::AlreadyApplied);
-        }
-    }
-    tx.execute(
-        &format!("INSERT INTO {s}.ledger (job_id, amount, applied_by) VALUES ($1, $2, $3)"),
-        &[&job.id, &job.amount, &applied_by],
-    )
-    .await?;
-    if !work.is_zero() {
-        tokio::time::sleep(work).await;
-    }
-    tx.commit().await?;
-    Ok(Applied::Applied)
+    writes::apply_as(client, schema, job, applied_by, idempotent, work, Writes::Old).await
 }
 
 /// Compares `accepted_ids` (duplicates ignored) with the ledger in one query.
@@ -274,18 +258,34 @@ pub async fn total_rows(client: &Client, schema: &str) -> Result<i64, LedgerErro
 pub struct Ledger {
     pool: Pool,
     schema: String,
+    /// The amount columns [`Ledger::apply`] writes.
+    writes: Writes,
 }
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger").field("schema", &self.schema).field("pool", &self.pool.status()).finish()
+        let pool = self.pool.status();
+        f.debug_struct("Ledger")
+            .field("schema", &self.schema)
+            .field("writes", &self.writes)
+            .field("pool", &pool)
+            .finish()
     }
 }
 
 impl Ledger {
     pub fn new(pool: Pool, schema: &str) -> Result<Ledger, LedgerError> {
         validate_schema(schema)?;
-        Ok(Ledger { pool, schema: schema.to_string() })
+        Ok(Ledger { pool, schema: schema.to_string(), writes: Writes::Old })
+    }
+
+    /// The same ledger, writing the amount columns `writes` names.
+    pub fn with_writes(self, writes: Writes) -> Ledger {
+        Ledger { writes, ..self }
+    }
+
+    pub fn writes(&self) -> Writes {
+        self.writes
     }
 
     /// [`pool`] + [`Ledger::new`]. Opens no connection yet.
@@ -334,7 +334,7 @@ impl Ledger {
         work: Duration,
     ) -> Result<Applied, LedgerError> {
         let mut client = self.pool.get().await?;
-        apply(&mut client, &self.schema, job, applied_by, idempotent, work).await
+        writes::apply_as(&mut client, &self.schema, job, applied_by, idempotent, work, self.writes).await
     }
 
     pub async fn reconcile(&self, accepted_ids: &[String]) -> Result<Reconciliation, LedgerError> {

@@ -13,6 +13,7 @@ pub mod local;
 pub mod long_lived;
 mod private_dir;
 pub mod profile;
+pub mod reconfigure;
 pub mod router;
 mod sys;
 pub mod uid;

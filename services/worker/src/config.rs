@@ -51,6 +51,9 @@ pub struct Config {
     pub post_commit: Duration,
     /// Connections in the database pool (not configurable from the environment).
     pub db_pool_size: usize,
+    /// `ZD_LEDGER_WRITES`: `old` (amount), `both` or `new` (amount_cents): which
+    /// amount columns this worker version writes during the rename (`cargo xtask migrate`).
+    pub ledger_writes: zerodrop_ledger::Writes,
     /// The stage's `ZD_*` shutdown and delivery knobs.
     pub behaviour: AppBehaviour,
 }
@@ -114,6 +117,11 @@ impl Config {
         let job_work = millis("ZD_JOB_WORK_MS", defaults::JOB_WORK_MS)?;
         let post_commit = millis("ZD_POST_COMMIT_MS", defaults::POST_COMMIT_MS)?;
 
+        let ledger_writes = match var("ZD_LEDGER_WRITES") {
+            None => zerodrop_ledger::Writes::default(),
+            Some(v) => v.parse().map_err(|reason| invalid("ZD_LEDGER_WRITES", &v, reason))?,
+        };
+
         let behaviour = AppBehaviour::from_lookup(&get).map_err(|e| match e {
             zerodrop_stages::EnvError::Invalid { name, value, reason } => ConfigError { name, value, reason },
         })?;
@@ -128,6 +136,7 @@ impl Config {
             job_work,
             post_commit,
             db_pool_size: defaults::DB_POOL_SIZE,
+            ledger_writes,
             behaviour,
         })
     }
@@ -177,6 +186,7 @@ mod tests {
         assert_eq!(c.post_commit, Duration::ZERO);
         assert!(c.pod.ends_with(&format!("/{}", std::process::id())), "{}", c.pod);
         assert_eq!(c.behaviour, AppBehaviour::naive());
+        assert_eq!(c.ledger_writes, zerodrop_ledger::Writes::Old);
     }
 
     #[test]
@@ -190,12 +200,14 @@ mod tests {
             ("ZD_POD", "worker-a".to_string()),
             ("ZD_JOB_WORK_MS", "250".to_string()),
             ("ZD_POST_COMMIT_MS", "7".to_string()),
+            ("ZD_LEDGER_WRITES", "both".to_string()),
         ]);
         let map: HashMap<&str, String> = vars.into_iter().collect();
         let c = Config::from_lookup(|k| map.get(k).cloned()).unwrap();
         assert_eq!((c.queue.as_str(), c.db_schema.as_str(), c.pod.as_str()), ("q1", "s_1", "worker-a"));
         assert_eq!(c.job_work, Duration::from_millis(250));
         assert_eq!(c.post_commit, Duration::from_millis(7));
+        assert_eq!(c.ledger_writes, zerodrop_ledger::Writes::Both);
         assert_eq!(c.behaviour, stage);
         assert_eq!(c.behaviour.ack, AckMode::AfterCommit);
     }
@@ -211,6 +223,7 @@ mod tests {
             ("DATABASE_URL", "postgres://u@h:port/db"),
             ("ZD_PREFETCH", "many"),
             ("ZD_ACK", "sometimes"),
+            ("ZD_LEDGER_WRITES", "amount_cents"),
         ] {
             let err = cfg(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name);

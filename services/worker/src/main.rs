@@ -106,8 +106,10 @@ async fn start(
     let manual_ack = b.ack == AckMode::AfterCommit;
 
     // db_pool
-    let ledger =
-        Ledger::connect(&cfg.database_url, &cfg.db_schema, cfg.db_pool_size).context("DATABASE_URL / ZD_DB_SCHEMA")?;
+    let ledger = Ledger::connect(&cfg.database_url, &cfg.db_schema, cfg.db_pool_size)
+        .context("DATABASE_URL / ZD_DB_SCHEMA")?
+        .with_writes(cfg.ledger_writes);
+    tracing::info!(ledger_writes = cfg.ledger_writes.as_str(), "ledger amount columns written");
     {
         let ledger = ledger.clone();
         teardown.acquired("db_pool", move || async move { ledger.close() });

@@ -30,6 +30,7 @@ pub mod plan;
 pub mod pod_watch;
 pub mod pods;
 pub mod prereq;
+pub mod reconfigure;
 pub mod rollout;
 pub mod state;
 pub mod two_versions;

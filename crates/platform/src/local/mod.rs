@@ -229,8 +229,14 @@ impl Fleet {
     /// A rolling restart of both deployments at once, to completion. Fails with
     /// [`crate::RolloutFailed`] and the reason, as `rollout --watch` would.
     pub async fn rollout(&mut self) -> Result<Duration> {
+        self.rollout_with(Vec::new(), None).await
+    }
+
+    /// [`Fleet::rollout`] of a new pod template: `set_env` added from this revision
+    /// on, of both deployments or `only` one (`crate::reconfigure::RolloutWithEnv`).
+    pub async fn rollout_with(&mut self, set_env: Vec<(String, String)>, only: Option<App>) -> Result<Duration> {
         let started = Instant::now();
-        self.begin_rollout(Vec::new(), None);
+        self.begin_rollout(set_env, only);
         let mut watch = rollout::Watch::new(ROLLOUT_PROGRESS_DEADLINE, started);
         let rec = self.rec.clone();
         loop {

@@ -59,7 +59,7 @@ impl LocalPlatform {
         self.broker_relay.as_ref().map(|(r, _)| r)
     }
 
-    fn fleet(&mut self) -> Result<&mut Fleet> {
+    pub(crate) fn fleet(&mut self) -> Result<&mut Fleet> {
         self.fleet.as_mut().context("no fleet deployed")
     }
 

@@ -1,0 +1,2 @@
+SET LOCAL lock_timeout = '5s';
+ALTER TABLE ledger RENAME COLUMN amount_cents TO amount;

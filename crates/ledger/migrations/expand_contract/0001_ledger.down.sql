@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS processed;
+DROP TABLE IF EXISTS ledger;
