@@ -65,13 +65,13 @@ pub async fn run(a: Args) -> Result<()> {
     for v in &report.variants {
         if let Some(f) = v.phase("fault") {
             eprintln!(
-                "[{}] fault phase: /work failed {}, /work p99 {:.0} ms, /jobs failed {}; open after {:?} ms, recovered after {:?} ms; jobs lost {}, applied twice {}",
+                "[{}] fault phase: /work failed {}, /work p99 {:.0} ms, /jobs failed {}; open after {}, recovered after {}; jobs lost {}, applied twice {}",
                 v.name,
                 zerodrop_report::stats::describe(&f.work.failed),
                 f.work.p99_ms.value,
                 zerodrop_report::stats::describe(&f.jobs.failed),
-                v.timing.to_open_ms,
-                v.timing.to_close_ms,
+                ms_or(v.timing.to_open_ms, "never"),
+                ms_or(v.timing.to_close_ms, "—"),
                 v.jobs.lost,
                 v.jobs.applied_twice
             );
@@ -82,6 +82,10 @@ pub async fn run(a: Args) -> Result<()> {
         check(&report.variants).map_err(|e| crate::exit::CheckFailed(format!("chaos: {e}")))?;
     }
     Ok(())
+}
+
+fn ms_or(v: Option<u64>, none: &str) -> String {
+    v.map_or_else(|| none.to_string(), |ms| format!("{ms} ms"))
 }
 
 fn check(v: &[report::Variant]) -> std::result::Result<(), String> {

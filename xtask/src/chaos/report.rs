@@ -115,8 +115,9 @@ pub fn markdown(r: &ChaosReport) -> String {
     let _ = writeln!(
         md,
         "## How to read this\n\nRates carry 95% Wilson intervals; p50/p99 carry distribution-free 95% intervals (order \
-         statistics). A difference is called lower or higher only when the two intervals are apart. `/work` never \
-         touches the broker: its failures during the fault are the pile-up of slow publishes taking the slots it needs. \
+         statistics). A difference is called lower or higher only when the two intervals are apart. Latencies are of \
+         every answer, failures included: a 503 refused at once counts as about 0 ms, so a p50 of 0 ms means more \
+         than half the requests were refused, not that they got faster. `/work` never touches the broker: its failures during the fault are the pile-up of slow publishes taking the slots it needs. \
          Jobs are reconciled against the ledger after the queue drained: lost = answered 202 and never applied."
     );
     md
