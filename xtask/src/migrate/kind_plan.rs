@@ -30,8 +30,12 @@ pub fn plan(opts: &KindOptions, s: &Settings) -> Result<Plan> {
         for (i, step) in plan::steps(migration_plan).iter().enumerate() {
             let prefix = format!("{}-{name}-s{}", opts.run_id, i + 1);
             let args = load_job::args(&s.load, &target, &prefix, &[AWAITED_PLACEHOLDER.to_string()]);
-            let job = load_job::job_object(opts, &render, env.index, args);
+            let job = load_job::job_object_nth(opts, &render, env.index, i as u32, args);
             p.api(format!("step {}: {}", i + 1, step.name));
+            if i > 0 {
+                let earlier = load_job::job_name_nth(&opts.run_id, env.index, i as u32 - 1);
+                p.api(format!("delete the previous step's load Job {earlier} (finished, its result read back)"));
+            }
             p.apply(format!("the step's load Job {}", job.name()), std::slice::from_ref(&job));
             p.api(format!("publish {} jobs/s with known amounts to {} (with confirms)", s.feed_per_sec, env.queue));
             if let Some(v) = step.migrate_to {

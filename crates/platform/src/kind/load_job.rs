@@ -105,10 +105,18 @@ pub fn extract_result<T: serde::de::DeserializeOwned>(log: &str) -> Result<T> {
 
 /// A Job name unique to this run and stage (DNS-1123, at most 63 characters).
 pub fn job_name(run_id: &str, index: usize) -> String {
+    job_name_nth(run_id, index, 0)
+}
+
+/// The name of the `nth` load Job (from 0) on one fleet: `migrate` runs one per step.
+/// The first keeps [`job_name`]'s form; the sequence number is kept when the run id
+/// is cut to fit 63 characters, so two Jobs of one fleet never share a name.
+pub fn job_name_nth(run_id: &str, index: usize, nth: u32) -> String {
     let id: String = run_id.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let suffix = if nth == 0 { String::new() } else { format!("-{nth}") };
     let mut name = format!("load-{index}-{id}");
-    name.truncate(63);
-    name.trim_end_matches('-').to_string()
+    name.truncate(63 - suffix.len());
+    format!("{}{suffix}", name.trim_end_matches('-'))
 }
 
 /// The api Service of `stage_objects` as a pod in the cluster reaches it (`host:port`).
@@ -127,7 +135,18 @@ pub fn job_object(
     index: usize,
     args: Vec<String>,
 ) -> zerodrop_manifests::Object {
-    let spec = zerodrop_manifests::LoadJobSpec { name: job_name(&opts.run_id, index), args };
+    job_object_nth(opts, render, index, 0, args)
+}
+
+/// The `nth` load Job on one fleet ([`job_name_nth`]).
+pub fn job_object_nth(
+    opts: &super::KindOptions,
+    render: &zerodrop_manifests::RenderOptions,
+    index: usize,
+    nth: u32,
+    args: Vec<String>,
+) -> zerodrop_manifests::Object {
+    let spec = zerodrop_manifests::LoadJobSpec { name: job_name_nth(&opts.run_id, index, nth), args };
     zerodrop_manifests::load_job(&spec, render)
 }
 
@@ -255,5 +274,11 @@ Caused by:
     fn job_names_are_valid() {
         assert_eq!(job_name("20261123-130150", 2), "load-2-20261123-130150");
         assert!(job_name(&"X".repeat(80), 0).len() <= 63);
+        assert_eq!(job_name_nth("20261123-130150", 2, 0), job_name("20261123-130150", 2));
+        assert_eq!(job_name_nth("20261123-130150", 2, 3), "load-2-20261123-130150-3");
+        let long = "X".repeat(80);
+        let (a, b) = (job_name_nth(&long, 0, 1), job_name_nth(&long, 0, 12));
+        assert!(a.len() <= 63 && b.len() <= 63 && a != b && a != job_name(&long, 0), "{a} {b}");
+        assert!(b.ends_with("-12") && !b.contains("--"), "{b}");
     }
 }

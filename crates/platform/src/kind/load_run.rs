@@ -56,15 +56,27 @@ impl KindPlatform {
                 );
             }
             let target = load_job::service_target(&f.render, &f.objects)?;
-            let job = load_job::job_object(&self.opts, &f.render, f.env.index, args(&target, &awaited));
+            // A fleet may carry several loads one after the other (`migrate`: one per
+            // step); each is its own Job, so no pod of an earlier one is taken for it.
+            let nth = f.shared.with(|s| s.load_jobs);
+            let job = load_job::job_object_nth(&self.opts, &f.render, f.env.index, nth, args(&target, &awaited));
             (f.shared.clone(), Rendered::from_object(&job))
         };
-        shared.with(|s| {
-            s.load.job = Some(job.name.clone());
-            s.load.live = Some(live);
-        });
+        let earlier = shared.with(|s| s.begin_load(job.name.clone(), live)).map_err(anyhow::Error::msg)?;
         if let Some(f) = self.fleet.as_mut() {
             f.load_job = Some(job.name.clone());
+        }
+        if let Some(e) = earlier {
+            // Finished and read back; deleting it now leaves the teardown one Job to delete.
+            super::apply::delete_fleet(
+                &self.client,
+                &self.opts.namespace,
+                &[],
+                std::slice::from_ref(&e),
+                Duration::from_secs(60),
+            )
+            .await
+            .with_context(|| format!("deleting the earlier load Job {e}"))?;
         }
         super::apply::apply(&self.client, &self.opts.namespace, &job).await?;
         let limit = Duration::from_secs(120) + load_job::GATE_TIMEOUT;
