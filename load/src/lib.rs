@@ -23,7 +23,7 @@ pub mod wire;
 
 pub use engine::{run, Live, LiveSnapshot};
 pub use gate::{await_pods, GateConfig, GateError, GateState};
-pub use profile::{Mix, Profile};
+pub use profile::{Mark, Mix, Profile};
 pub use record::{Class, Kind, Record, RunResult};
 pub use stats::{timeline, window_stats, LatencySummary, Second, WindowStats};
 

@@ -31,6 +31,37 @@ pub struct Profile {
     pub request_timeout: Duration,
     #[serde(with = "ms", rename = "connect_timeout_ms")]
     pub connect_timeout: Duration,
+    /// A share of requests that carry a marker header (testers reaching a canary by a
+    /// routing rule); `None` marks none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<Mark>,
+}
+
+/// Which requests carry a marker, and what it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    /// Share of requests marked, in permille. Which ones depends on the seed and the
+    /// sequence number alone, apart from the mix's random stream, so marking a share
+    /// leaves the rest of the plan as it was.
+    pub permille: u32,
+    /// The header the marked requests carry (`cookie` for a cookie rule) and its value.
+    pub header: String,
+    pub value: String,
+}
+
+impl Mark {
+    /// Whether request `seq` of a run with `seed` is marked.
+    pub fn marks(&self, seed: u64, seq: u64) -> bool {
+        splitmix64(seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15)) % 1000 < u64::from(self.permille)
+    }
+}
+
+/// SplitMix64's finaliser: a fixed, well-mixed hash of one number.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl Default for Profile {
@@ -45,6 +76,7 @@ impl Default for Profile {
             max_connections: 64,
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
+            mark: None,
         }
     }
 }

@@ -96,6 +96,9 @@ pub struct Record {
     /// endpoint it landed on, which the client cannot see behind a Service address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<u16>,
+    /// Carried the profile's marker header ([`crate::Mark`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub marked: bool,
 }
 
 /// Everything a run measured.

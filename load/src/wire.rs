@@ -142,6 +142,7 @@ mod tests {
             kind: Kind::Fast,
             late: false,
             pod: None,
+            marked: i.is_multiple_of(10),
         };
         RunResult {
             started_unix_ms: 1_795_438_951_000,

@@ -75,6 +75,38 @@ async fn accepted_jobs_are_exactly_the_202s() {
     assert!(got.iter().all(|id| id.starts_with("t-")));
 }
 
+/// The marked share carries the header, exactly it, and marking leaves the rest of the
+/// plan (the kinds) as it was: a run with testers is the same load plus a header.
+#[tokio::test]
+async fn marked_requests_and_only_they_carry_the_marker() {
+    // 200 for a request with the marker, 409 without: the record's class says what the
+    // server saw.
+    let addr =
+        common::http(|req, _| status(if req.headers().get("x-tester").is_some_and(|v| v == "1") { 200 } else { 409 }))
+            .await;
+    let p = Profile {
+        rate_per_sec: 400,
+        duration: Duration::from_millis(1000),
+        mix: Mix { fast: 5, slow: 3, job: 2 },
+        slow_ms: 1,
+        ..profile(0)
+    };
+    let mark = zerodrop_load::Mark { permille: 100, header: "x-tester".into(), value: "1".into() };
+    let marked = run(&Profile { mark: Some(mark.clone()), ..p.clone() }, addr).await;
+    let plain = run(&p, addr).await;
+    assert_eq!(marked.records.len(), 400);
+    let kinds = |r: &zerodrop_load::RunResult| r.records.iter().map(|x| x.kind).collect::<Vec<Kind>>();
+    assert_eq!(kinds(&marked), kinds(&plain), "marking must not shift the mix");
+    assert!(!plain.records.iter().any(|r| r.marked || r.class == Class::Ok));
+    let n = marked.records.iter().filter(|r| r.marked).count();
+    // 10% of 400 = 40 expected; a binomial's 4-sigma band is 40 ± 24.
+    assert!((16..=64).contains(&n), "{n} of 400 marked at 100 permille");
+    for (i, r) in marked.records.iter().enumerate() {
+        assert_eq!(r.marked, mark.marks(p.seed, i as u64));
+        assert_eq!(r.class == Class::Ok, r.marked, "request {i}: the server saw the marker iff it was marked");
+    }
+}
+
 fn with_close() -> Response<Full<Bytes>> {
     let mut r = status(200);
     r.headers_mut().insert("connection", "close".parse().unwrap());

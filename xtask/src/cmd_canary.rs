@@ -8,12 +8,14 @@ use crate::platform_args::{Choice, PlatformArgs};
 use crate::progressive::gate_args::GateArgs;
 use crate::progressive::lab;
 use crate::progressive::model::{BlastRadius, CanaryReport, Settings};
+use crate::progressive::routing::{self, RuleReport, RuleSettings};
 use crate::progressive::stats::{human, plan_duration};
 use crate::progressive::{report, steps};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use zerodrop_platform::router::{RoutedFleet, TwoVersions, TwoVersionsSpec};
+use zerodrop_load::Profile;
+use zerodrop_platform::router::{MatchOn, RouteRule, RoutedFleet, TwoVersions, TwoVersionsSpec};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -41,6 +43,19 @@ pub struct Args {
     /// Exit 3 unless the outcome is this one (for CI): promoted, rolled-back, refused.
     #[arg(long)]
     expect: Option<Outcome>,
+    /// Testers reach v2 by this header whatever the weight: NAME=VALUE (e.g. x-tester=1).
+    #[arg(long, value_name = "NAME=VALUE", conflicts_with = "route_cookie")]
+    route_header: Option<String>,
+    /// Testers reach v2 by this cookie whatever the weight: NAME=VALUE (e.g. zd_group=beta).
+    #[arg(long, value_name = "NAME=VALUE")]
+    route_cookie: Option<String>,
+    /// Share of the load sent by testers carrying the rule's header or cookie, in percent.
+    #[arg(long, default_value_t = 5.0)]
+    testers: f64,
+    /// The failure demo: a hop in front of the router strips the rule's header (or the
+    /// cookie header). The run then checks that no tester reached v2, and says so.
+    #[arg(long)]
+    strip_hop: bool,
     #[arg(long, default_value = "reports")]
     out: PathBuf,
     #[command(flatten)]
@@ -79,6 +94,16 @@ fn settings(a: &Args) -> Result<Settings> {
         bail!("--steps must rise and end at 100, got {steps:?}");
     }
     let detect = a.gates.detect(a.quick)?;
+    let rule = match (&a.route_header, &a.route_cookie) {
+        (Some(h), _) => Some(RouteRule::parse(MatchOn::Header, h)?),
+        (None, Some(c)) => Some(RouteRule::parse(MatchOn::Cookie, c)?),
+        (None, None) if a.strip_hop => bail!("--strip-hop needs a rule to strip: add --route-header or --route-cookie"),
+        (None, None) => None,
+    };
+    if rule.is_some() && !(0.1..=50.0).contains(&a.testers) {
+        bail!("--testers must be between 0.1 and 50 (percent of the load), got {}", a.testers);
+    }
+    let routing = rule.map(|rule| RuleSettings { rule, testers_pct: a.testers, strip_hop: a.strip_hop });
     if a.replicas == 0 || a.replicas > 20 {
         bail!("--replicas must be 1..=20");
     }
@@ -91,7 +116,14 @@ fn settings(a: &Args) -> Result<Settings> {
         gates: a.gates.gates(),
         final_hold_s: if a.quick { 10.0 } else { 30.0 },
         max_duration_s: a.max_duration.unwrap_or(Duration::from_secs(if a.quick { 300 } else { 1800 })).as_secs_f64(),
+        routing,
     })
+}
+
+/// v1, v2 with the regression under test, and the run's routing rule if any.
+fn spec(cfg: &Settings) -> TwoVersionsSpec {
+    let routing = cfg.routing.as_ref().map(RuleSettings::routing).unwrap_or_default();
+    TwoVersionsSpec { routing, ..TwoVersionsSpec::v2_with(cfg.replicas, &cfg.regression) }
 }
 
 pub async fn run(a: Args) -> Result<()> {
@@ -101,12 +133,7 @@ pub async fn run(a: Args) -> Result<()> {
     let choice = a.platform.choose()?;
     if choice == Choice::KindPlan {
         let opts = a.platform.kind_options(&RunDir::new(&a.out));
-        let p = crate::progressive::kind_plan::canary(
-            &opts,
-            &TwoVersionsSpec::v2_with(cfg.replicas, &cfg.regression),
-            &cfg,
-            n,
-        )?;
+        let p = crate::progressive::kind_plan::canary(&opts, &spec(&cfg), &cfg, n)?;
         harness::print_plan("canary", "the plan", &p);
         return Ok(());
     }
@@ -125,6 +152,7 @@ pub async fn run(a: Args) -> Result<()> {
         blast_radius: None,
         agreement: None,
         load: None,
+        routing: None,
         timeline: Vec::new(),
         pod_seconds: 0.0,
         wall_s: 0.0,
@@ -172,6 +200,9 @@ pub async fn run(a: Args) -> Result<()> {
             return Err(CheckFailed(format!("HAProxy's and the apps' counts differ by {:.2}%", ag.max_diff_pct)).into());
         }
     }
+    if let Some(Err(e)) = r.routing.as_ref().map(RuleReport::check) {
+        return Err(CheckFailed(e).into());
+    }
     if outcome == Outcome::Promoted && r.load.as_ref().is_some_and(|l| l.failed > 0) {
         let failed = r.load.as_ref().map(|l| l.failed).unwrap_or(0);
         return Err(CheckFailed(format!("promoted, but {failed} requests failed")).into());
@@ -206,10 +237,7 @@ impl<P: TwoVersions> Work<P> for Canary {
 
     async fn run(self, mut platform: P) -> Result<Self::Output> {
         let Canary { cfg, n, log_dir, mut report } = self;
-        let fleet = platform
-            .two_versions(&TwoVersionsSpec::v2_with(cfg.replicas, &cfg.regression), &log_dir)
-            .await
-            .context("starting v1, v2 and HAProxy")?;
+        let fleet = platform.two_versions(&spec(&cfg), &log_dir).await.context("starting v1, v2 and HAProxy")?;
         let outcome = drive(&fleet, &cfg, n, &mut report).await;
         report.pod_seconds = fleet.pod_seconds();
         fleet.down().await;
@@ -221,11 +249,16 @@ async fn drive(fleet: &impl RoutedFleet, cfg: &Settings, n: u64, r: &mut CanaryR
     let t0 = Instant::now();
     let first = fleet.snapshot().await?;
     let load_s = r.plan.total_s * 1.5 + cfg.final_hold_s + 25.0;
-    let load = fleet.start_load(lab::profile(cfg.qps, Duration::from_secs_f64(load_s))).await?;
+    let profile = lab::profile(cfg.qps, Duration::from_secs_f64(load_s));
+    let load = fleet.start_load(Profile { mark: cfg.routing.as_ref().map(RuleSettings::mark), ..profile }).await?;
+    let load_started = Instant::now();
     let mut ticker = steps::Ticker::new(t0, first.clone());
-    // Traffic on v1 alone first: connections open, caches warm.
-    ticker.hold(fleet, Duration::from_secs(3)).await?;
+    // Traffic on v1 alone first: connections open, caches warm. With a routing rule,
+    // the testers alone reach v2 then, and this phase judges the rule (`routing`).
+    ticker.hold(fleet, Duration::from_secs(if cfg.routing.is_some() { 6 } else { 3 })).await?;
     let before_steps = ticker.tick(fleet).await?;
+    // The load's clock starts within a second of ours, on either platform.
+    let testers_only_s = (load_started.elapsed().as_secs_f64() - 1.0).max(0.0);
     let (steps, rollback) = steps::run(fleet, cfg, n, &mut ticker).await?;
     let at_decision = ticker.tick(fleet).await?;
     let window_s = ticker.now_s() - steps.first().map(|s| s.start_s).unwrap_or(0.0);
@@ -251,6 +284,7 @@ async fn drive(fleet: &impl RoutedFleet, cfg: &Settings, n: u64, r: &mut CanaryR
     });
     r.agreement = Some(lab::agreement(&last, &first));
     r.load = Some(lab::summarise(&result));
+    r.routing = cfg.routing.clone().map(|s| routing::count(&result, s, testers_only_s));
     r.timeline = ticker.ticks;
     r.wall_s = t0.elapsed().as_secs_f64();
     let outcome = if rollback.is_some() { Outcome::RolledBack } else { Outcome::Promoted };

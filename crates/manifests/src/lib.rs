@@ -13,6 +13,7 @@ mod objects;
 mod placement;
 mod pod;
 mod progressive;
+mod routing;
 mod stage;
 mod strict;
 
@@ -24,6 +25,7 @@ pub use objects::{to_yaml, Object};
 pub use placement::{Reserve, LOAD_POOL, POOL_LABEL};
 pub use pod::APP_LABEL;
 pub use progressive::{haproxy_config, progressive, Backend, HAPROXY_DIR, HAPROXY_IMAGE, STATS_SOCKET};
+pub use routing::{MatchOn, RouteRule, Routing, RuleError};
 pub use stage::{stage, App, QUEUES_CONTAINER, QUEUES_EVERY_MS, STAGE_LABEL};
 pub use strict::{parse_strict, ManifestError};
 

@@ -5,6 +5,7 @@
 
 use crate::objects::{labels, meta, Object};
 use crate::pod::{deployment, env, pod_spec, service, DeploymentParts};
+use crate::routing::Routing;
 use crate::stage::{ceil_secs, container, App};
 use crate::RenderOptions;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy};
@@ -27,9 +28,19 @@ pub struct Backend {
     pub addr: String,
 }
 
-/// HAProxy's configuration. `X-Canary: always|never` pins a request to a side;
-/// otherwise `rand(1000)` below the map's `weight` (permille) picks the canary.
-pub fn haproxy_config(bind: &str, stable: &[Backend], canary: &[Backend], map: &str, socket: &str) -> String {
+/// HAProxy's configuration. `X-Canary: always|never` pins a request to a side; then a
+/// request matching one of `routing`'s rules goes to the canary; otherwise
+/// `rand(1000)` below the map's `weight` (permille) picks the canary. With
+/// `routing.strip_hop`, a frontend in front drops what the rules match on.
+pub fn haproxy_config(
+    bind: &str,
+    stable: &[Backend],
+    canary: &[Backend],
+    map: &str,
+    socket: &str,
+    routing: &Routing,
+) -> String {
+    let (hop, bind) = routing.hop(bind);
     let servers = |v: &[Backend]| {
         v.iter()
             .map(|s| format!("    server {} {} check inter 500ms fall 2 rise 1\n", s.name, s.addr))
@@ -39,26 +50,28 @@ pub fn haproxy_config(bind: &str, stable: &[Backend], canary: &[Backend], map: &
         "global\n    stats socket {socket} mode 600 level admin\n    maxconn 8192\n\n\
          defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n    \
          timeout http-keep-alive 30s\n    option httpchk GET /readyz\n\n\
-         frontend fe\n    bind {bind}\n    \
+         {hop}frontend fe\n    bind {bind}\n    \
          http-request set-var(txn.w) str(weight),map_str_int({map},0)\n    \
          http-request set-var(txn.r) rand(1000)\n    \
          use_backend canary if {{ req.hdr(x-canary) -m str always }}\n    \
-         use_backend stable if {{ req.hdr(x-canary) -m str never }}\n    \
+         use_backend stable if {{ req.hdr(x-canary) -m str never }}\n\
+         {rules}    \
          use_backend canary if {{ var(txn.r),sub(txn.w) lt 0 }}\n    \
          default_backend stable\n\n\
          backend stable\n    balance roundrobin\n{stable}\n\
          backend canary\n    balance roundrobin\n{canary}",
         stable = servers(stable),
         canary = servers(canary),
+        rules = routing.use_backend_lines(),
     )
 }
 
 /// The objects of a canary on kind: the HAProxy ConfigMap, Deployment and Service,
 /// and per version an api Deployment and Service (`api-v1`, `api-v2`). v2 carries
 /// `regression` (`ZD_REGRESSION`).
-pub fn progressive(o: &RenderOptions, regression: &str) -> Vec<Object> {
+pub fn progressive(o: &RenderOptions, regression: &str, routing: &Routing) -> Vec<Object> {
     let stage = Stage::get(StageName::SurgeJitter);
-    let mut out = vec![Object::ConfigMap(Box::new(haproxy_configmap(o)))];
+    let mut out = vec![Object::ConfigMap(Box::new(haproxy_configmap(o, routing)))];
     out.push(Object::Deployment(Box::new(haproxy_deployment(o))));
     out.push(Object::Service(Box::new(service("haproxy", &o.namespace, "haproxy", 80, "http"))));
     for (version, regression) in [("v1", "none"), ("v2", regression)] {
@@ -69,7 +82,7 @@ pub fn progressive(o: &RenderOptions, regression: &str) -> Vec<Object> {
     out
 }
 
-fn haproxy_configmap(o: &RenderOptions) -> ConfigMap {
+fn haproxy_configmap(o: &RenderOptions, routing: &Routing) -> ConfigMap {
     // One server per version: its Service, which kube-proxy spreads over the pods.
     let backend = |v: &str| {
         vec![Backend { name: format!("api-{v}"), addr: format!("{}:8080", o.service_host(&format!("api-{v}"))) }]
@@ -81,6 +94,7 @@ fn haproxy_configmap(o: &RenderOptions) -> ConfigMap {
         &format!("{HAPROXY_DIR}/canary.map"),
         // On TCP inside the pod, so the runner reaches it through `kubectl port-forward`.
         STATS_SOCKET,
+        routing,
     );
     let mut data = BTreeMap::new();
     data.insert("haproxy.cfg".to_string(), cfg);
@@ -156,7 +170,7 @@ mod tests {
 
     #[test]
     fn both_versions_and_the_routing_tier_are_rendered() {
-        let objs = progressive(&RenderOptions::default(), "errors=2%");
+        let objs = progressive(&RenderOptions::default(), "errors=2%", &Routing::default());
         let names: Vec<String> = objs.iter().map(|o| format!("{}/{}", o.kind(), o.name())).collect();
         assert_eq!(
             names,

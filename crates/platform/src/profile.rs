@@ -72,6 +72,7 @@ impl ExperimentProfile {
                 max_connections: 64,
                 request_timeout: secs(5),
                 connect_timeout: secs(1),
+                mark: None,
             },
         }
     }

@@ -1,7 +1,7 @@
 use super::shared::{self, OutArgs, TargetArgs};
 use std::sync::Arc;
 use std::time::Duration;
-use zerodrop_load::{window_stats, Class, FixedResolver, Live, Mix, Profile, Resolver, RunResult};
+use zerodrop_load::{window_stats, Class, FixedResolver, Live, Mark, Mix, Profile, Resolver, RunResult};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -30,6 +30,13 @@ pub struct Args {
     connect_timeout: Duration,
     #[arg(long, default_value = "load")]
     job_prefix: String,
+    /// A marker header (`NAME: VALUE`, e.g. `cookie: zd-tester=1`) that a share of the
+    /// requests carries (`--mark-permille`): testers reaching a canary by rule.
+    #[arg(long, value_parser = parse_header, requires = "mark_permille")]
+    mark_header: Option<(String, String)>,
+    /// Share of the requests that carry `--mark-header`, in permille (0..=1000).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000), requires = "mark_header")]
+    mark_permille: Option<u32>,
     #[command(flatten)]
     out: OutArgs,
 }
@@ -40,6 +47,13 @@ fn parse_mix(s: &str) -> Result<Mix, String> {
     match parts[..] {
         [fast, slow, job] if fast + slow + job > 0 => Ok(Mix { fast, slow, job }),
         _ => Err("expected three weights fast,slow,job, not all zero".into()),
+    }
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((n, v)) if !n.trim().is_empty() => Ok((n.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("{s:?}: expected `NAME: VALUE`, e.g. `x-tester: 1` or `cookie: zd-tester=1`")),
     }
 }
 
@@ -55,6 +69,11 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         request_timeout: args.timeout,
         connect_timeout: args.connect_timeout,
+        mark: args.mark_header.zip(args.mark_permille).map(|((header, value), permille)| Mark {
+            permille,
+            header,
+            value,
+        }),
     };
     let resolver: Arc<dyn Resolver> = Arc::new(FixedResolver(addr));
     // The load's own t=0 is set inside `run`, after the gate.

@@ -11,6 +11,8 @@ use hyper::{Method, Request, StatusCode};
 pub(crate) struct Spec {
     pub fast_ms: u32,
     pub slow_ms: u32,
+    /// The marker header of marked requests (a malformed one fails them as `Other`).
+    pub mark: Option<crate::Mark>,
 }
 
 use crate::gate::POD_HEADER;
@@ -68,7 +70,10 @@ fn build(
     job_id: Option<&str>,
     host: hyper::header::HeaderValue,
 ) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
-    let builder = Request::builder().header(HOST, host);
+    let mut builder = Request::builder().header(HOST, host);
+    if let Some(m) = spec.mark.as_ref().filter(|_| p.marked) {
+        builder = builder.header(m.header.as_str(), m.value.as_str());
+    }
     match p.kind {
         Kind::Fast => builder.uri(format!("/work?ms={}", spec.fast_ms)).body(Full::default()),
         Kind::Slow => builder.uri(format!("/work?ms={}", spec.slow_ms)).body(Full::default()),

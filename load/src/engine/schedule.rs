@@ -15,6 +15,8 @@ pub(crate) struct Planned {
     pub kind: Kind,
     /// Job amount; 0 for the other kinds.
     pub amount: u32,
+    /// Carries the profile's marker header ([`crate::Mark`]).
+    pub marked: bool,
 }
 
 /// The request sequence a profile implies. It depends on the profile alone, never on
@@ -22,6 +24,8 @@ pub(crate) struct Planned {
 pub(crate) struct Plan {
     rng: ChaCha8Rng,
     mix: Mix,
+    mark: Option<crate::Mark>,
+    seed: u64,
     rate: u64,
     next: u64,
     count: u64,
@@ -34,6 +38,8 @@ impl Plan {
         Plan {
             rng: ChaCha8Rng::seed_from_u64(profile.seed),
             mix: profile.mix,
+            mark: profile.mark.clone(),
+            seed: profile.seed,
             rate,
             next: 0,
             count: u64::try_from(count).unwrap_or(u64::MAX),
@@ -59,7 +65,8 @@ impl Iterator for Plan {
         let offset = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
         let kind = pick(&mut self.rng, self.mix);
         let amount = if kind == Kind::Job { below(&mut self.rng, 1000) as u32 + 1 } else { 0 };
-        Some(Planned { seq, offset, kind, amount })
+        let marked = self.mark.as_ref().is_some_and(|m| m.marks(self.seed, seq));
+        Some(Planned { seq, offset, kind, amount, marked })
     }
 }
 

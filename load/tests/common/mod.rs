@@ -71,6 +71,7 @@ pub fn profile(n: u32) -> Profile {
         max_connections: 4,
         request_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(1),
+        mark: None,
     }
 }
 

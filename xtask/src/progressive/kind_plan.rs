@@ -18,6 +18,18 @@ pub fn canary(opts: &KindOptions, spec: &TwoVersionsSpec, cfg: &Settings, n: u64
     let mut p = plan::session(opts)?;
     p.steps.extend(two_versions::dry_run(opts, spec)?.steps);
     p.section(format!("Canary steps at {} req/s", cfg.qps));
+    if let Some(r) = &cfg.routing {
+        let m = r.mark();
+        p.api(format!(
+            "testers: the load Job marks {} permille of its requests with `{}: {}` (--mark-header); HAProxy's \
+             configuration sends {} to backend canary whatever the weight{}",
+            m.permille,
+            m.header,
+            m.value,
+            r.rule.describe(),
+            if r.strip_hop { ", behind frontend `edge`, which strips it (--strip-hop)" } else { "" }
+        ));
+    }
     for w in &cfg.steps_pct {
         let permille = (w * 10.0).round() as u32;
         p.api(format!("runtime API: `{}` (step {w}%)", runtime_api::set_weight(&map(), permille)));
@@ -58,6 +70,9 @@ mod tests {
     use std::path::PathBuf;
     use zerodrop_platform::kind::plan::Step;
 
+    use crate::progressive::routing::RuleSettings;
+    use zerodrop_platform::router::{MatchOn, RouteRule};
+
     fn opts() -> KindOptions {
         KindOptions::new(None, false, "20261205-070000".into(), "t1".into(), PathBuf::from("/nonexistent/zd"))
     }
@@ -90,6 +105,7 @@ mod tests {
             gates: GateConfig { alpha: 0.05, p95_tolerance_pct: 50.0, p95_floor_ms: 5.0, min_requests: 200 },
             final_hold_s: 10.0,
             max_duration_s: 300.0,
+            routing: None,
         };
         let p = canary(&opts(), &spec("errors=2%"), &cfg, 448).unwrap();
         let text = p.render();
@@ -104,6 +120,16 @@ mod tests {
         assert!(text.contains("448 more requests on backend canary"), "{text}");
         assert!(text.contains("namespace: zerodrop-20261205-070000"), "the run's namespace: {text}");
         assert!(text.contains("$ kind delete cluster"), "the teardown is planned: {text}");
+        assert!(!text.contains("testers"), "{text}");
+
+        let rule = RouteRule::parse(MatchOn::Cookie, "zd_group=beta").unwrap();
+        let routing = Some(RuleSettings { rule, testers_pct: 5.0, strip_hop: true });
+        let cfg = Settings { routing, ..cfg };
+        let spec = TwoVersionsSpec { routing: cfg.routing.as_ref().unwrap().routing(), ..spec("errors=2%") };
+        let text = canary(&opts(), &spec, &cfg, 448).unwrap().render();
+        assert!(text.contains("marks 50 permille of its requests with `cookie: zd_group=beta`"), "{text}");
+        assert!(text.contains("use_backend canary if { req.cook(zd_group) -m str beta }"), "the ConfigMap: {text}");
+        assert!(text.contains("http-request del-header cookie"), "the stripping hop: {text}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod kind_plan;
 pub mod lab;
 pub mod model;
 pub mod report;
+pub mod routing;
 pub mod smoke;
 pub mod stats;
 pub mod steps;

@@ -118,6 +118,8 @@ pub struct Settings {
     pub gates: GateConfig,
     pub final_hold_s: f64,
     pub max_duration_s: f64,
+    /// Testers reaching v2 by a header or cookie rule (`--route-header`, `--route-cookie`).
+    pub routing: Option<super::routing::RuleSettings>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,6 +138,8 @@ pub struct CanaryReport {
     pub blast_radius: Option<BlastRadius>,
     pub agreement: Option<Agreement>,
     pub load: Option<LoadSummary>,
+    /// What reached v2 by rule and by weight, when the run had a rule.
+    pub routing: Option<super::routing::RuleReport>,
     pub timeline: Vec<Tick>,
     pub pod_seconds: f64,
     pub wall_s: f64,

@@ -125,6 +125,9 @@ pub fn markdown(r: &CanaryReport) -> String {
             b.canary_requests, b.canary_errors, b.window_s, b.all_at_once_requests, b.all_at_once_errors_expected, b.how
         );
     }
+    if let Some(rr) = &r.routing {
+        rr.markdown(&mut o);
+    }
     load_and_sources(&mut o, r.load.as_ref(), r.agreement.as_ref(), ("v1", "v2"));
     let _ = writeln!(
         o,

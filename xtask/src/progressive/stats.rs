@@ -149,6 +149,8 @@ pub fn plan_duration(n: u64, qps: f64, steps_pct: &[f64]) -> PlanDuration {
 
 /// `secs` as "39.1 s", "12.0 min" or "54.3 h".
 pub fn human(secs: f64) -> String {
+    // No steps below 100% sum to -0.0, which would print as such.
+    let secs = secs.max(0.0);
     if secs < 120.0 {
         format!("{secs:.1} s")
     } else if secs < 7200.0 {

@@ -302,6 +302,7 @@ fn rec(at_ms: u64, latency_ms: u64, class: Class, kind: Kind, pod: Option<&str>)
         kind,
         late: false,
         pod: pod.and_then(pod_index),
+        marked: false,
     }
 }
 
@@ -316,6 +317,7 @@ fn load(extra: &[Record]) -> RunResult {
             kind: Kind::Fast,
             late: false,
             pod: Some((i % 3) as u16),
+            marked: false,
         })
         .collect();
     records.extend_from_slice(extra);

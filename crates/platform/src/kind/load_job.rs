@@ -25,7 +25,7 @@ pub const GATE_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn args(profile: &Profile, target: &str, job_prefix: &str, await_pods: &[String]) -> Vec<String> {
     let ms = |d: Duration| format!("{}ms", d.as_millis());
     let m = profile.mix;
-    let own = [
+    let mut own = vec![
         "--rate".to_string(),
         profile.rate_per_sec.to_string(),
         "--duration".into(),
@@ -47,6 +47,10 @@ pub fn args(profile: &Profile, target: &str, job_prefix: &str, await_pods: &[Str
         "--job-prefix".into(),
         job_prefix.into(),
     ];
+    if let Some(m) = &profile.mark {
+        own.extend(["--mark-header".into(), format!("{}: {}", m.header, m.value)]);
+        own.extend(["--mark-permille".into(), m.permille.to_string()]);
+    }
     subcommand("run", target, await_pods, own)
 }
 
@@ -171,6 +175,11 @@ mod tests {
         assert_eq!(humantime::parse_duration(&find("--await-timeout")).unwrap(), GATE_TIMEOUT);
         let ungated = args(&p, "api.zerodrop.svc.cluster.local:80", "run-naive", &[]);
         assert!(!ungated.iter().any(|x| x.starts_with("--await")), "{ungated:?}");
+        assert!(!a.iter().any(|x| x.starts_with("--mark")), "no marker unless the profile has one: {a:?}");
+        let mark = zerodrop_load::Mark { permille: 50, header: "cookie".into(), value: "zd-tester=1".into() };
+        let marked = args(&Profile { mark: Some(mark), ..p }, "haproxy.zerodrop.svc.cluster.local:80", "canary", &[]);
+        let find = |flag: &str| marked.iter().position(|x| x == flag).map(|i| marked[i + 1].clone()).unwrap();
+        assert_eq!((find("--mark-header"), find("--mark-permille")), ("cookie: zd-tester=1".into(), "50".into()));
     }
 
     /// What the generator prints with `--await-pods`: the gate's lines come before

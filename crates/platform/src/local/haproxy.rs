@@ -24,6 +24,8 @@ pub struct Layout {
     pub bind: SocketAddr,
     pub stable: Vec<Server>,
     pub canary: Vec<Server>,
+    /// Rules that send a request to the canary whatever the weight.
+    pub routing: zerodrop_manifests::Routing,
 }
 
 /// The configuration HAProxy runs with: the same text the kind path renders
@@ -40,6 +42,7 @@ pub fn render_config(l: &Layout, map: &Path, socket: &Path) -> String {
         &conv(&l.canary),
         &map.display().to_string(),
         &socket.display().to_string(),
+        &l.routing,
     )
 }
 
@@ -125,6 +128,7 @@ mod tests {
             bind: "127.96.1.1:8000".parse().unwrap(),
             stable: vec![s("v1-1", "127.78.1.1:8080")],
             canary: vec![s("v2-1", "127.78.2.1:8080")],
+            routing: Default::default(),
         }
     }
 

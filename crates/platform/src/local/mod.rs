@@ -7,6 +7,8 @@ pub mod fault_relay;
 pub mod follow;
 mod guardian;
 pub mod haproxy;
+#[cfg(test)]
+mod haproxy_routing_tests;
 pub mod kubelet;
 pub mod lab;
 pub mod long_lived;

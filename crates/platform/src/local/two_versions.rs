@@ -83,6 +83,7 @@ impl VersionFleet {
             bind: ROUTER.into(),
             stable: stable.iter().map(server).collect(),
             canary: canary.iter().map(server).collect(),
+            routing: spec.routing.clone(),
         };
         let router = Haproxy::start(&layout, &log_dir.join("haproxy")).await?;
         router.api.wait_all_up(Duration::from_secs(15)).await?;

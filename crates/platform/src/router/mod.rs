@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 pub use zerodrop_evidence::routing::{BackendStat, Counts, Snapshot};
 use zerodrop_load::Profile;
+pub use zerodrop_manifests::{MatchOn, RouteRule, Routing};
 
 /// One version of the api: its name (`v1`, `v2`) and its deliberate regression
 /// (`none`, `errors=2%`, `latency=+80ms`; the api's `ZD_REGRESSION`).
@@ -20,12 +21,15 @@ pub struct VersionSpec {
     pub regression: String,
 }
 
-/// What `two_versions` brings up: `replicas` pods of each version.
+/// What `two_versions` brings up: `replicas` pods of each version, and the routing
+/// tier's rules.
 #[derive(Debug, Clone)]
 pub struct TwoVersionsSpec {
     pub replicas: u32,
     pub v1: VersionSpec,
     pub v2: VersionSpec,
+    /// Header and cookie rules that reach the canary whatever the weight.
+    pub routing: Routing,
 }
 
 impl TwoVersionsSpec {
@@ -36,6 +40,7 @@ impl TwoVersionsSpec {
             replicas,
             v1: VersionSpec { name: "v1", regression: "none".into() },
             v2: VersionSpec { name: "v2", regression: regression.into() },
+            routing: Routing::default(),
         }
     }
 }

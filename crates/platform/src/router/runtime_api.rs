@@ -103,18 +103,20 @@ pub fn parse_stat(csv: &str) -> Result<(BackendStat, BackendStat)> {
     Ok((stable.context("no stable backend in `show stat`")?, canary.context("no canary backend in `show stat`")?))
 }
 
-/// Every server row of `show stat` is UP.
+/// Every server row of the `stable` and `canary` backends in `show stat` is UP (the
+/// stripping hop's inner server has no health check, and is not an api pod).
 pub fn servers_up(csv: &str) -> bool {
     let mut lines = csv.lines();
     let Some(header) = lines.next() else { return false };
     let cols: Vec<&str> = header.trim_start_matches("# ").split(',').collect();
-    let (Some(sv), Some(st)) = (cols.iter().position(|c| *c == "svname"), cols.iter().position(|c| *c == "status"))
-    else {
+    let col = |name: &str| cols.iter().position(|c| *c == name);
+    let (Some(px), Some(sv), Some(st)) = (col("pxname"), col("svname"), col("status")) else {
         return false;
     };
     let servers: Vec<Vec<&str>> = lines
         .map(|l| l.split(',').collect::<Vec<_>>())
-        .filter(|f| f.len() > st && !["FRONTEND", "BACKEND"].contains(&f[sv]))
+        .filter(|f| f.len() > st.max(px) && ["stable", "canary"].contains(&f[px]))
+        .filter(|f| !["FRONTEND", "BACKEND"].contains(&f[sv]))
         .collect();
     !servers.is_empty() && servers.iter().all(|f| f[st] == "UP")
 }
@@ -145,6 +147,8 @@ mod tests {
         assert!(servers_up(&csv("UP", "UP")));
         assert!(!servers_up(&csv("UP", "DOWN")));
         assert!(!servers_up("# pxname,svname,status\nfe,FRONTEND,OPEN\n"));
+        let hop = "# pxname,svname,status\nedge,FRONTEND,OPEN\nhop,router,no check\nstable,v1-1,UP\ncanary,v2-1,UP\n";
+        assert!(servers_up(hop), "the stripping hop's unchecked server is not an api pod");
         assert!(!servers_up(""));
     }
 

@@ -61,7 +61,7 @@ pub fn plan(o: &RenderOptions, spec: &TwoVersionsSpec) -> Result<Vec<Rendered>> 
         bail!("two versions need at least one pod each (replicas = 0)");
     }
     let o = RenderOptions { api_replicas: spec.replicas, ..o.clone() };
-    Ok(Rendered::all(&zerodrop_manifests::progressive(&o, &spec.v2.regression)))
+    Ok(Rendered::all(&zerodrop_manifests::progressive(&o, &spec.v2.regression, &spec.routing)))
 }
 
 /// The dry run of a two-versions run: the objects exactly as [`plan`] gives them to

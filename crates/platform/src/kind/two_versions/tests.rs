@@ -16,6 +16,7 @@ pub(super) fn spec(replicas: u32, regression: &str) -> TwoVersionsSpec {
         replicas,
         v1: VersionSpec { name: "v1", regression: "none".into() },
         v2: VersionSpec { name: "v2", regression: regression.into() },
+        routing: Default::default(),
     }
 }
 
@@ -35,6 +36,7 @@ fn the_plan_is_exactly_progressive_s_seven_objects_in_the_run_s_namespace() {
     let direct = zerodrop_manifests::progressive(
         &zerodrop_manifests::RenderOptions { api_replicas: 2, ..render.clone() },
         "errors=2%",
+        &Default::default(),
     );
     assert_eq!(objects.len(), 7);
     for (got, want) in objects.iter().zip(Rendered::all(&direct)) {
