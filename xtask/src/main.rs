@@ -68,8 +68,9 @@ enum Cmd {
     /// Chaos: the same fault on the api pods' broker path (+800 ms each way) under the
     /// same load, without and with the publish circuit breaker; the report shows each
     /// phase's error rate and p50/p99, the breaker's transitions, the time to open and
-    /// to recover, and that no job was lost or applied twice. Platforms: local only (a
-    /// relay in the runner carries the fault).
+    /// to recover, and that no job was lost or applied twice. Platforms: local, kind (the
+    /// fault is carried by a relay: in the runner locally, a broker-relay Deployment set
+    /// through a port-forward on a cluster).
     Chaos(chaos::Args),
     /// A ledger schema change under load: `amount` renamed to `amount_cents` by
     /// expand-and-contract (sqlx migrations and worker deploys with a new

@@ -13,6 +13,7 @@ mod objects;
 mod placement;
 mod pod;
 mod progressive;
+mod relay;
 mod routing;
 mod stage;
 mod strict;
@@ -25,6 +26,7 @@ pub use objects::{to_yaml, Object};
 pub use placement::{Reserve, LOAD_POOL, POOL_LABEL};
 pub use pod::APP_LABEL;
 pub use progressive::{haproxy_config, progressive, Backend, HAPROXY_DIR, HAPROXY_IMAGE, STATS_SOCKET};
+pub use relay::{broker_relay, relay_amqp_url, RELAY_BIN, RELAY_CONTROL_PORT, RELAY_NAME};
 pub use routing::{MatchOn, RouteRule, Routing, RuleError};
 pub use stage::{stage, App, QUEUES_CONTAINER, QUEUES_EVERY_MS, STAGE_LABEL};
 pub use strict::{parse_strict, ManifestError};
@@ -58,6 +60,9 @@ pub struct RenderOptions {
     pub api_env: Vec<(String, String)>,
     /// Extra variables for the worker containers, after every other.
     pub worker_env: Vec<(String, String)>,
+    /// The chaos runs' broker relay ([`broker_relay`]) is part of the stage, and the
+    /// api pods (not the workers) reach the broker through it.
+    pub broker_relay: bool,
 }
 
 impl Default for RenderOptions {
@@ -75,6 +80,7 @@ impl Default for RenderOptions {
             listen_queue_sidecar: false,
             api_env: Vec::new(),
             worker_env: Vec::new(),
+            broker_relay: false,
         }
     }
 }

@@ -36,6 +36,9 @@ impl Reserve {
     pub const LOAD: Reserve = Reserve { cpu_milli: 250, memory_mi: 128, memory_limit_mi: 1024 };
     /// The accept-queue sidecar reads two small /proc files every 50 ms.
     pub const QUEUES: Reserve = Reserve { cpu_milli: 10, memory_mi: 8, memory_limit_mi: 32 };
+    /// The broker relay copies the api pods' AMQP bytes (tens of kB/s in a chaos run);
+    /// a delay holds chunks in memory for at most the delay.
+    pub const RELAY: Reserve = Reserve { cpu_milli: 50, memory_mi: 16, memory_limit_mi: 128 };
 
     pub fn requirements(self) -> ResourceRequirements {
         let q = |s: String| Quantity(s);

@@ -72,13 +72,17 @@ fn form(entrypoint: Entrypoint) -> &'static str {
     }
 }
 
-/// The api Deployment, the api Service (port 80 -> 8080) and the worker Deployment.
+/// The api Deployment, the api Service (port 80 -> 8080) and the worker Deployment;
+/// with [`RenderOptions::broker_relay`], the relay's objects first, so that they are
+/// applied before the api pods that connect through them.
 pub fn stage(stage: &Stage, o: &RenderOptions) -> Vec<Object> {
-    vec![
+    let relay = if o.broker_relay { crate::relay::broker_relay(o) } else { Vec::new() };
+    let apps = [
         Object::Deployment(Box::new(app_deployment(App::Api, stage, o))),
         Object::Service(Box::new(service("api", &o.namespace, "api", 80, App::Api.port().0))),
         Object::Deployment(Box::new(app_deployment(App::Worker, stage, o))),
-    ]
+    ];
+    relay.into_iter().chain(apps).collect()
 }
 
 fn app_deployment(app: App, stage: &Stage, o: &RenderOptions) -> Deployment {
@@ -195,7 +199,11 @@ pub(crate) fn container(app: App, stage: &Stage, o: &RenderOptions) -> Container
 /// Platform wiring first, then the stage's `ZD_*` knobs exactly as
 /// [`AppBehaviour::to_env`] lists them. Each app gets only the variables it reads.
 fn app_env(app: App, stage: &Stage, o: &RenderOptions) -> Vec<EnvVar> {
-    let amqp = format!("amqp://guest:guest@{}:{}/%2f", o.service_host("rabbitmq"), crate::base::AMQP_PORT);
+    let amqp = if app == App::Api && o.broker_relay {
+        crate::relay::relay_amqp_url(o)
+    } else {
+        format!("amqp://guest:guest@{}:{}/%2f", o.service_host("rabbitmq"), crate::base::AMQP_PORT)
+    };
     let mut env_vars = vec![
         // The pod's own name, so every log line and ledger row says which pod it was.
         env_from_field("ZD_POD", "metadata.name"),

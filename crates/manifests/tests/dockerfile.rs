@@ -87,3 +87,20 @@ fn every_image_in_the_manifests_has_a_dockerfile_target() {
     let builder = &targets["builder"];
     assert!(builder.iter().any(|l| l.contains("-p zerodrop-api -p zerodrop-worker -p zerodrop-load -p zerodrop-init")));
 }
+
+/// The broker relay runs from the load image: the builder builds and installs it, and
+/// the load target copies it to exactly the path the relay Deployment's `command` names.
+#[test]
+fn the_relay_binary_ships_in_the_load_image() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../services/Dockerfile");
+    let dockerfile = std::fs::read_to_string(path).unwrap();
+    let targets = stages(&dockerfile);
+    let builder = targets["builder"].join("\n");
+    assert!(builder.contains("-p zerodrop-fault-relay"), "{builder}");
+    assert!(builder.contains("target/release/zerodrop-fault-relay"), "{builder}");
+    let copy = format!("COPY --from=builder {0} {0}", zerodrop_manifests::RELAY_BIN);
+    assert!(targets["load"].contains(&copy), "{:?}", targets["load"]);
+    let o = RenderOptions { broker_relay: true, ..RenderOptions::default() };
+    let relay = zerodrop_manifests::broker_relay(&o);
+    assert_eq!(images(&relay), [o.load_image()]);
+}

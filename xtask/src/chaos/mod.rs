@@ -4,20 +4,24 @@
 //! p50/p99, the breaker's transitions, the time to open and to recover, and the jobs'
 //! reconciliation side by side.
 //!
-//! Local platform only for now: the fault is [`DependencyFaults`], which the local
-//! platform implements with a relay in the runner. On a cluster the relay would be a
-//! sidecar in each api pod, controlled over a port-forward like `long-lived`'s clients.
+//! Runs on both platforms through [`DependencyFaults`]: locally the relay is in the
+//! runner (`zerodrop_platform::local::fault_relay`); on a cluster it is a
+//! `broker-relay` Deployment between the api pods and RabbitMQ, set through a
+//! port-forward to its control API (`zerodrop_platform::kind::fault`). `--dry-run`
+//! prints the kind plan (`kind_plan.rs`).
 
 mod analysis;
+mod kind_plan;
 mod profile;
 mod report;
 mod variant;
 
 use crate::harness::{self, LocalSession, RunDir, Work};
+use crate::platform_args::{Choice, PlatformArgs};
 use anyhow::{Context, Result};
 use profile::{ChaosProfile, VARIANTS};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use zerodrop_platform::local::propagation::PropagationModel;
 use zerodrop_platform::{Dependency, DependencyFaults};
 
@@ -34,24 +38,38 @@ pub struct Args {
     /// closed again after the heal; and no variant lost a job or applied one twice.
     #[arg(long)]
     assert: bool,
+    #[command(flatten)]
+    platform: PlatformArgs,
 }
 
+/// A cluster's bound on one rolling deploy (chaos deploys fresh fleets and never
+/// rolls them; the bound is the platform's required setting).
+const KIND_ROLL_TIMEOUT: Duration = Duration::from_secs(300);
+
 pub async fn run(a: Args) -> Result<()> {
+    let choice = a.platform.choose()?;
     let profile = ChaosProfile::new(a.quick);
     let run = RunDir::new(&a.out);
-    harness::enter_local("cargo xtask chaos runs on the local platform (Linux network and PID namespaces)").await?;
-    run.create()?;
+    if choice == Choice::KindPlan {
+        let p = kind_plan::plan(&a.platform.kind_options(&run), &profile)?;
+        harness::print_plan("chaos", "the plan", &p);
+        return Ok(());
+    }
     let wall = Instant::now();
     let command = RunDir::command();
-    eprintln!(
-        "zerodrop chaos {}: fault {} on the broker path, {} s phases, variants no-breaker and breaker",
-        run.id,
-        profile.fault.describe(),
-        profile.phase_ms / 1000
-    );
-    let session = LocalSession::service(PropagationModel::constant(std::time::Duration::ZERO));
+    let started = |run: &RunDir| {
+        eprintln!(
+            "zerodrop chaos {}: fault {} on the broker path, {} s phases, variants no-breaker and breaker",
+            run.id,
+            profile.fault.describe(),
+            profile.phase_ms / 1000
+        )
+    };
+    let session = LocalSession::service(PropagationModel::constant(Duration::ZERO));
+    let needs_linux = "the local platform needs Linux (network and PID namespaces); use --platform kind elsewhere";
     let work = Variants { profile: &profile, run: &run };
-    let (variants, platform) = harness::on_local(&run, session, work).await?;
+    let (variants, platform) =
+        harness::on_chosen(choice, &a.platform, &run, session, needs_linux, KIND_ROLL_TIMEOUT, started, work).await?;
     let report = report::ChaosReport {
         run_id: run.id.clone(),
         command,

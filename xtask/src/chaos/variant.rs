@@ -44,7 +44,7 @@ impl Ctx {
         zerodrop_ledger::create_schema(&self.0.db, &schema).await.context("creating the variant's ledger schema")?;
         let result = self.run_fleet(platform, p, out_dir, index, name, breaker, &topology, &schema).await;
         // A failed run must not leave the fault on for the next variant.
-        let _ = platform.set_fault(None);
+        let _ = platform.set_fault(None).await;
         if result.is_err() {
             let _ = platform.finish_stage().await;
         }
@@ -72,11 +72,11 @@ impl Ctx {
         let load = platform.start_load(&p.load, &format!("chaos-{name}"), live.clone()).await?;
         tokio::time::sleep(Duration::from_millis(p.warmup_ms + p.phase_ms)).await;
         let inject = now_ms();
-        platform.set_fault(Some(p.fault))?;
+        platform.set_fault(Some(p.fault)).await?;
         eprintln!("[{name}] {} requests so far; fault on: broker path {}", live.snapshot().sent, p.fault.describe());
         tokio::time::sleep(Duration::from_millis(p.phase_ms)).await;
         let heal = now_ms();
-        platform.set_fault(None)?;
+        platform.set_fault(None).await?;
         eprintln!("[{name}] fault off; {} requests so far", live.snapshot().sent);
         let result = load.await.context("the load task failed")??;
         let settled = self.0.wait_settled(topology, schema).await;

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -74,4 +75,53 @@ pub async fn ready_pod(pods: &Api<Pod>, selector: &str) -> Result<String> {
         .find(|p| super::pods::facts(p).ready)
         .and_then(|p| p.metadata.name.clone())
         .with_context(|| format!("no ready pod matches {selector}"))
+}
+
+/// One request and its answer through a port-forward of its own to `port` of `pod`
+/// (that very pod, not a Service): `request` is written whole, and the answer read
+/// until `complete` says it is whole or the far end closes (through a port-forward the
+/// close may come late or never, so the answer's own framing ends the read). Unbounded
+/// in time: callers put their own timeout around it.
+pub async fn exchange(
+    pods: &Api<Pod>,
+    pod: &str,
+    port: u16,
+    request: &[u8],
+    complete: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<u8>> {
+    let mut pf =
+        pods.portforward(pod, &[port]).await.with_context(|| format!("opening a port-forward to {pod}:{port}"))?;
+    let refused = pf.take_error(port);
+    let read = async {
+        let mut s = pf.take_stream(port).context("the port-forward has no stream")?;
+        s.write_all(request).await.context("sending the request")?;
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !complete(&raw) {
+            let n = s.read(&mut chunk).await.context("reading the answer")?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<_, anyhow::Error>(raw)
+    };
+    // The kubelet reports a port nobody listens on over the error channel, and the
+    // data stream then never ends: whichever comes first decides.
+    let refused = async move {
+        match refused {
+            Some(e) => match e.await {
+                Some(msg) => msg,
+                None => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    };
+    let raw = tokio::select! {
+        r = read => r,
+        msg = refused => Err(anyhow::anyhow!("the kubelet: {msg}")),
+    };
+    // What was needed is read (or not coming): the forward's task must not outlive it.
+    pf.abort();
+    raw
 }

@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 pub use zerodrop_load::long_lived::{CONTROL_PORT, NO_NEW_PATH, STOP_PATH};
 
@@ -72,42 +71,10 @@ pub fn control_answer(raw: &[u8]) -> Result<String> {
 /// `POST path` to the long-lived process in `pod`, through a port-forward of its own.
 pub async fn send_control(pods: &Api<Pod>, pod: &str, path: &str) -> Result<String> {
     let work = async {
-        let mut pf = pods
-            .portforward(pod, &[CONTROL_PORT])
-            .await
-            .with_context(|| format!("opening a port-forward to {pod}:{CONTROL_PORT}"))?;
-        let refused = pf.take_error(CONTROL_PORT);
-        let exchange = async {
-            let mut s = pf.take_stream(CONTROL_PORT).context("the port-forward has no stream")?;
-            s.write_all(control_request(path).as_bytes()).await.context("sending the control request")?;
-            let mut raw = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while !response_complete(&raw) {
-                let n = s.read(&mut chunk).await.context("reading the answer")?;
-                if n == 0 {
-                    break;
-                }
-                raw.extend_from_slice(&chunk[..n]);
-            }
-            Ok::<_, anyhow::Error>(raw)
-        };
-        // The kubelet reports a port nobody listens on over the error channel, and
-        // the data stream then never ends: whichever comes first decides.
-        let refused = async move {
-            match refused {
-                Some(e) => match e.await {
-                    Some(msg) => msg,
-                    None => std::future::pending().await,
-                },
-                None => std::future::pending().await,
-            }
-        };
-        let raw = tokio::select! {
-            r = exchange => r,
-            msg = refused => Err(anyhow::anyhow!("the kubelet: {msg}")),
-        };
-        pf.abort();
-        control_answer(&raw?)
+        let raw =
+            super::forward::exchange(pods, pod, CONTROL_PORT, control_request(path).as_bytes(), response_complete)
+                .await?;
+        control_answer(&raw)
     };
     tokio::time::timeout(CONTROL_TIMEOUT, work)
         .await

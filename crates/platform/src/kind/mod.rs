@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod endpoints;
 #[cfg(test)]
 mod fake_api;
+pub mod fault;
 pub mod fleet_control;
 pub mod forward;
 pub mod guardian;
@@ -423,6 +424,8 @@ pub struct KindPlatform {
     removal_delays: Vec<i64>,
     /// Where each stage's load pod ran relative to its api pods.
     placements: Vec<placement::Placement>,
+    /// Each fleet from now on carries the broker relay (`fault.rs`, chaos).
+    broker_relay: bool,
 }
 
 const DEPLOYMENTS: [&str; 2] = ["api", "worker"];
@@ -478,6 +481,7 @@ impl KindPlatform {
             fleet: None,
             removal_delays: Vec::new(),
             placements: Vec::new(),
+            broker_relay: false,
         })
     }
 
@@ -548,7 +552,8 @@ impl Platform for KindPlatform {
                 stop.clone(),
             ),
         ];
-        let render = self.opts.stage_render(env);
+        let render =
+            zerodrop_manifests::RenderOptions { broker_relay: self.broker_relay, ..self.opts.stage_render(env) };
         let objects = Rendered::all(&zerodrop_manifests::stage(stage, &render));
         self.fleet = Some(Fleet {
             stage: stage.clone(),

@@ -233,7 +233,7 @@ impl crate::DependencyFaults for LocalPlatform {
         }
     }
 
-    fn set_fault(&mut self, fault: Option<crate::NetFault>) -> Result<()> {
+    async fn set_fault(&mut self, fault: Option<crate::NetFault>) -> Result<()> {
         let relay = self.broker_relay().context("no fault relay: call relay_dependency before deploy")?;
         relay.set(fault);
         tracing::info!(step = "fault", fault = ?fault, "fault on the broker path");
