@@ -138,7 +138,12 @@ pub async fn run(profile: &Profile, resolver: Arc<dyn Resolver>, job_prefix: &st
     let stop = start + profile.duration + profile.request_timeout + SLACK;
     let ctx = Arc::new(Ctx {
         pool: Pool::new(resolver, profile.max_connections, profile.connect_timeout),
-        spec: Spec { fast_ms: profile.fast_ms, slow_ms: profile.slow_ms, mark: profile.mark.clone() },
+        spec: Spec {
+            fast_ms: profile.fast_ms,
+            slow_ms: profile.slow_ms,
+            mark: profile.mark.clone(),
+            clients: profile.clients.clone(),
+        },
         job_prefix: job_prefix.to_string(),
         request_timeout: profile.request_timeout,
         start,
@@ -285,5 +290,6 @@ fn record(start: Instant, p: &Planned, end: Instant, class: Class, late: bool) -
         late,
         pod: None,
         marked: p.marked,
+        client: p.client,
     }
 }

@@ -10,6 +10,7 @@
 //! [`Resolver`], the way kube-proxy's rules pick an endpoint when a connection is
 //! opened. Keep-alive connections stay on the endpoint they were opened to.
 
+pub mod clients;
 mod engine;
 pub mod gate;
 pub mod keepalive;
@@ -21,6 +22,7 @@ pub mod stats;
 pub mod target;
 pub mod wire;
 
+pub use clients::Clients;
 pub use engine::{run, Live, LiveSnapshot};
 pub use gate::{await_pods, GateConfig, GateError, GateState};
 pub use profile::{Mark, Mix, Profile};

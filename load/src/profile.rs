@@ -35,6 +35,10 @@ pub struct Profile {
     /// routing rule); `None` marks none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mark: Option<Mark>,
+    /// Each request comes from one of these clients and names it in a header; `None`
+    /// sends no client header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<crate::Clients>,
 }
 
 /// Which requests carry a marker, and what it is.
@@ -77,6 +81,7 @@ impl Default for Profile {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
             mark: None,
+            clients: None,
         }
     }
 }

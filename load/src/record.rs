@@ -99,6 +99,9 @@ pub struct Record {
     /// Carried the profile's marker header ([`crate::Mark`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub marked: bool,
+    /// The client it came from ([`crate::Clients`]), when the profile has clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<u32>,
 }
 
 /// Everything a run measured.

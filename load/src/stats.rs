@@ -138,6 +138,7 @@ mod tests {
             late: false,
             pod: None,
             marked: false,
+            client: None,
         }
     }
 

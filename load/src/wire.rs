@@ -143,6 +143,7 @@ mod tests {
             late: false,
             pod: None,
             marked: i.is_multiple_of(10),
+            client: Some((i % 7) as u32),
         };
         RunResult {
             started_unix_ms: 1_795_438_951_000,

@@ -107,6 +107,43 @@ async fn marked_requests_and_only_they_carry_the_marker() {
     }
 }
 
+/// Every request names its client in the header, the server sees exactly the counts
+/// the records give, and clients leave the plan's kinds as they were.
+#[tokio::test]
+async fn each_request_names_its_client_and_the_heavy_ones_dominate() {
+    let seen = Arc::new(Mutex::new(std::collections::BTreeMap::<String, u64>::new()));
+    let log = seen.clone();
+    let addr = common::http(move |req, _| match req.headers().get("x-zd-client").and_then(|v| v.to_str().ok()) {
+        Some(c) => {
+            *log.lock().unwrap().entry(c.to_string()).or_default() += 1;
+            status(200)
+        }
+        None => status(409),
+    })
+    .await;
+    let p = Profile {
+        rate_per_sec: 400,
+        duration: Duration::from_millis(1000),
+        mix: Mix { fast: 5, slow: 3, job: 2 },
+        slow_ms: 1,
+        ..profile(0)
+    };
+    let clients = zerodrop_load::Clients { count: 10, zipf_s: 1.0, header: "x-zd-client".into() };
+    let with = run(&Profile { clients: Some(clients), ..p.clone() }, addr).await;
+    let kinds = |r: &zerodrop_load::RunResult| r.records.iter().map(|x| x.kind).collect::<Vec<Kind>>();
+    let without_clients = kinds(&run(&p, addr).await);
+    assert_eq!(kinds(&with), without_clients, "clients must not shift the mix");
+    let mut by_client = std::collections::BTreeMap::<String, u64>::new();
+    for r in &with.records {
+        assert_eq!(r.class, Class::Ok, "the server saw a client header");
+        *by_client.entry(zerodrop_load::Clients::id(r.client.expect("every request has a client"))).or_default() += 1;
+    }
+    assert_eq!(by_client, *seen.lock().unwrap(), "the server counted what the records say");
+    // H(10) = 2.93: client 0 expects 34% of 400 requests, client 9 about 3.4%.
+    let c0 = by_client.get("c0").copied().unwrap_or(0);
+    assert!((100..180).contains(&c0), "{by_client:?}");
+}
+
 fn with_close() -> Response<Full<Bytes>> {
     let mut r = status(200);
     r.headers_mut().insert("connection", "close".parse().unwrap());

@@ -27,7 +27,7 @@ pub use placement::{Reserve, LOAD_POOL, POOL_LABEL};
 pub use pod::APP_LABEL;
 pub use progressive::{haproxy_config, progressive, Backend, HAPROXY_DIR, HAPROXY_IMAGE, STATS_SOCKET};
 pub use relay::{broker_relay, relay_amqp_url, RELAY_BIN, RELAY_CONTROL_PORT, RELAY_NAME};
-pub use routing::{MatchOn, RouteRule, Routing, RuleError};
+pub use routing::{MatchOn, RouteRule, Routing, RuleError, StickyKey};
 pub use stage::{stage, App, QUEUES_CONTAINER, QUEUES_EVERY_MS, STAGE_LABEL};
 pub use strict::{parse_strict, ManifestError};
 

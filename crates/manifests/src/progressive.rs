@@ -51,8 +51,8 @@ pub fn haproxy_config(
          defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n    \
          timeout http-keep-alive 30s\n    option httpchk GET /readyz\n\n\
          {hop}frontend fe\n    bind {bind}\n    \
-         http-request set-var(txn.w) str(weight),map_str_int({map},0)\n    \
-         http-request set-var(txn.r) rand(1000)\n    \
+         http-request set-var(txn.w) str(weight),map_str_int({map},0)\n\
+         {draw}    \
          use_backend canary if {{ req.hdr(x-canary) -m str always }}\n    \
          use_backend stable if {{ req.hdr(x-canary) -m str never }}\n\
          {rules}    \
@@ -63,6 +63,7 @@ pub fn haproxy_config(
         stable = servers(stable),
         canary = servers(canary),
         rules = routing.use_backend_lines(),
+        draw = routing.draw_lines(),
     )
 }
 

@@ -93,6 +93,36 @@ pub struct Routing {
     /// A hop in front of the router that drops every header the rules match on (the
     /// lab's failure demo: an ingress or CDN that strips unknown headers).
     pub strip_hop: bool,
+    /// Sticky sessions: the split hashes this header or cookie instead of drawing a
+    /// random number per request, so a client stays on one side for a given weight.
+    pub sticky: Option<StickyKey>,
+}
+
+/// What the sticky split hashes: a header or a cookie, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StickyKey {
+    pub on: MatchOn,
+    pub name: String,
+}
+
+impl StickyKey {
+    /// A header or cookie name, limited like a rule's (it goes into the configuration).
+    pub fn parse(on: MatchOn, name: &str) -> Result<StickyKey, RuleError> {
+        let ok =
+            (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err(RuleError::Chars(name.into()));
+        }
+        let name = if on == MatchOn::Header { name.to_ascii_lowercase() } else { name.to_string() };
+        Ok(StickyKey { on, name })
+    }
+
+    fn fetch(&self) -> String {
+        match self.on {
+            MatchOn::Header => format!("req.hdr({})", self.name),
+            MatchOn::Cookie => format!("req.cook({})", self.name),
+        }
+    }
 }
 
 /// Where the stripping hop hands requests to the router's own frontend: an abstract
@@ -100,6 +130,20 @@ pub struct Routing {
 const INNER: &str = "abns@zd-router";
 
 impl Routing {
+    /// The frontend lines that set `txn.r`, the number in 0..1000 compared with the
+    /// weight: a fresh random number per request, or with `sticky`, a hash of the
+    /// client's key (a request without the key still gets a random one).
+    pub(crate) fn draw_lines(&self) -> String {
+        let random = "    http-request set-var(txn.r) rand(1000)\n".to_string();
+        match &self.sticky {
+            None => random,
+            Some(k) => format!(
+                "{random}    http-request set-var(txn.r) {f},crc32(1),mod(1000) if {{ {f} -m found }}\n",
+                f = k.fetch()
+            ),
+        }
+    }
+
     /// The frontend lines that send a matching request to the canary.
     pub(crate) fn use_backend_lines(&self) -> String {
         self.rules.iter().map(|r| format!("    use_backend canary if {{ {} }}\n", r.acl())).collect()
@@ -146,15 +190,29 @@ mod tests {
     }
 
     #[test]
+    fn the_sticky_split_hashes_the_key_and_falls_back_to_random_without_it() {
+        assert_eq!(Routing::default().draw_lines(), "    http-request set-var(txn.r) rand(1000)\n");
+        let sticky =
+            Routing { sticky: Some(StickyKey::parse(MatchOn::Cookie, "zd_client").unwrap()), ..Routing::default() };
+        assert_eq!(
+            sticky.draw_lines(),
+            "    http-request set-var(txn.r) rand(1000)\n    \
+             http-request set-var(txn.r) req.cook(zd_client),crc32(1),mod(1000) if { req.cook(zd_client) -m found }\n"
+        );
+        assert_eq!(StickyKey::parse(MatchOn::Header, "X-ZD-Client").unwrap().name, "x-zd-client");
+        assert!(StickyKey::parse(MatchOn::Header, "x client").is_err());
+    }
+
+    #[test]
     fn the_hop_strips_each_header_once_and_moves_the_router_inside() {
         let rules = vec![
             RouteRule::parse(MatchOn::Header, "x-tester=1").unwrap(),
             RouteRule::parse(MatchOn::Cookie, "a=1").unwrap(),
             RouteRule::parse(MatchOn::Cookie, "b=2").unwrap(),
         ];
-        let off = Routing { rules: rules.clone(), strip_hop: false };
+        let off = Routing { rules: rules.clone(), ..Routing::default() };
         assert_eq!(off.hop("*:8000"), (String::new(), "*:8000"));
-        let (text, inner) = Routing { rules, strip_hop: true }.hop("*:8000");
+        let (text, inner) = Routing { rules, strip_hop: true, ..Routing::default() }.hop("*:8000");
         assert_eq!(inner, INNER);
         assert!(text.contains("frontend edge\n    bind *:8000\n"), "{text}");
         assert_eq!(text.matches("del-header cookie").count(), 1, "{text}");

@@ -73,6 +73,7 @@ impl ExperimentProfile {
                 request_timeout: secs(5),
                 connect_timeout: secs(1),
                 mark: None,
+                clients: None,
             },
         }
     }

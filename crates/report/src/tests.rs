@@ -15,7 +15,16 @@ fn stage_run(name: StageName, failures: &[(Class, u64)]) -> StageRun {
         let at_us = i * 100_000;
         let class = if at_us >= 5_000_000 { fails.next().unwrap_or(Class::Ok) } else { Class::Ok };
         let latency_us = if class == Class::Ok { 5_000 } else { 1_000 };
-        records.push(Record { at_us, latency_us, class, kind: Kind::Fast, late: false, pod: None, marked: false });
+        records.push(Record {
+            at_us,
+            latency_us,
+            class,
+            kind: Kind::Fast,
+            late: false,
+            pod: None,
+            marked: false,
+            client: None,
+        });
     }
     let ev = |t_ms, pod: &str, kind| PodEvent { t_ms, pod: pod.into(), app: "api".into(), kind, detail: String::new() };
     StageRun {
@@ -407,6 +416,7 @@ fn sample() {
                         late: false,
                         pod: None,
                         marked: false,
+                        client: None,
                     }
                 })
                 .collect();

@@ -1,7 +1,7 @@
 use super::shared::{self, OutArgs, TargetArgs};
 use std::sync::Arc;
 use std::time::Duration;
-use zerodrop_load::{window_stats, Class, FixedResolver, Live, Mark, Mix, Profile, Resolver, RunResult};
+use zerodrop_load::{window_stats, Class, Clients, FixedResolver, Live, Mark, Mix, Profile, Resolver, RunResult};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,6 +37,15 @@ pub struct Args {
     /// Share of the requests that carry `--mark-header`, in permille (0..=1000).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000), requires = "mark_header")]
     mark_permille: Option<u32>,
+    /// Requests come from this many clients, each named in `--client-header` (`c0`,
+    /// `c1`, ...), drawn Zipf-like with exponent `--zipf`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    clients: Option<u32>,
+    /// The Zipf exponent of the clients' shares (0: even; 1: a few heavy clients).
+    #[arg(long, default_value_t = 1.0, requires = "clients")]
+    zipf: f64,
+    #[arg(long, default_value = "x-zd-client", requires = "clients")]
+    client_header: String,
     #[command(flatten)]
     out: OutArgs,
 }
@@ -69,6 +78,7 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
         max_connections: args.max_connections,
         request_timeout: args.timeout,
         connect_timeout: args.connect_timeout,
+        clients: args.clients.map(|count| Clients { count, zipf_s: args.zipf, header: args.client_header.clone() }),
         mark: args.mark_header.zip(args.mark_permille).map(|((header, value), permille)| Mark {
             permille,
             header,

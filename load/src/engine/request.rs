@@ -13,6 +13,7 @@ pub(crate) struct Spec {
     pub slow_ms: u32,
     /// The marker header of marked requests (a malformed one fails them as `Other`).
     pub mark: Option<crate::Mark>,
+    pub clients: Option<crate::Clients>,
 }
 
 use crate::gate::POD_HEADER;
@@ -73,6 +74,9 @@ fn build(
     let mut builder = Request::builder().header(HOST, host);
     if let Some(m) = spec.mark.as_ref().filter(|_| p.marked) {
         builder = builder.header(m.header.as_str(), m.value.as_str());
+    }
+    if let (Some(c), Some(id)) = (&spec.clients, p.client) {
+        builder = builder.header(c.header.as_str(), crate::Clients::id(id));
     }
     match p.kind {
         Kind::Fast => builder.uri(format!("/work?ms={}", spec.fast_ms)).body(Full::default()),

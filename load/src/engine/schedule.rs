@@ -17,6 +17,8 @@ pub(crate) struct Planned {
     pub amount: u32,
     /// Carries the profile's marker header ([`crate::Mark`]).
     pub marked: bool,
+    /// The client it comes from ([`crate::Clients`]).
+    pub client: Option<u32>,
 }
 
 /// The request sequence a profile implies. It depends on the profile alone, never on
@@ -25,6 +27,7 @@ pub(crate) struct Plan {
     rng: ChaCha8Rng,
     mix: Mix,
     mark: Option<crate::Mark>,
+    clients: Option<crate::clients::ClientDraw>,
     seed: u64,
     rate: u64,
     next: u64,
@@ -39,6 +42,7 @@ impl Plan {
             rng: ChaCha8Rng::seed_from_u64(profile.seed),
             mix: profile.mix,
             mark: profile.mark.clone(),
+            clients: profile.clients.as_ref().map(|c| crate::clients::ClientDraw::new(c, profile.seed)),
             seed: profile.seed,
             rate,
             next: 0,
@@ -66,7 +70,8 @@ impl Iterator for Plan {
         let kind = pick(&mut self.rng, self.mix);
         let amount = if kind == Kind::Job { below(&mut self.rng, 1000) as u32 + 1 } else { 0 };
         let marked = self.mark.as_ref().is_some_and(|m| m.marks(self.seed, seq));
-        Some(Planned { seq, offset, kind, amount, marked })
+        let client = self.clients.as_mut().map(crate::clients::ClientDraw::next);
+        Some(Planned { seq, offset, kind, amount, marked, client })
     }
 }
 

@@ -72,6 +72,7 @@ pub fn profile(n: u32) -> Profile {
         request_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(1),
         mark: None,
+        clients: None,
     }
 }
 

@@ -200,6 +200,7 @@ mod tests {
             late: false,
             pod: None,
             marked: false,
+            client: None,
         }
     }
 

@@ -25,7 +25,7 @@ pub struct RuleSettings {
 impl RuleSettings {
     /// The routing tier's configuration for this run.
     pub fn routing(&self) -> Routing {
-        Routing { rules: vec![self.rule.clone()], strip_hop: self.strip_hop }
+        Routing { rules: vec![self.rule.clone()], strip_hop: self.strip_hop, ..Routing::default() }
     }
 
     /// What the testers' requests carry.
@@ -228,6 +228,7 @@ mod tests {
                 late: false,
                 pod,
                 marked,
+                client: None,
             })
             .collect();
         RunResult {

@@ -303,6 +303,7 @@ fn rec(at_ms: u64, latency_ms: u64, class: Class, kind: Kind, pod: Option<&str>)
         late: false,
         pod: pod.and_then(pod_index),
         marked: false,
+        client: None,
     }
 }
 
@@ -318,6 +319,7 @@ fn load(extra: &[Record]) -> RunResult {
             late: false,
             pod: Some((i % 3) as u16),
             marked: false,
+            client: None,
         })
         .collect();
     records.extend_from_slice(extra);

@@ -51,6 +51,10 @@ pub fn args(profile: &Profile, target: &str, job_prefix: &str, await_pods: &[Str
         own.extend(["--mark-header".into(), format!("{}: {}", m.header, m.value)]);
         own.extend(["--mark-permille".into(), m.permille.to_string()]);
     }
+    if let Some(c) = &profile.clients {
+        own.extend(["--clients".into(), c.count.to_string(), "--zipf".into(), c.zipf_s.to_string()]);
+        own.extend(["--client-header".into(), c.header.clone()]);
+    }
     subcommand("run", target, await_pods, own)
 }
 
@@ -179,6 +183,13 @@ mod tests {
         let mark = zerodrop_load::Mark { permille: 50, header: "cookie".into(), value: "zd-tester=1".into() };
         let marked = args(&Profile { mark: Some(mark), ..p }, "haproxy.zerodrop.svc.cluster.local:80", "canary", &[]);
         let find = |flag: &str| marked.iter().position(|x| x == flag).map(|i| marked[i + 1].clone()).unwrap();
+        let clients = zerodrop_load::Clients { count: 200, zipf_s: 1.1, header: "x-zd-client".into() };
+        let c = args(&Profile { clients: Some(clients), ..Profile::default() }, "haproxy:80", "canary", &[]);
+        let in_c = |flag: &str| c.iter().position(|x| x == flag).map(|i| c[i + 1].clone()).unwrap();
+        assert_eq!(
+            (in_c("--clients"), in_c("--zipf"), in_c("--client-header")),
+            ("200".into(), "1.1".into(), "x-zd-client".into())
+        );
         assert_eq!((find("--mark-header"), find("--mark-permille")), ("cookie: zd-tester=1".into(), "50".into()));
     }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use zerodrop_load::{Class, FixedResolver, Live, Mark, Mix, Profile, RunResult};
-use zerodrop_manifests::{MatchOn, RouteRule, Routing};
+use zerodrop_load::{Class, Clients, FixedResolver, Live, Mark, Mix, Profile, RunResult};
+use zerodrop_manifests::{MatchOn, RouteRule, Routing, StickyKey};
 
 /// A pod that answers every request (the health check's `/readyz` too) with 200 and
 /// its name, on a new connection each (`connection: close`).
@@ -94,7 +94,7 @@ fn rules() -> Routing {
             RouteRule::parse(MatchOn::Header, "x-tester=1").expect("a rule"),
             RouteRule::parse(MatchOn::Cookie, "zd_group=beta").expect("a rule"),
         ],
-        strip_hop: false,
+        ..Routing::default()
     }
 }
 
@@ -127,6 +127,50 @@ async fn behind_the_stripping_hop_every_tester_lands_on_v1() {
         assert_eq!((n[1], n[3]), (0, 0), "nothing reaches v2 once the hop strips the marker: {n:?}");
         assert!(n[0] > 20, "the marked requests were sent and answered by v1: {n:?}");
     }
+}
+
+/// Per client: how many of its requests v1 and v2 answered, at weight 30%.
+async fn sides_per_client(routing: Routing, name: &str) -> Vec<(u64, u64)> {
+    let dir = tempdir(name);
+    let h = router(routing, &dir).await;
+    h.api.set_permille(300).await.expect("weight 30%");
+    let p = Profile {
+        rate_per_sec: 400,
+        duration: Duration::from_millis(1000),
+        mix: Mix { fast: 1, slow: 0, job: 0 },
+        clients: Some(Clients { count: 40, zipf_s: 0.0, header: "x-zd-client".into() }),
+        ..Profile::default()
+    };
+    let r = zerodrop_load::run(&p, Arc::new(FixedResolver(h.bind)), "t", Arc::new(Live::new())).await;
+    let mut per = vec![(0u64, 0u64); 40];
+    for rec in &r.records {
+        assert_eq!(rec.class, Class::Ok, "{rec:?}");
+        let c = &mut per[rec.client.expect("a client") as usize];
+        match r.pod_of(rec) {
+            Some("api-v1-1") => c.0 += 1,
+            Some("api-v2-1") => c.1 += 1,
+            other => panic!("answered by {other:?}"),
+        }
+    }
+    let (v1, v2) = per.iter().fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+    counters_agree(&h, [v1, 0, 0, v2]).await;
+    h.stop().await;
+    per
+}
+
+#[tokio::test]
+async fn a_sticky_split_keeps_each_client_on_one_side_and_a_random_one_does_not() {
+    let key = StickyKey::parse(MatchOn::Header, "x-zd-client").expect("a key");
+    let sticky = sides_per_client(Routing { sticky: Some(key), ..Routing::default() }, "sticky").await;
+    let on_both = |per: &[(u64, u64)]| per.iter().filter(|c| c.0 > 0 && c.1 > 0).count();
+    assert_eq!(on_both(&sticky), 0, "every client on one side: {sticky:?}");
+    // 30% of 40 clients expected on v2 (12); the crc32 of `c0`..`c39` decides, so the
+    // count is fixed, and anywhere in a wide binomial band is a working split.
+    let on_v2 = sticky.iter().filter(|c| c.1 > 0).count();
+    assert!((3..=22).contains(&on_v2), "{on_v2} of 40 clients on v2: {sticky:?}");
+    // About 10 requests per client at 30%: all on one side by chance for under 3% of them.
+    let random = sides_per_client(Routing::default(), "random").await;
+    assert!(on_both(&random) >= 28, "without stickiness most clients see both sides: {random:?}");
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

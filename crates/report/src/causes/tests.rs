@@ -28,6 +28,7 @@ fn timeline(extra: Vec<Record>) -> StageRun {
             // Spread evenly over the three pods serving then.
             pod: Some([0, 2, 3][i as usize % 3]),
             marked: false,
+            client: None,
         })
         .collect();
     records.extend(extra);
@@ -85,7 +86,16 @@ fn timeline(extra: Vec<Record>) -> StageRun {
 }
 
 fn rec(at_ms: u64, latency_ms: u64, class: Class, kind: Kind, pod: Option<u16>) -> Record {
-    Record { at_us: at_ms * 1000, latency_us: latency_ms * 1000, class, kind, late: false, pod, marked: false }
+    Record {
+        at_us: at_ms * 1000,
+        latency_us: latency_ms * 1000,
+        class,
+        kind,
+        late: false,
+        pod,
+        marked: false,
+        client: None,
+    }
 }
 
 /// The cause of the single extra record.
