@@ -22,6 +22,23 @@ pub(super) fn free_ports(n: usize) -> Result<Vec<u16>> {
     listeners.iter().map(|l| Ok(l.local_addr().context("reading a bound port")?.port())).collect()
 }
 
+/// How many times a private server is started with freshly picked ports when the first
+/// pick was taken by someone else before the server bound it.
+pub(super) const PORT_ATTEMPTS: u32 = 3;
+
+/// Whether a failed start's message (with its log tail) says a port it was given was
+/// already taken. [`free_ports`] can only pick ports that are free at the time: another
+/// process (a concurrent test, a second run) may bind one before our server does.
+/// RabbitMQ says `dist_port_already_used` or `eaddrinuse`, PostgreSQL the OS's "Address
+/// already in use"; epmd exits at once without a word ([`EPMD_EXITED_AT_START`]).
+pub(super) fn port_taken(failure: &str) -> bool {
+    let f = failure.to_ascii_lowercase();
+    ["already_used", "eaddrinuse", "address already in use", EPMD_EXITED_AT_START].iter().any(|k| f.contains(k))
+}
+
+/// How a failed start of the node's epmd is reported (lower case: [`port_taken`] matches it).
+pub(super) const EPMD_EXITED_AT_START: &str = "the private rabbitmq's epmd exited at start";
+
 /// Where a URL points, without its credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Endpoint {

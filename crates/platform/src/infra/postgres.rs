@@ -149,8 +149,24 @@ pub(super) async fn start(bins: &PgBins, tmp: &Path, watchdog: &Watchdog) -> Res
     process::prepare(&mut cmd, &initdb_log, user.as_ref(), &tag)?;
     process::run_bounded(cmd, "initdb", &initdb_log, INITDB_BOUND).await?;
 
-    let l = Launch { bins: bins.clone(), data, port, user, tag, log: base.join("postgres.log") };
-    let proc = launch(&l, watchdog).await?;
+    let mut l = Launch { bins: bins.clone(), data, port, user, tag, log: base.join("postgres.log") };
+    // The data directory does not depend on the port: a taken port only needs a new pick.
+    let mut attempt = 1;
+    let proc = loop {
+        match launch(&l, watchdog).await {
+            Err(e) if attempt < net::PORT_ATTEMPTS && net::port_taken(&format!("{e:#}")) => {
+                l.port = net::free_ports(1)?[0];
+                eprintln!(
+                    "[infra] PostgreSQL: port taken before it bound it; starting again on 127.0.0.1:{} ({attempt}/{})",
+                    l.port,
+                    net::PORT_ATTEMPTS
+                );
+                attempt += 1;
+            }
+            r => break r?,
+        }
+    };
+    let port = l.port;
     eprintln!("[infra] PostgreSQL ready in {}", secs(t0.elapsed()));
     Ok(Started {
         url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),

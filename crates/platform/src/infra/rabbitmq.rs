@@ -122,9 +122,28 @@ pub(super) struct Launch {
     epmd_port: u16,
 }
 
+/// Starts a node, and again with new ports (in a fresh directory) when one of the picked
+/// ports was taken before the node bound it.
 pub(super) async fn start(bins: &RabbitBins, tmp: &Path, watchdog: &Watchdog) -> Result<Started> {
+    let mut attempt = 1;
+    loop {
+        match start_once(bins, tmp, attempt, watchdog).await {
+            Err(e) if attempt < net::PORT_ATTEMPTS && net::port_taken(&format!("{e:#}")) => {
+                eprintln!(
+                    "[infra] RabbitMQ: a picked port was taken before the node bound it; \
+                     starting again with new ports ({attempt}/{})",
+                    net::PORT_ATTEMPTS
+                );
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn start_once(bins: &RabbitBins, tmp: &Path, attempt: u32, watchdog: &Watchdog) -> Result<Started> {
     let t0 = Instant::now();
-    let l = prepare(bins, tmp)?;
+    let l = prepare(bins, tmp, attempt)?;
     eprintln!(
         "[infra] starting private RabbitMQ ({}, node {}) on 127.0.0.1:{}, its epmd on 127.0.0.1:{} ...",
         l.version, l.node, l.port, l.epmd_port
@@ -165,8 +184,9 @@ async fn start_epmd(epmd: &Path, l: &Launch, watchdog: &Watchdog) -> Result<Serv
     let deadline = Instant::now() + EPMD_READY_BOUND;
     loop {
         if let Some(status) = proc.exited() {
-            // Most likely its port was taken between picking and binding it.
-            bail!("the private RabbitMQ's epmd exited at start ({status})\n{}", proc.log_tails(30));
+            // Most likely its port was taken between picking and binding it: epmd then finds
+            // "an epmd" answering there and exits 0 without a word.
+            bail!("{} ({status})\n{}", net::EPMD_EXITED_AT_START, proc.log_tails(30));
         }
         if net::accepts(&ep).await {
             return Ok(proc);
@@ -188,8 +208,9 @@ fn epmd_tag(base: &Path) -> String {
 }
 
 /// Creates the node's directories, config and cookie, and picks its ports.
-fn prepare(bins: &RabbitBins, tmp: &Path) -> Result<Launch> {
-    let base = tmp.join("rabbitmq");
+fn prepare(bins: &RabbitBins, tmp: &Path, attempt: u32) -> Result<Launch> {
+    // A retry starts from a clean node directory: the failed one may hold half a mnesia.
+    let base = if attempt == 1 { tmp.join("rabbitmq") } else { tmp.join(format!("rabbitmq-{attempt}")) };
     let dirs = ["mnesia", "log", "schema", "generated", "home", "conf.d"];
     for d in std::iter::once("").chain(dirs) {
         let p = base.join(d);

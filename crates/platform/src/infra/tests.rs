@@ -398,3 +398,51 @@ async fn postgres_data_moves_out_of_a_work_dir_its_user_cannot_reach() {
     watchdog.dismiss();
     assert!(!extra.exists());
 }
+
+/// The failures a port race produces, as the servers print them (the RabbitMQ lines are
+/// from a CI run where a concurrent test's PostgreSQL took the node's distribution port),
+/// are told apart from other start failures, so only they are retried with new ports.
+#[test]
+fn a_taken_port_is_recognised_in_each_servers_words() {
+    let rabbit = "private RabbitMQ exited during startup (exit status: 0)\n\
+        2026-12-06 04:11:07.976411+00:00 [error] <0.130.0>   {failed_to_start_child,prelaunch,\n\
+        2026-12-06 04:11:07.976411+00:00 [error] <0.130.0>   {dist_port_already_used,46555,not_erlang,";
+    let amqp = "[error] <0.230.0> Failed to start Ranch listener {acceptor,{127,0,0,1},5672} ... eaddrinuse";
+    let pg = "LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use\n\
+        FATAL:  could not create any TCP/IP sockets";
+    let epmd = format!("{} (exit status: 0)\n", net::EPMD_EXITED_AT_START);
+    for taken in [rabbit, amqp, pg, &epmd] {
+        assert!(net::port_taken(taken), "{taken}");
+    }
+    let other = "private PostgreSQL exited during startup (exit status: 1)\n\
+        FATAL:  data directory \"/x\" has invalid permissions";
+    assert!(!net::port_taken(other));
+    assert!(!net::port_taken("private RabbitMQ did not answer AMQP on 127.0.0.1:5 within 60 s"));
+}
+
+/// epmd really does exit at once, and quietly, on a port someone else holds: the case that
+/// `port_taken` must recognise by our own message rather than by anything epmd says.
+#[test]
+fn epmd_on_a_taken_port_exits_at_once() {
+    let bins = rabbitmq::locate(&std::env::var_os("PATH").unwrap_or_default(), Path::new(rabbitmq::DEBIAN_SCRIPT_DIR))
+        .expect("RabbitMQ (and its epmd) installed");
+    let held = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = held.local_addr().unwrap().port();
+    let mut child = std::process::Command::new(&bins.epmd)
+        .args(["-port", &port.to_string(), "-address", "127.0.0.1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if child.try_wait().unwrap().is_none() {
+        let _ = child.kill();
+        panic!("epmd kept running on a taken port: port_taken's epmd case needs another look");
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    drop(held);
+}
