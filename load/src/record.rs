@@ -104,6 +104,43 @@ pub struct Record {
     pub client: Option<u32>,
 }
 
+impl Record {
+    /// A record with the four fields every record has and the optional ones off (on
+    /// time, no pod, unmarked, no client), so a test builds one in a line and a new
+    /// optional field needs no edit where it is not used.
+    pub fn new(at_us: u64, latency_us: u64, class: Class, kind: Kind) -> Record {
+        Record { at_us, latency_us, class, kind, late: false, pod: None, marked: false, client: None }
+    }
+
+    /// Sets [`Record::late`]; takes the flag, not just "on", so a computed value passes through.
+    #[must_use]
+    pub fn with_late(mut self, late: bool) -> Record {
+        self.late = late;
+        self
+    }
+
+    /// Sets [`Record::pod`]; takes the `Option` so an unanswered request (`None`) needs no branch.
+    #[must_use]
+    pub fn with_pod(mut self, pod: Option<u16>) -> Record {
+        self.pod = pod;
+        self
+    }
+
+    /// Sets [`Record::marked`]; takes the flag so a row's computed marking passes through.
+    #[must_use]
+    pub fn with_marked(mut self, marked: bool) -> Record {
+        self.marked = marked;
+        self
+    }
+
+    /// Sets [`Record::client`]; takes the `Option` as the profile's clients give it.
+    #[must_use]
+    pub fn with_client(mut self, client: Option<u32>) -> Record {
+        self.client = client;
+        self
+    }
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {

@@ -130,16 +130,7 @@ mod tests {
     use crate::record::Kind;
 
     fn rec(at_ms: u64, latency_ms: u64, class: Class) -> Record {
-        Record {
-            at_us: at_ms * 1000,
-            latency_us: latency_ms * 1000,
-            class,
-            kind: Kind::Fast,
-            late: false,
-            pod: None,
-            marked: false,
-            client: None,
-        }
+        Record::new(at_ms * 1000, latency_ms * 1000, class, Kind::Fast)
     }
 
     /// 100 requests in the first second with latencies 1..=100 ms, two of them failed,

@@ -135,15 +135,11 @@ mod tests {
     use crate::{Class, Kind, Profile, Record, RunResult};
 
     fn result(records: usize) -> RunResult {
-        let r = |i: u64| Record {
-            at_us: i * 5_000,
-            latency_us: 1_200 + i,
-            class: if i.is_multiple_of(97) { Class::Reset } else { Class::Ok },
-            kind: Kind::Fast,
-            late: false,
-            pod: None,
-            marked: i.is_multiple_of(10),
-            client: Some((i % 7) as u32),
+        let r = |i: u64| {
+            let class = if i.is_multiple_of(97) { Class::Reset } else { Class::Ok };
+            Record::new(i * 5_000, 1_200 + i, class, Kind::Fast)
+                .with_marked(i.is_multiple_of(10))
+                .with_client(Some((i % 7) as u32))
         };
         RunResult {
             started_unix_ms: 1_795_438_951_000,

@@ -15,16 +15,7 @@ fn stage_run(name: StageName, failures: &[(Class, u64)]) -> StageRun {
         let at_us = i * 100_000;
         let class = if at_us >= 5_000_000 { fails.next().unwrap_or(Class::Ok) } else { Class::Ok };
         let latency_us = if class == Class::Ok { 5_000 } else { 1_000 };
-        records.push(Record {
-            at_us,
-            latency_us,
-            class,
-            kind: Kind::Fast,
-            late: false,
-            pod: None,
-            marked: false,
-            client: None,
-        });
+        records.push(Record::new(at_us, latency_us, class, Kind::Fast));
     }
     let ev = |t_ms, pod: &str, kind| PodEvent { t_ms, pod: pod.into(), app: "api".into(), kind, detail: String::new() };
     StageRun {
@@ -408,16 +399,7 @@ fn sample() {
                         Class::Ok if (10..20).contains(&sec) => 8_000 + (k * 7919 % 300) * 1000,
                         _ => 3_000 + (k * 7919 % 40) * 1000,
                     };
-                    Record {
-                        at_us: k * 25_000,
-                        latency_us,
-                        class,
-                        kind: Kind::Fast,
-                        late: false,
-                        pod: None,
-                        marked: false,
-                        client: None,
-                    }
+                    Record::new(k * 25_000, latency_us, class, Kind::Fast)
                 })
                 .collect();
             run.load.profile.duration = std::time::Duration::from_secs(30);

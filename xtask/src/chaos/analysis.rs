@@ -192,16 +192,7 @@ mod tests {
     use zerodrop_load::Class;
 
     fn rec(at_ms: u64, latency_ms: u64, class: Class, kind: Kind) -> Record {
-        Record {
-            at_us: at_ms * 1000,
-            latency_us: latency_ms * 1000,
-            class,
-            kind,
-            late: false,
-            pod: None,
-            marked: false,
-            client: None,
-        }
+        Record::new(at_ms * 1000, latency_ms * 1000, class, kind)
     }
 
     #[test]

@@ -220,15 +220,9 @@ mod tests {
         let records = rows
             .iter()
             .enumerate()
-            .map(|(i, &(marked, pod))| Record {
-                at_us: i as u64 * 1000,
-                latency_us: 500,
-                class: if pod.is_some() { Class::Ok } else { Class::Refused },
-                kind: Kind::Fast,
-                late: false,
-                pod,
-                marked,
-                client: None,
+            .map(|(i, &(marked, pod))| {
+                let class = if pod.is_some() { Class::Ok } else { Class::Refused };
+                Record::new(i as u64 * 1000, 500, class, Kind::Fast).with_pod(pod).with_marked(marked)
             })
             .collect();
         RunResult {

@@ -295,32 +295,14 @@ fn pod_index(name: &str) -> Option<u16> {
 }
 
 fn rec(at_ms: u64, latency_ms: u64, class: Class, kind: Kind, pod: Option<&str>) -> Record {
-    Record {
-        at_us: at_ms * 1000,
-        latency_us: latency_ms * 1000,
-        class,
-        kind,
-        late: false,
-        pod: pod.and_then(pod_index),
-        marked: false,
-        client: None,
-    }
+    Record::new(at_ms * 1000, latency_ms * 1000, class, kind).with_pod(pod.and_then(pod_index))
 }
 
 /// Steady [0, 5 s): 60 fast requests answered by the old pods in 1–2 ms (the slow
 /// threshold for fast requests is 4 ms), then `extra`.
 fn load(extra: &[Record]) -> RunResult {
     let mut records: Vec<Record> = (0..60u64)
-        .map(|i| Record {
-            at_us: i * 80_000,
-            latency_us: 1_000 + (i % 2) * 1_000,
-            class: Class::Ok,
-            kind: Kind::Fast,
-            late: false,
-            pod: Some((i % 3) as u16),
-            marked: false,
-            client: None,
-        })
+        .map(|i| Record::new(i * 80_000, 1_000 + (i % 2) * 1_000, Class::Ok, Kind::Fast).with_pod(Some((i % 3) as u16)))
         .collect();
     records.extend_from_slice(extra);
     RunResult {

@@ -19,16 +19,10 @@ const WARM: &str = "api-old-2";
 /// third pod, `api-old-3`, is warm throughout.
 fn timeline(extra: Vec<Record>) -> StageRun {
     let mut records: Vec<Record> = (0..50u64)
-        .map(|i| Record {
-            at_us: i * 100_000,
-            latency_us: 1_000 + (i % 2) * 1_000,
-            class: Class::Ok,
-            kind: Kind::Fast,
-            late: false,
+        .map(|i| {
             // Spread evenly over the three pods serving then.
-            pod: Some([0, 2, 3][i as usize % 3]),
-            marked: false,
-            client: None,
+            Record::new(i * 100_000, 1_000 + (i % 2) * 1_000, Class::Ok, Kind::Fast)
+                .with_pod(Some([0, 2, 3][i as usize % 3]))
         })
         .collect();
     records.extend(extra);
@@ -86,16 +80,7 @@ fn timeline(extra: Vec<Record>) -> StageRun {
 }
 
 fn rec(at_ms: u64, latency_ms: u64, class: Class, kind: Kind, pod: Option<u16>) -> Record {
-    Record {
-        at_us: at_ms * 1000,
-        latency_us: latency_ms * 1000,
-        class,
-        kind,
-        late: false,
-        pod,
-        marked: false,
-        client: None,
-    }
+    Record::new(at_ms * 1000, latency_ms * 1000, class, kind).with_pod(pod)
 }
 
 /// The cause of the single extra record.

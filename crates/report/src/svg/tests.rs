@@ -166,16 +166,7 @@ fn rollout(shape: Shape) -> StageRun {
         let candidates: Vec<usize> = (0..api.len())
             .filter(|&i| routed(&api[i], t) || (kept_alive && api[i].ready <= t && t < api[i].stopped))
             .collect();
-        let mut rec = Record {
-            at_us,
-            latency_us: base_us,
-            class: Class::Ok,
-            kind,
-            late: false,
-            pod: None,
-            marked: false,
-            client: None,
-        };
+        let mut rec = Record::new(at_us, base_us, Class::Ok, kind);
         if candidates.is_empty() {
             rec.class = Class::Refused;
             rec.latency_us = 1_000;
