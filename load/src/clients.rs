@@ -7,6 +7,10 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+/// The most clients a profile may name: the api counts clients `c0`..`c9999` per id in
+/// its metrics, and ignores any other, so that a client cannot grow its label set.
+pub const MAX_CLIENTS: u32 = 10_000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Clients {
     pub count: u32,

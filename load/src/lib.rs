@@ -22,7 +22,7 @@ pub mod stats;
 pub mod target;
 pub mod wire;
 
-pub use clients::Clients;
+pub use clients::{Clients, MAX_CLIENTS};
 pub use engine::{run, Live, LiveSnapshot};
 pub use gate::{await_pods, GateConfig, GateError, GateState};
 pub use profile::{Mark, Mix, Profile};

@@ -278,5 +278,16 @@ fn judge(
         |s: &crate::progressive::model::Side| Observed { errors: s.errors, requests: s.requests, p95_ms: s.p95_ms };
     let (z, gates) = gates::evaluate(cfg, obs(&stable), obs(&canary));
     let decision = if gates.iter().all(|g| g.pass) { Decision::Promoted } else { Decision::Rollback };
-    Step { weight_pct: 100.0, start_s: now_s - held_s, held_s, required: n, stable, canary, z, gates, decision }
+    Step {
+        weight_pct: 100.0,
+        start_s: now_s - held_s,
+        held_s,
+        required: n,
+        stable,
+        canary,
+        z,
+        by_client: None,
+        gates,
+        decision,
+    }
 }

@@ -5,11 +5,12 @@
 use crate::exit::CheckFailed;
 use crate::harness::{self, LocalSession, RunDir, Work};
 use crate::platform_args::{Choice, PlatformArgs};
+use crate::progressive::clients::{ClientSettings, Judge};
 use crate::progressive::gate_args::GateArgs;
 use crate::progressive::lab;
 use crate::progressive::model::{BlastRadius, CanaryReport, Settings};
 use crate::progressive::routing::{self, RuleReport, RuleSettings};
-use crate::progressive::stats::{human, plan_duration};
+use crate::progressive::stats::{human, plan_duration, PlanDuration};
 use crate::progressive::{report, steps};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -56,6 +57,23 @@ pub struct Args {
     /// cookie header). The run then checks that no tester reached v2, and says so.
     #[arg(long)]
     strip_hop: bool,
+    /// The load names this many clients (Zipf-like: a few heavy, a long tail) in
+    /// `x-zd-client`, and each step is also analysed by client.
+    #[arg(long, value_name = "N")]
+    clients: Option<u32>,
+    /// The Zipf exponent of the clients' volumes (1: client c0 sends about 1/H(N)).
+    #[arg(long, default_value_t = 1.0, requires = "clients")]
+    zipf: f64,
+    /// Sticky sessions: the router pins each client to one side by a hash of its header.
+    #[arg(long, requires = "clients")]
+    sticky: bool,
+    /// What the error gate judges by: every request one trial, or each client once.
+    #[arg(long, value_enum, default_value_t = Judge::Request, requires = "clients")]
+    judge: Judge,
+    /// A defect both versions carry (e.g. `errors=5%@top=1`: the heaviest client hits a
+    /// known bug on v1 and v2 alike); v2 carries it besides `--regression`.
+    #[arg(long, value_name = "DEFECT", requires = "clients")]
+    known_bug: Option<String>,
     #[arg(long, default_value = "reports")]
     out: PathBuf,
     #[command(flatten)]
@@ -104,6 +122,23 @@ fn settings(a: &Args) -> Result<Settings> {
         bail!("--testers must be between 0.1 and 50 (percent of the load), got {}", a.testers);
     }
     let routing = rule.map(|rule| RuleSettings { rule, testers_pct: a.testers, strip_hop: a.strip_hop });
+    let clients = match a.clients {
+        None => None,
+        Some(count) if !(2..=zerodrop_load::MAX_CLIENTS).contains(&count) => {
+            bail!("--clients must be between 2 and {}, got {count}", zerodrop_load::MAX_CLIENTS)
+        }
+        Some(_) if !(0.0..=3.0).contains(&a.zipf) => bail!("--zipf must be between 0 and 3, got {}", a.zipf),
+        Some(count) => Some(ClientSettings {
+            count,
+            zipf_s: a.zipf,
+            sticky: a.sticky,
+            known_bug: a.known_bug.clone().filter(|k| k.trim() != "none"),
+            judge: a.judge,
+        }),
+    };
+    if clients.as_ref().is_some_and(|c| c.sticky) && routing.is_some() {
+        bail!("--sticky and a routing rule (--route-header/--route-cookie) are separate lessons: use one at a time");
+    }
     if a.replicas == 0 || a.replicas > 20 {
         bail!("--replicas must be 1..=20");
     }
@@ -117,13 +152,24 @@ fn settings(a: &Args) -> Result<Settings> {
         final_hold_s: if a.quick { 10.0 } else { 30.0 },
         max_duration_s: a.max_duration.unwrap_or(Duration::from_secs(if a.quick { 300 } else { 1800 })).as_secs_f64(),
         routing,
+        clients,
     })
 }
 
-/// v1, v2 with the regression under test, and the run's routing rule if any.
+/// v1, v2 with the regression under test, the run's routing rule if any, and the
+/// sticky split and the defect both versions share when the run names clients.
 fn spec(cfg: &Settings) -> TwoVersionsSpec {
-    let routing = cfg.routing.as_ref().map(RuleSettings::routing).unwrap_or_default();
-    TwoVersionsSpec { routing, ..TwoVersionsSpec::v2_with(cfg.replicas, &cfg.regression) }
+    let mut routing = cfg.routing.as_ref().map(RuleSettings::routing).unwrap_or_default();
+    let mut s = TwoVersionsSpec::v2_with(cfg.replicas, &cfg.regression);
+    if let Some(c) = &cfg.clients {
+        routing.sticky = c.sticky_key();
+        if let Some(k) = &c.known_bug {
+            s.v1.regression = k.clone();
+            s.v2.regression =
+                if cfg.regression.trim() == "none" { k.clone() } else { format!("{k};{}", cfg.regression) };
+        }
+    }
+    TwoVersionsSpec { routing, ..s }
 }
 
 pub async fn run(a: Args) -> Result<()> {
@@ -203,7 +249,10 @@ pub async fn run(a: Args) -> Result<()> {
     if let Some(Err(e)) = r.routing.as_ref().map(RuleReport::check) {
         return Err(CheckFailed(e).into());
     }
-    if outcome == Outcome::Promoted && r.load.as_ref().is_some_and(|l| l.failed > 0) {
+    // A known bug fails requests on both versions by design; otherwise a promoted v2
+    // must not have failed a request.
+    let known_bug = cfg.clients.as_ref().is_some_and(|c| c.known_bug.is_some());
+    if outcome == Outcome::Promoted && !known_bug && r.load.as_ref().is_some_and(|l| l.failed > 0) {
         let failed = r.load.as_ref().map(|l| l.failed).unwrap_or(0);
         return Err(CheckFailed(format!("promoted, but {failed} requests failed")).into());
     }
@@ -245,12 +294,31 @@ impl<P: TwoVersions> Work<P> for Canary {
     }
 }
 
+/// How long the load runs: past every step and the final hold. By weight the steps take
+/// about the plan; a sticky split sends v2 a share set by which clients hash there, not by
+/// the weight, so then the load must outlast every step's limit
+/// ([`steps::step_limit_s`]).
+fn load_seconds(cfg: &Settings, plan: &PlanDuration) -> f64 {
+    let steps_s = if cfg.clients.as_ref().is_some_and(|c| c.sticky) {
+        plan.per_step_s.iter().map(|(_, s)| steps::step_limit_s(*s)).sum()
+    } else {
+        plan.total_s * 1.5
+    };
+    steps_s + cfg.final_hold_s + 25.0
+}
+
 async fn drive(fleet: &impl RoutedFleet, cfg: &Settings, n: u64, r: &mut CanaryReport) -> Result<Outcome> {
     let t0 = Instant::now();
     let first = fleet.snapshot().await?;
-    let load_s = r.plan.total_s * 1.5 + cfg.final_hold_s + 25.0;
+    let load_s = load_seconds(cfg, &r.plan);
     let profile = lab::profile(cfg.qps, Duration::from_secs_f64(load_s));
-    let load = fleet.start_load(Profile { mark: cfg.routing.as_ref().map(RuleSettings::mark), ..profile }).await?;
+    let load = fleet
+        .start_load(Profile {
+            mark: cfg.routing.as_ref().map(RuleSettings::mark),
+            clients: cfg.clients.as_ref().map(ClientSettings::load),
+            ..profile
+        })
+        .await?;
     let load_started = Instant::now();
     let mut ticker = steps::Ticker::new(t0, first.clone());
     // Traffic on v1 alone first: connections open, caches warm. With a routing rule,
@@ -260,6 +328,13 @@ async fn drive(fleet: &impl RoutedFleet, cfg: &Settings, n: u64, r: &mut CanaryR
     // The load's clock starts within a second of ours, on either platform.
     let testers_only_s = (load_started.elapsed().as_secs_f64() - 1.0).max(0.0);
     let (steps, rollback) = steps::run(fleet, cfg, n, &mut ticker).await?;
+    if load.is_finished() {
+        bail!(
+            "the load ended ({load_s:.0} s) before the steps did ({:.0} s): the last step judged no traffic; \
+             this is a bug in the load's length, please report it",
+            ticker.now_s()
+        );
+    }
     let at_decision = ticker.tick(fleet).await?;
     let window_s = ticker.now_s() - steps.first().map(|s| s.start_s).unwrap_or(0.0);
     eprintln!("[canary] waiting for the load to finish ({load_s:.0} s in all)");

@@ -42,6 +42,15 @@ pub struct Counts {
     pub errors_5xx: u64,
     /// Cumulative histogram of `/work`: upper bound (s) → count.
     pub buckets: BTreeMap<u64, u64>,
+    /// Per client (the id of `c<id>`), when the load names its clients.
+    pub clients: BTreeMap<u32, ClientCount>,
+}
+
+/// One client's requests and failures, as the apps counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientCount {
+    pub requests: u64,
+    pub errors_5xx: u64,
 }
 
 /// `le` in nanoseconds, so buckets can key a map; +Inf is u64::MAX.
@@ -71,6 +80,15 @@ pub fn parse_metrics(text: &str) -> Counts {
             if label(labels, "status").is_some_and(|s| s.starts_with('5')) {
                 c.errors_5xx += v as u64;
             }
+        } else if name == "zerodrop_client_requests_total" {
+            let Some(id) = label(labels, "client").and_then(|c| c.strip_prefix('c')?.parse::<u32>().ok()) else {
+                continue;
+            };
+            let e = c.clients.entry(id).or_default();
+            e.requests += v as u64;
+            if label(labels, "outcome") == Some("5xx") {
+                e.errors_5xx += v as u64;
+            }
         } else if name == "zerodrop_http_request_duration_seconds_bucket" && route == "/work" {
             if let Some(le) = label(labels, "le").and_then(le_key) {
                 *c.buckets.entry(le).or_default() += v as u64;
@@ -87,6 +105,11 @@ impl Counts {
         for (k, v) in &o.buckets {
             *self.buckets.entry(*k).or_default() += v;
         }
+        for (k, v) in &o.clients {
+            let e = self.clients.entry(*k).or_default();
+            e.requests += v.requests;
+            e.errors_5xx += v.errors_5xx;
+        }
     }
 
     /// What happened between `earlier` and `self`.
@@ -96,10 +119,24 @@ impl Counts {
             .iter()
             .map(|(k, v)| (*k, v.saturating_sub(earlier.buckets.get(k).copied().unwrap_or(0))))
             .collect();
+        let clients = self
+            .clients
+            .iter()
+            .map(|(k, v)| {
+                let e = earlier.clients.get(k).copied().unwrap_or_default();
+                let d = ClientCount {
+                    requests: v.requests.saturating_sub(e.requests),
+                    errors_5xx: v.errors_5xx.saturating_sub(e.errors_5xx),
+                };
+                (*k, d)
+            })
+            .filter(|(_, d)| d.requests > 0)
+            .collect();
         Counts {
             requests: self.requests.saturating_sub(earlier.requests),
             errors_5xx: self.errors_5xx.saturating_sub(earlier.errors_5xx),
             buckets,
+            clients,
         }
     }
 
@@ -138,6 +175,11 @@ mod tests {
         zerodrop_http_request_duration_seconds_bucket{le=\"0.01\",route=\"/work\"} 90\n\
         zerodrop_http_request_duration_seconds_bucket{le=\"0.1\",route=\"/work\"} 100\n\
         zerodrop_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"/work\"} 100\n\
+        zerodrop_client_requests_total{client=\"c0\",outcome=\"other\"} 60\n\
+        zerodrop_client_requests_total{client=\"c0\",outcome=\"5xx\"} 4\n\
+        zerodrop_client_requests_total{client=\"c7\",outcome=\"other\"} 35\n\
+        zerodrop_client_requests_total{client=\"c7\",outcome=\"5xx\"} 1\n\
+        zerodrop_client_requests_total{client=\"bogus\",outcome=\"5xx\"} 9\n\
         # EOF\n";
 
     #[test]
@@ -149,6 +191,15 @@ mod tests {
         assert!((p95 - 55.0).abs() < 1e-9, "{p95}");
         let d = c.since(&Counts::default());
         assert_eq!(d, c);
+        assert_eq!(c.clients.len(), 2, "{:?}", c.clients);
+        assert_eq!(c.clients[&0], ClientCount { requests: 64, errors_5xx: 4 });
+        assert_eq!(c.clients[&7], ClientCount { requests: 36, errors_5xx: 1 });
+        let mut twice = c.clone();
+        twice.add(&c);
+        let back = twice.since(&c);
+        assert_eq!(back.clients, c.clients);
+        // A client with nothing new drops out of a difference.
+        assert!(c.since(&c).clients.is_empty());
         assert_eq!(Counts::default().p95_ms(), None);
     }
 }

@@ -68,14 +68,15 @@ pub fn haproxy_config(
 }
 
 /// The objects of a canary on kind: the HAProxy ConfigMap, Deployment and Service,
-/// and per version an api Deployment and Service (`api-v1`, `api-v2`). v2 carries
-/// `regression` (`ZD_REGRESSION`).
-pub fn progressive(o: &RenderOptions, regression: &str, routing: &Routing) -> Vec<Object> {
+/// and per version an api Deployment and Service (`api-v1`, `api-v2`). Each version
+/// carries its own regression (`ZD_REGRESSION`): v2 the change under test, v1 `none`
+/// or a defect both versions share (a known bug some clients hit).
+pub fn progressive(o: &RenderOptions, regressions: [&str; 2], routing: &Routing) -> Vec<Object> {
     let stage = Stage::get(StageName::SurgeJitter);
     let mut out = vec![Object::ConfigMap(Box::new(haproxy_configmap(o, routing)))];
     out.push(Object::Deployment(Box::new(haproxy_deployment(o))));
     out.push(Object::Service(Box::new(service("haproxy", &o.namespace, "haproxy", 80, "http"))));
-    for (version, regression) in [("v1", "none"), ("v2", regression)] {
+    for (version, regression) in [("v1", regressions[0]), ("v2", regressions[1])] {
         let name = format!("api-{version}");
         out.push(Object::Deployment(Box::new(version_deployment(&name, version, regression, &stage, o))));
         out.push(Object::Service(Box::new(service(&name, &o.namespace, &name, 8080, "http"))));
@@ -171,7 +172,7 @@ mod tests {
 
     #[test]
     fn both_versions_and_the_routing_tier_are_rendered() {
-        let objs = progressive(&RenderOptions::default(), "errors=2%", &Routing::default());
+        let objs = progressive(&RenderOptions::default(), ["errors=1%@top=1", "errors=2%"], &Routing::default());
         let names: Vec<String> = objs.iter().map(|o| format!("{}/{}", o.kind(), o.name())).collect();
         assert_eq!(
             names,
@@ -187,6 +188,7 @@ mod tests {
         );
         let yaml = crate::to_yaml(&objs);
         assert!(yaml.contains("value: errors=2%"), "{yaml}");
+        assert!(yaml.contains("value: errors=1%@top=1"), "{yaml}");
         assert!(yaml.contains("api-v2.zerodrop.svc.cluster.local:8080"), "{yaml}");
         assert_eq!(crate::parse_strict(&yaml).unwrap().len(), 7);
     }

@@ -38,8 +38,9 @@ pub struct Args {
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000), requires = "mark_header")]
     mark_permille: Option<u32>,
     /// Requests come from this many clients, each named in `--client-header` (`c0`,
-    /// `c1`, ...), drawn Zipf-like with exponent `--zipf`.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// `c1`, ...), drawn Zipf-like with exponent `--zipf` (at most 10,000: the api
+    /// counts no client beyond `c9999`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=zerodrop_load::MAX_CLIENTS as i64))]
     clients: Option<u32>,
     /// The Zipf exponent of the clients' shares (0: even; 1: a few heavy clients).
     #[arg(long, default_value_t = 1.0, requires = "clients")]

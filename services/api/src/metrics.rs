@@ -29,6 +29,17 @@ pub struct Route {
     pub route: String,
 }
 
+/// One client's requests by outcome: what a canary judged by client reads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientOutcome {
+    pub client: String,
+    /// `5xx` or `other`.
+    pub outcome: &'static str,
+}
+
+/// The routes the load sends; probes and scrapes are no client's traffic.
+const USER_ROUTES: [&str; 2] = ["/work", "/jobs"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Label {
     phase: String,
@@ -50,6 +61,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RouteStatus, Counter>,
     duration: Family<Route, Histogram>,
+    clients: Family<ClientOutcome, Counter>,
     rejected: Counter,
     published: Counter,
     cache_fills: Counter,
@@ -72,12 +84,19 @@ impl Metrics {
         r.register("zerodrop_http_requests", "Requests answered, by matched route and status", requests.clone());
         let duration = Family::<Route, Histogram>::new_with_constructor(|| Histogram::new(BUCKETS));
         r.register("zerodrop_http_request_duration_seconds", "Time to answer, by matched route", duration.clone());
+        let clients = Family::<ClientOutcome, Counter>::default();
+        r.register(
+            "zerodrop_client_requests",
+            "Requests of /work and /jobs that named a client (x-zd-client), by client and outcome",
+            clients.clone(),
+        );
         let build = Family::<VersionLabel, Gauge>::default();
         build.get_or_create(&VersionLabel { version: version.to_string() }).set(1);
         r.register("zerodrop_build_info", "Always 1; the version label says which build answers", build);
         let m = Metrics {
             requests,
             duration,
+            clients,
             rejected: Counter::default(),
             published: Counter::default(),
             cache_fills: Counter::default(),
@@ -121,6 +140,12 @@ impl Metrics {
         self.duration.get_or_create(&Route { route: route.to_string() }).observe(seconds);
     }
 
+    /// Counts one answered request of a user route against the client that sent it.
+    pub fn observe_client(&self, client: u32, status: u16) {
+        let outcome = if (500..600).contains(&status) { "5xx" } else { "other" };
+        self.clients.get_or_create(&ClientOutcome { client: format!("c{client}"), outcome }).inc();
+    }
+
     /// The text of one scrape; the gauges are read from their sources at this moment.
     pub fn render(&self, lc: &Lifecycle, capacity: &Capacity, cache: &WarmCache, format: Format) -> String {
         let stats = lc.conn_stats();
@@ -144,10 +169,15 @@ impl Metrics {
 /// pattern (not the raw path, which would make the label set unbounded).
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let client = crate::version::client_of(req.headers());
     let started = Instant::now();
     let res = next.run(req).await;
     if let Some(route) = route {
-        metrics.observe(&route, res.status().as_u16(), started.elapsed().as_secs_f64());
+        let status = res.status().as_u16();
+        metrics.observe(&route, status, started.elapsed().as_secs_f64());
+        if let Some(c) = client.filter(|_| USER_ROUTES.contains(&route.as_str())) {
+            metrics.observe_client(c, status);
+        }
     }
     res
 }
@@ -161,6 +191,8 @@ mod tests {
         let m = Metrics::new("v2");
         m.observe("/work", 200, 0.006);
         m.observe("/work", 500, 0.006);
+        m.observe_client(3, 500);
+        m.observe_client(3, 200);
         m.published();
         // The formats differ in how a counter family is named, and in where `le` goes
         // among a bucket's labels (Prometheus' parsers read either order).
@@ -181,6 +213,8 @@ mod tests {
                 "zerodrop_http_requests_total{route=\"/work\",status=\"200\"} 1",
                 "zerodrop_http_requests_total{route=\"/work\",status=\"500\"} 1",
                 "zerodrop_build_info{version=\"v2\"} 1",
+                "zerodrop_client_requests_total{client=\"c3\",outcome=\"5xx\"} 1",
+                "zerodrop_client_requests_total{client=\"c3\",outcome=\"other\"} 1",
                 "zerodrop_jobs_published_total 1",
                 "# TYPE zerodrop_http_connections_open gauge",
                 counter_type,

@@ -107,11 +107,12 @@ fn parse_ms(query: Option<&str>, max: u64) -> Result<u64, ApiError> {
 async fn work(
     State(s): State<Arc<AppState>>,
     conn: Option<Extension<ConnRequest>>,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let ms = parse_ms(query.as_deref(), s.max_work_ms)?;
     refuse_if_it_cannot_finish(&s, ms)?;
-    s.version.inject().await?;
+    s.version.inject(crate::version::client_of(&headers)).await?;
     let _slot = s.capacity.try_acquire().ok_or_else(|| {
         s.metrics.rejected();
         ApiError::unavailable("instance at capacity; retry shortly", 1)
@@ -171,7 +172,7 @@ async fn submit_job(
         ApiError::new(status, format!("invalid job: {e}; expected {{\"id\": string, \"amount\": integer}}"))
     })?;
     job.validate().map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-    s.version.inject().await?;
+    s.version.inject(crate::version::client_of(&headers)).await?;
     let _slot = s.capacity.try_acquire().ok_or_else(|| {
         s.metrics.rejected();
         ApiError::unavailable("instance at capacity; retry shortly", 1)

@@ -60,6 +60,25 @@ pub fn evaluate(cfg: &GateConfig, base: Observed, canary: Observed) -> (ZTest, V
     (z, vec![errors, latency, volume])
 }
 
+/// The error gate judged by client ([`super::clients`]): the canary's mean client error
+/// rate against the baseline's, in place of the per-request test.
+pub fn by_client(cfg: &GateConfig, b: &super::clients::ByClient) -> Gate {
+    let worse = b.z.z > 0.0 && b.z.p < cfg.alpha;
+    Gate {
+        name: "error rate by client",
+        pass: !worse,
+        detail: format!(
+            "{} canary clients at {:.2}% mean vs {} baseline clients at {:.2}%: z = {:.2}, p = {}",
+            b.canary.clients,
+            b.canary.mean_rate * 100.0,
+            b.stable.clients,
+            b.stable.mean_rate * 100.0,
+            b.z.z,
+            fmt_p(b.z.p)
+        ),
+    }
+}
+
 pub fn fmt_p(p: f64) -> String {
     if p < 1e-15 {
         "< 1e-15".into()

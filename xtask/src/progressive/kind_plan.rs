@@ -30,6 +30,24 @@ pub fn canary(opts: &KindOptions, spec: &TwoVersionsSpec, cfg: &Settings, n: u64
             if r.strip_hop { ", behind frontend `edge`, which strips it (--strip-hop)" } else { "" }
         ));
     }
+    if let Some(c) = &cfg.clients {
+        p.api(format!(
+            "clients: the load Job names {} Zipf clients (s = {}) in `{}` (--clients, --zipf); the split {}; \
+             the error gate judges by {}",
+            c.count,
+            c.zipf_s,
+            super::clients::HEADER,
+            if c.sticky {
+                "is sticky: HAProxy hashes that header (crc32) instead of drawing per request"
+            } else {
+                "draws per request"
+            },
+            match c.judge {
+                super::clients::Judge::Request => "request",
+                super::clients::Judge::Client => "client (the apps' per-client counters)",
+            }
+        ));
+    }
     for w in &cfg.steps_pct {
         let permille = (w * 10.0).round() as u32;
         p.api(format!("runtime API: `{}` (step {w}%)", runtime_api::set_weight(&map(), permille)));
@@ -70,8 +88,9 @@ mod tests {
     use std::path::PathBuf;
     use zerodrop_platform::kind::plan::Step;
 
+    use crate::progressive::clients::{ClientSettings, Judge};
     use crate::progressive::routing::RuleSettings;
-    use zerodrop_platform::router::{MatchOn, RouteRule};
+    use zerodrop_platform::router::{MatchOn, RouteRule, Routing};
 
     fn opts() -> KindOptions {
         KindOptions::new(None, false, "20261205-070000".into(), "t1".into(), PathBuf::from("/nonexistent/zd"))
@@ -106,6 +125,7 @@ mod tests {
             final_hold_s: 10.0,
             max_duration_s: 300.0,
             routing: None,
+            clients: None,
         };
         let p = canary(&opts(), &spec("errors=2%"), &cfg, 448).unwrap();
         let text = p.render();
@@ -130,6 +150,16 @@ mod tests {
         assert!(text.contains("marks 50 permille of its requests with `cookie: zd_group=beta`"), "{text}");
         assert!(text.contains("use_backend canary if { req.cook(zd_group) -m str beta }"), "the ConfigMap: {text}");
         assert!(text.contains("http-request del-header cookie"), "the stripping hop: {text}");
+
+        let clients = ClientSettings { count: 100, zipf_s: 1.0, sticky: true, known_bug: None, judge: Judge::Client };
+        let sticky = TwoVersionsSpec {
+            routing: Routing { sticky: clients.sticky_key(), ..Routing::default() },
+            ..super::tests::spec("errors=10%@clients=20%")
+        };
+        let cfg = Settings { routing: None, clients: Some(clients), ..cfg };
+        let text = canary(&opts(), &sticky, &cfg, 448).unwrap().render();
+        assert!(text.contains("names 100 Zipf clients"), "{text}");
+        assert!(text.contains("req.hdr(x-zd-client),crc32(1),mod(1000)"), "the sticky split in the ConfigMap: {text}");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! automatic rollback, and a blue-green switch. See docs/progressive-delivery.md.
 
 pub mod blue_green;
+pub mod client_report;
+pub mod clients;
 pub mod gate_args;
 pub mod gates;
 pub mod kind_plan;

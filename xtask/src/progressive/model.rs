@@ -49,6 +49,8 @@ pub struct Step {
     pub stable: Side,
     pub canary: Side,
     pub z: ZTest,
+    /// The same step by client, when the load names its clients.
+    pub by_client: Option<super::clients::ByClient>,
     pub gates: Vec<Gate>,
     pub decision: Decision,
 }
@@ -120,6 +122,8 @@ pub struct Settings {
     pub max_duration_s: f64,
     /// Testers reaching v2 by a header or cookie rule (`--route-header`, `--route-cookie`).
     pub routing: Option<super::routing::RuleSettings>,
+    /// Named clients, sticky or not, and how the error gate judges (`--clients`).
+    pub clients: Option<super::clients::ClientSettings>,
 }
 
 #[derive(Debug, Clone, Serialize)]

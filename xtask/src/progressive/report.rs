@@ -108,6 +108,7 @@ pub fn markdown(r: &CanaryReport) -> String {
         let _ = writeln!(o, "- {}%: {}", s.weight_pct, gates.join("; "));
     }
     let _ = writeln!(o, "\n![timeline](charts/timeline.svg)\n");
+    super::client_report::markdown(&mut o, r);
     if let Some(rb) = &r.rollback {
         let _ = writeln!(
             o,

@@ -2,6 +2,7 @@
 //! hold until the step has its sample, judge it with the gates, promote or roll back
 //! to 0%. Every second the routing tier's counters go into the timeline.
 
+use super::clients::{self, Judge};
 use super::gates::{self, Observed};
 use super::model::Settings;
 use super::model::{Decision, Rollback, Side, Step, Tick};
@@ -78,6 +79,12 @@ fn observed(s: &Side) -> Observed {
     Observed { errors: s.errors, requests: s.requests, p95_ms: s.p95_ms }
 }
 
+/// The longest a step below 100% holds for its sample before the gates judge what it
+/// has (the minimum-requests gate then fails): twice the expected hold, plus 15 s.
+pub fn step_limit_s(expected_s: f64) -> f64 {
+    expected_s * 2.0 + 15.0
+}
+
 /// Runs every step; stops at the first rollback.
 pub async fn run(
     fleet: &impl RoutedFleet,
@@ -99,7 +106,7 @@ pub async fn run(
             ticker.hold(fleet, Duration::from_secs_f64(cfg.final_hold_s)).await?
         } else {
             let expected = hold_seconds(n, cfg.qps as f64, w / 100.0);
-            let limit = Duration::from_secs_f64(expected * 2.0 + 15.0);
+            let limit = Duration::from_secs_f64(step_limit_s(expected));
             loop {
                 let s = ticker.hold(fleet, Duration::from_secs(1)).await?;
                 if s.router.1.since(start.router.1).requests >= n || t.elapsed() > limit {
@@ -111,7 +118,18 @@ pub async fn run(
         // At 100% there is no stable traffic left: the baseline is stable's traffic
         // over every earlier step.
         let stable = if w >= 100.0 { side(&end, &baseline_from, false) } else { side(&end, &start, false) };
-        let (z, gates) = gates::evaluate(&cfg.gates, observed(&stable), observed(&canary));
+        let (z, mut gates) = gates::evaluate(&cfg.gates, observed(&stable), observed(&canary));
+        let by_client = cfg.clients.as_ref().map(|c| {
+            let stable_from = if w >= 100.0 { &baseline_from } else { &start };
+            let b = clients::by_client(
+                &end.app_stable.since(&stable_from.app_stable).clients,
+                &end.app_canary.since(&start.app_canary).clients,
+            );
+            if c.judge == Judge::Client {
+                gates[0] = gates::by_client(&cfg.gates, &b);
+            }
+            b
+        });
         let pass = gates.iter().all(|g| g.pass);
         let decision = match (pass, w >= 100.0) {
             (false, _) => Decision::Rollback,
@@ -136,6 +154,7 @@ pub async fn run(
             stable,
             canary,
             z,
+            by_client,
             gates,
             decision,
         });

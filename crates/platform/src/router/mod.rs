@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 pub use zerodrop_evidence::routing::{BackendStat, Counts, Snapshot};
 use zerodrop_load::Profile;
-pub use zerodrop_manifests::{MatchOn, RouteRule, Routing};
+pub use zerodrop_manifests::{MatchOn, RouteRule, Routing, StickyKey};
 
 /// One version of the api: its name (`v1`, `v2`) and its deliberate regression
 /// (`none`, `errors=2%`, `latency=+80ms`; the api's `ZD_REGRESSION`).

@@ -241,7 +241,7 @@ mod tests {
     }
 
     fn counts(requests: u64) -> Counts {
-        Counts { requests, errors_5xx: 1, buckets: [(u64::MAX, requests)].into() }
+        Counts { requests, errors_5xx: 1, buckets: [(u64::MAX, requests)].into(), ..Counts::default() }
     }
 
     #[test]

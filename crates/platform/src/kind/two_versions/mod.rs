@@ -44,24 +44,17 @@ pub fn render_for(opts: &KindOptions, spec: &TwoVersionsSpec) -> RenderOptions {
 }
 
 /// Exactly what is applied: `progressive()`'s seven objects for `spec`. The manifests
-/// name the versions `v1` and `v2` and run v1 without a regression; a spec asking for
-/// anything else is refused rather than silently not honoured.
+/// name the versions `v1` and `v2`; a spec naming them otherwise is refused rather than
+/// silently not honoured.
 pub fn plan(o: &RenderOptions, spec: &TwoVersionsSpec) -> Result<Vec<Rendered>> {
     if (spec.v1.name, spec.v2.name) != ("v1", "v2") {
         bail!("the kind manifests name the versions v1 and v2, not {} and {}", spec.v1.name, spec.v2.name);
-    }
-    if spec.v1.regression != "none" {
-        bail!(
-            "on kind v1 (stable) always runs without a regression (the manifests render api-v1 with \
-             ZD_REGRESSION=none); got v1 regression {:?}",
-            spec.v1.regression
-        );
     }
     if spec.replicas == 0 {
         bail!("two versions need at least one pod each (replicas = 0)");
     }
     let o = RenderOptions { api_replicas: spec.replicas, ..o.clone() };
-    Ok(Rendered::all(&zerodrop_manifests::progressive(&o, &spec.v2.regression, &spec.routing)))
+    Ok(Rendered::all(&zerodrop_manifests::progressive(&o, [&spec.v1.regression, &spec.v2.regression], &spec.routing)))
 }
 
 /// The dry run of a two-versions run: the objects exactly as [`plan`] gives them to
