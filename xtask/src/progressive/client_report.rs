@@ -53,10 +53,18 @@ pub fn markdown(o: &mut String, r: &CanaryReport) {
     for s in &r.steps {
         let Some(b) = &s.by_client else { continue };
         let all = s.stable.requests + s.canary.requests;
-        let share = if all == 0 { 0.0 } else { s.canary.requests as f64 * 100.0 / all as f64 };
+        // At 100% v1's side is its traffic over the earlier steps (the baseline), so a
+        // share would compare different windows.
+        let share = if s.weight_pct >= 100.0 {
+            "all (v1: earlier steps)".to_string()
+        } else if all == 0 {
+            "–".to_string()
+        } else {
+            format!("{:.1}%", s.canary.requests as f64 * 100.0 / all as f64)
+        };
         let _ = writeln!(
             o,
-            "| {}% | {:.1}% | {}/{} | {}/{} | {:.2} | {} | {}, {:.2}% | {}, {:.2}% | {:.2} | {} | {} | **{}** |",
+            "| {}% | {} | {}/{} | {}/{} | {:.2} | {} | {}, {:.2}% | {}, {:.2}% | {:.2} | {} | {} | **{}** |",
             s.weight_pct,
             share,
             s.stable.errors,
