@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 /// its metrics, and ignores any other, so that a client cannot grow its label set.
 pub const MAX_CLIENTS: u32 = 10_000;
 
+/// The header a client is named in unless a profile says otherwise; the api counts
+/// clients by this name (its `CLIENT_HEADER`).
+pub const CLIENT_HEADER: &str = "x-zd-client";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Clients {
     pub count: u32,

@@ -125,6 +125,8 @@ struct Outcome {
     seq: u64,
     accepted_job: Option<String>,
     pod: Option<String>,
+    /// The shadow's answer to this request's copy, and the pod that gave it.
+    copy: Option<(Record, Option<String>)>,
 }
 
 /// Runs `profile` against the endpoints `resolver` hands out. Job ids are
@@ -143,6 +145,7 @@ pub async fn run(profile: &Profile, resolver: Arc<dyn Resolver>, job_prefix: &st
             slow_ms: profile.slow_ms,
             mark: profile.mark.clone(),
             clients: profile.clients.clone(),
+            mirror: profile.mirror.clone(),
         },
         job_prefix: job_prefix.to_string(),
         request_timeout: profile.request_timeout,
@@ -172,6 +175,7 @@ pub async fn run(profile: &Profile, resolver: Arc<dyn Resolver>, job_prefix: &st
     let mut accepted_jobs = Vec::new();
     let mut rebuilt = Plan::new(profile);
     let mut pods = PodNames::default();
+    let mut mirrored = Vec::new();
     for slot in outcomes.into_iter().take(scheduled) {
         let planned = rebuilt.next();
         match slot {
@@ -180,6 +184,10 @@ pub async fn run(profile: &Profile, resolver: Arc<dyn Resolver>, job_prefix: &st
                 record.pod = o.pod.as_deref().and_then(|name| pods.index(name));
                 records.push(record);
                 accepted_jobs.extend(o.accepted_job);
+                if let Some((mut copy, pod)) = o.copy {
+                    copy.pod = pod.as_deref().and_then(|name| pods.index(name));
+                    mirrored.push(crate::Mirrored { seq: o.seq, record: copy });
+                }
             }
             // Only a starved runtime gets here: the request never reported back.
             None => {
@@ -199,6 +207,7 @@ pub async fn run(profile: &Profile, resolver: Arc<dyn Resolver>, job_prefix: &st
         late_sends,
         connections_opened: ctx.pool.connections_opened(),
         pods: pods.names,
+        mirrored,
     }
 }
 
@@ -264,19 +273,33 @@ async fn one(ctx: Arc<Ctx>, p: Planned, tx: mpsc::UnboundedSender<Outcome>) {
     let intended = ctx.start + p.offset;
     let late = Instant::now().saturating_duration_since(intended) > LATE;
     let job_id = (p.kind == Kind::Job).then(|| format!("{}-{}", ctx.job_prefix, p.seq));
-    let work = request::execute(&ctx.pool, &ctx.spec, &p, job_id.as_deref());
-    let answer = timeout_at(intended + ctx.request_timeout, work).await.unwrap_or(request::Answer {
-        class: Class::Timeout,
-        accepted: false,
-        pod: None,
-    });
-    let end = Instant::now();
+    // Each send ends at its own answer (or the shared deadline), timed from the same
+    // intended start; a copy, when there is one, goes out concurrently with the original.
+    let send = |copy: bool| {
+        let (ctx, job_id) = (&ctx, job_id.as_deref());
+        async move {
+            let work = request::execute(&ctx.pool, &ctx.spec, &p, job_id, copy);
+            let answer = timeout_at(intended + ctx.request_timeout, work).await.unwrap_or(request::Answer {
+                class: Class::Timeout,
+                accepted: false,
+                pod: None,
+            });
+            (answer, Instant::now())
+        }
+    };
+    let ((answer, end), copy) = if p.mirrored {
+        let (original, copy) = tokio::join!(send(false), send(true));
+        (original, Some(copy))
+    } else {
+        (send(false).await, None)
+    };
     ctx.live.record(answer.class);
     let _ = tx.send(Outcome {
         record: record(ctx.start, &p, end, answer.class, late),
         seq: p.seq,
-        accepted_job: if answer.accepted { job_id } else { None },
+        accepted_job: if answer.accepted { job_id.clone() } else { None },
         pod: answer.pod,
+        copy: copy.map(|(a, at)| (record(ctx.start, &p, at, a.class, late), a.pod)),
     });
 }
 

@@ -22,11 +22,11 @@ pub mod stats;
 pub mod target;
 pub mod wire;
 
-pub use clients::{Clients, MAX_CLIENTS};
+pub use clients::{Clients, CLIENT_HEADER, MAX_CLIENTS};
 pub use engine::{run, Live, LiveSnapshot};
 pub use gate::{await_pods, GateConfig, GateError, GateState};
-pub use profile::{Mark, Mix, Profile};
-pub use record::{Class, Kind, Record, RunResult};
+pub use profile::{Mark, Mirror, Mix, Profile};
+pub use record::{Class, Kind, Mirrored, Record, RunResult};
 pub use stats::{timeline, window_stats, LatencySummary, Second, WindowStats};
 
 use std::net::SocketAddr;

@@ -39,6 +39,10 @@ pub struct Profile {
     /// sends no client header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clients: Option<crate::Clients>,
+    /// Shadow traffic: a share of requests is also sent as a copy to the version in
+    /// shadow ([`crate::Mirror`]); `None` copies none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
 }
 
 /// Which requests carry a marker, and what it is.
@@ -57,6 +61,44 @@ impl Mark {
     /// Whether request `seq` of a run with `seed` is marked.
     pub fn marks(&self, seed: u64, seq: u64) -> bool {
         splitmix64(seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15)) % 1000 < u64::from(self.permille)
+    }
+}
+
+/// Shadow traffic from the load path. A share of the requests is sent twice at the
+/// same moment: the original, served as usual, and a copy carrying a pin header (the
+/// router's `x-canary: always`) that takes it to the version in shadow. The copy's
+/// answer never reaches the user's view of the run (it is not in
+/// [`RunResult::records`](crate::RunResult::records), the live counters or the
+/// accepted jobs); it is kept beside the run, paired with its original by sequence
+/// number, so status and latency can be compared request by request.
+///
+/// Why here and not in the router: open-source HAProxy mirrors only through an
+/// external SPOE agent (spoa-mirror, a C program Debian does not package), and the
+/// lab already owns every request at its source, on both platforms.
+///
+/// A `Mirror` says which requests are copied, and how the copy is told apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mirror {
+    /// Share of requests copied, in permille. Which ones depends on the seed and the
+    /// sequence number alone (a stream apart from the marker's), so mirroring leaves
+    /// the rest of the plan as it was.
+    pub permille: u32,
+    /// The header the copy carries, and its value.
+    pub header: String,
+    pub value: String,
+    /// Only requests intended to start before this are copied: the shadow phase.
+    #[serde(with = "ms", rename = "until_ms")]
+    pub until: Duration,
+}
+
+/// Keeps the mirror's choice independent of the marker's for the same seed.
+const SALT: u64 = 0x5a4d_0d0c_0b5e_77ed;
+
+impl Mirror {
+    /// Whether request `seq`, intended at `offset`, of a run with `seed` is copied.
+    pub fn mirrors(&self, seed: u64, seq: u64, offset: Duration) -> bool {
+        offset < self.until
+            && splitmix64((seed ^ SALT) ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15)) % 1000 < u64::from(self.permille)
     }
 }
 
@@ -82,6 +124,7 @@ impl Default for Profile {
             connect_timeout: Duration::from_secs(1),
             mark: None,
             clients: None,
+            mirror: None,
         }
     }
 }
@@ -94,5 +137,41 @@ mod ms {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod mirror_tests {
+    use super::*;
+
+    fn mirror(permille: u32, until_s: u64) -> Mirror {
+        Mirror { permille, header: "x-canary".into(), value: "always".into(), until: Duration::from_secs(until_s) }
+    }
+
+    #[test]
+    fn the_share_holds_and_nothing_is_copied_after_the_shadow_phase() {
+        let m = mirror(200, 10);
+        let copied = (0..10_000u64).filter(|&s| m.mirrors(7, s, Duration::from_millis(s))).count();
+        // 20% of 10,000: a binomial's 4-sigma band is 2000 ± 160.
+        assert!((1840..=2160).contains(&copied), "{copied}");
+        assert!(!(0..1000u64).any(|s| m.mirrors(7, s, Duration::from_secs(10))));
+        assert!(!(0..1000u64).any(|s| mirror(0, 10).mirrors(7, s, Duration::ZERO)));
+        assert!((0..1000u64).all(|s| mirror(1000, 10).mirrors(7, s, Duration::ZERO)));
+    }
+
+    #[test]
+    fn the_copied_requests_are_not_the_marked_ones() {
+        let m = mirror(500, 10);
+        let mark = crate::Mark { permille: 500, header: "x-tester".into(), value: "1".into() };
+        let both = (0..2000u64).filter(|&s| m.mirrors(3, s, Duration::ZERO) && mark.marks(3, s)).count();
+        // Independent halves overlap on about a quarter: 500 ± 4 sigma (about 77).
+        assert!((423..=577).contains(&both), "{both}");
+    }
+
+    #[test]
+    fn the_profile_field_round_trips_with_its_phase_in_ms() {
+        let json = serde_json::to_value(mirror(100, 15)).unwrap();
+        assert_eq!(json["until_ms"], 15_000);
+        assert_eq!(serde_json::from_value::<Mirror>(json).unwrap(), mirror(100, 15));
     }
 }

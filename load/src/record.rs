@@ -141,6 +141,14 @@ impl Record {
     }
 }
 
+/// The copy of request `seq` ([`RunResult::records`]`[seq]`
+/// is its original): what the shadow answered, timed from the same intended start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mirrored {
+    pub seq: u64,
+    pub record: Record,
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
@@ -155,6 +163,10 @@ pub struct RunResult {
     /// Pod names seen in responses; [`Record::pod`] indexes into it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<String>,
+    /// The shadow's answers to the copied requests ([`crate::profile::Mirror`]), in sequence
+    /// order; they count nowhere else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrored: Vec<Mirrored>,
 }
 
 impl RunResult {

@@ -149,6 +149,7 @@ mod tests {
             late_sends: 3,
             connections_opened: 64,
             pods: vec![],
+            mirrored: vec![],
         }
     }
 

@@ -21,7 +21,6 @@ async fn same_seed_same_kinds() {
         slow_ms: 1,
         ..profile(0)
     };
-    let kinds = |r: &zerodrop_load::RunResult| r.records.iter().map(|x| x.kind).collect::<Vec<Kind>>();
     let a = run(&Profile { seed: 7, ..p.clone() }, addr).await;
     let b = run(&Profile { seed: 7, ..p.clone() }, addr).await;
     let c = run(&Profile { seed: 8, ..p.clone() }, addr).await;
@@ -75,6 +74,21 @@ async fn accepted_jobs_are_exactly_the_202s() {
     assert!(got.iter().all(|id| id.starts_with("t-")));
 }
 
+/// One second of the mixed plan at 400/s: the profile the marker and client tests vary.
+fn mixed_second() -> Profile {
+    Profile {
+        rate_per_sec: 400,
+        duration: Duration::from_millis(1000),
+        mix: Mix { fast: 5, slow: 3, job: 2 },
+        slow_ms: 1,
+        ..profile(0)
+    }
+}
+
+fn kinds(r: &zerodrop_load::RunResult) -> Vec<Kind> {
+    r.records.iter().map(|x| x.kind).collect()
+}
+
 /// The marked share carries the header, exactly it, and marking leaves the rest of the
 /// plan (the kinds) as it was: a run with testers is the same load plus a header.
 #[tokio::test]
@@ -84,18 +98,11 @@ async fn marked_requests_and_only_they_carry_the_marker() {
     let addr =
         common::http(|req, _| status(if req.headers().get("x-tester").is_some_and(|v| v == "1") { 200 } else { 409 }))
             .await;
-    let p = Profile {
-        rate_per_sec: 400,
-        duration: Duration::from_millis(1000),
-        mix: Mix { fast: 5, slow: 3, job: 2 },
-        slow_ms: 1,
-        ..profile(0)
-    };
+    let p = mixed_second();
     let mark = zerodrop_load::Mark { permille: 100, header: "x-tester".into(), value: "1".into() };
     let marked = run(&Profile { mark: Some(mark.clone()), ..p.clone() }, addr).await;
     let plain = run(&p, addr).await;
     assert_eq!(marked.records.len(), 400);
-    let kinds = |r: &zerodrop_load::RunResult| r.records.iter().map(|x| x.kind).collect::<Vec<Kind>>();
     assert_eq!(kinds(&marked), kinds(&plain), "marking must not shift the mix");
     assert!(!plain.records.iter().any(|r| r.marked || r.class == Class::Ok));
     let n = marked.records.iter().filter(|r| r.marked).count();
@@ -121,16 +128,9 @@ async fn each_request_names_its_client_and_the_heavy_ones_dominate() {
         None => status(409),
     })
     .await;
-    let p = Profile {
-        rate_per_sec: 400,
-        duration: Duration::from_millis(1000),
-        mix: Mix { fast: 5, slow: 3, job: 2 },
-        slow_ms: 1,
-        ..profile(0)
-    };
+    let p = mixed_second();
     let clients = zerodrop_load::Clients { count: 10, zipf_s: 1.0, header: "x-zd-client".into() };
     let with = run(&Profile { clients: Some(clients), ..p.clone() }, addr).await;
-    let kinds = |r: &zerodrop_load::RunResult| r.records.iter().map(|x| x.kind).collect::<Vec<Kind>>();
     let without_clients = kinds(&run(&p, addr).await);
     assert_eq!(kinds(&with), without_clients, "clients must not shift the mix");
     let mut by_client = std::collections::BTreeMap::<String, u64>::new();
@@ -142,6 +142,64 @@ async fn each_request_names_its_client_and_the_heavy_ones_dominate() {
     // H(10) = 2.93: client 0 expects 34% of 400 requests, client 9 about 3.4%.
     let c0 = by_client.get("c0").copied().unwrap_or(0);
     assert!((100..180).contains(&c0), "{by_client:?}");
+}
+
+/// A copied request goes out twice: the original, which the run's own records,
+/// counters and accepted jobs see exactly as without a mirror, and the copy, which
+/// alone carries the mirror's header, carries the same job id, and is kept apart,
+/// paired by sequence number. Nothing is copied after the shadow phase.
+#[tokio::test]
+async fn mirrored_requests_go_out_twice_and_only_the_copy_carries_the_header() {
+    let jobs = Arc::new(Mutex::new((BTreeSet::<String>::new(), BTreeSet::<String>::new())));
+    let seen = jobs.clone();
+    let addr = common::http(move |req, body| {
+        let copy = req.headers().get("x-canary").is_some_and(|v| v == "always");
+        if let Some(id) =
+            serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|j| j["id"].as_str().map(String::from))
+        {
+            let mut s = seen.lock().unwrap();
+            if copy {
+                s.1.insert(id)
+            } else {
+                s.0.insert(id)
+            };
+        }
+        // The shadow fails everything: none of it may show in the run's own records.
+        status(if copy {
+            503
+        } else if req.method() == hyper::Method::POST {
+            202
+        } else {
+            200
+        })
+    })
+    .await;
+    let p = mixed_second();
+    let mirror = zerodrop_load::Mirror {
+        permille: 250,
+        header: "x-canary".into(),
+        value: "always".into(),
+        until: Duration::from_millis(500),
+    };
+    let with = run(&Profile { mirror: Some(mirror.clone()), ..p.clone() }, addr).await;
+    let plain = run(&p, addr).await;
+    assert_eq!(kinds(&with), kinds(&plain), "mirroring must not shift the mix");
+    assert!(with.records.iter().all(|r| r.class == Class::Ok), "a copy's answer leaked into the run's records");
+    assert_eq!(with.accepted_jobs, plain.accepted_jobs);
+    let want: Vec<u64> = (0..400u64)
+        .filter(|&s| mirror.mirrors(p.seed, s, Duration::from_micros(with.records[s as usize].at_us)))
+        .collect();
+    let got: Vec<u64> = with.mirrored.iter().map(|m| m.seq).collect();
+    assert_eq!(got, want, "the copies are the plan's choice, in sequence order");
+    // 25% of the 200 requests of the first half second: 50 ± 4 sigma (about 25).
+    assert!((25..=75).contains(&got.len()), "{} copies", got.len());
+    for m in &with.mirrored {
+        let original = with.records[m.seq as usize];
+        assert_eq!((m.record.class, m.record.at_us, m.record.kind), (Class::Http503, original.at_us, original.kind));
+        assert!(m.record.at_us < 500_000, "copied after the shadow phase: {m:?}");
+    }
+    let (originals, copies) = jobs.lock().unwrap().clone();
+    assert!(!copies.is_empty() && copies.is_subset(&originals), "a copy carries its original's job id");
 }
 
 fn with_close() -> Response<Full<Bytes>> {

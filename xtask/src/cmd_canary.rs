@@ -10,6 +10,7 @@ use crate::progressive::gate_args::GateArgs;
 use crate::progressive::lab;
 use crate::progressive::model::{BlastRadius, CanaryReport, Settings};
 use crate::progressive::routing::{self, RuleReport, RuleSettings};
+use crate::progressive::shadow::{self, ShadowReport, ShadowSettings};
 use crate::progressive::stats::{human, plan_duration, PlanDuration};
 use crate::progressive::{report, steps};
 use anyhow::{bail, Context, Result};
@@ -74,6 +75,12 @@ pub struct Args {
     /// known bug on v1 and v2 alike); v2 carries it besides `--regression`.
     #[arg(long, value_name = "DEFECT", requires = "clients")]
     known_bug: Option<String>,
+    /// Shadow traffic first: for a phase at weight 0 (15 s quick, else 30 s), this
+    /// percentage of the requests is also sent as a copy to v2, and v2's answers are
+    /// compared with v1's pair by pair; a v2 that does worse stops there, before any
+    /// user reaches it.
+    #[arg(long, value_name = "PERCENT")]
+    shadow: Option<f64>,
     #[arg(long, default_value = "reports")]
     out: PathBuf,
     #[command(flatten)]
@@ -139,6 +146,13 @@ fn settings(a: &Args) -> Result<Settings> {
     if clients.as_ref().is_some_and(|c| c.sticky) && routing.is_some() {
         bail!("--sticky and a routing rule (--route-header/--route-cookie) are separate lessons: use one at a time");
     }
+    let shadow = match a.shadow {
+        Some(pct) if !(1.0..=100.0).contains(&pct) => {
+            bail!("--shadow must be between 1 and 100 (percent of the requests copied to v2), got {pct}")
+        }
+        Some(pct) => Some(ShadowSettings { copy_pct: pct, phase_s: if a.quick { 15.0 } else { 30.0 } }),
+        None => None,
+    };
     if a.replicas == 0 || a.replicas > 20 {
         bail!("--replicas must be 1..=20");
     }
@@ -153,6 +167,7 @@ fn settings(a: &Args) -> Result<Settings> {
         max_duration_s: a.max_duration.unwrap_or(Duration::from_secs(if a.quick { 300 } else { 1800 })).as_secs_f64(),
         routing,
         clients,
+        shadow,
     })
 }
 
@@ -165,8 +180,7 @@ fn spec(cfg: &Settings) -> TwoVersionsSpec {
         routing.sticky = c.sticky_key();
         if let Some(k) = &c.known_bug {
             s.v1.regression = k.clone();
-            s.v2.regression =
-                if cfg.regression.trim() == "none" { k.clone() } else { format!("{k};{}", cfg.regression) };
+            s.v2.regression = c.v2_regression(&cfg.regression);
         }
     }
     TwoVersionsSpec { routing, ..s }
@@ -199,6 +213,7 @@ pub async fn run(a: Args) -> Result<()> {
         agreement: None,
         load: None,
         routing: None,
+        shadow: None,
         timeline: Vec::new(),
         pod_seconds: 0.0,
         wall_s: 0.0,
@@ -247,6 +262,9 @@ pub async fn run(a: Args) -> Result<()> {
         }
     }
     if let Some(Err(e)) = r.routing.as_ref().map(RuleReport::check) {
+        return Err(CheckFailed(e).into());
+    }
+    if let Some(Err(e)) = r.shadow.as_ref().map(ShadowReport::check) {
         return Err(CheckFailed(e).into());
     }
     // A known bug fails requests on both versions by design; otherwise a promoted v2
@@ -307,9 +325,47 @@ fn load_seconds(cfg: &Settings, plan: &PlanDuration) -> f64 {
     steps_s + cfg.final_hold_s + 25.0
 }
 
+/// The shadow phase: its own load, with copies to v2, run to its end and compared pair
+/// by pair. Before the steps' load starts, so no step counts a copy.
+async fn shadow_phase(
+    fleet: &impl RoutedFleet,
+    cfg: &Settings,
+    s: &ShadowSettings,
+    ticker: &mut steps::Ticker,
+) -> Result<(ShadowReport, zerodrop_load::RunResult)> {
+    eprintln!("[canary] shadow: {}% of {} req/s copied to v2 for {:.0} s at weight 0", s.copy_pct, cfg.qps, s.phase_s);
+    let profile = lab::profile(cfg.qps, Duration::from_secs_f64(s.phase_s));
+    let load = fleet.start_load(Profile { mirror: Some(s.mirror()), ..profile }).await?;
+    while !load.is_finished() {
+        ticker.hold(fleet, Duration::from_secs(1)).await?;
+    }
+    let result = load.await.context("the shadow load generator panicked")??;
+    let report = shadow::analyse(&result, s, &cfg.gates);
+    eprintln!("[canary] shadow: {}", report.sentence());
+    Ok((report, result))
+}
+
 async fn drive(fleet: &impl RoutedFleet, cfg: &Settings, n: u64, r: &mut CanaryReport) -> Result<Outcome> {
     let t0 = Instant::now();
-    let first = fleet.snapshot().await?;
+    let start = fleet.snapshot().await?;
+    let mut ticker = steps::Ticker::new(t0, start.clone());
+    if let Some(s) = &cfg.shadow {
+        let (report, load) = shadow_phase(fleet, cfg, s, &mut ticker).await?;
+        let caught = report.caught;
+        r.shadow = Some(report);
+        if caught {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let last = ticker.tick(fleet).await?;
+            r.agreement = Some(lab::agreement(&last, &start));
+            r.load = Some(lab::summarise(&load));
+            r.timeline = ticker.ticks;
+            r.wall_s = t0.elapsed().as_secs_f64();
+            r.outcome = Outcome::RolledBack.as_str().into();
+            return Ok(Outcome::RolledBack);
+        }
+    }
+    // The steps' own baseline: the blast radius counts no copy.
+    let first = ticker.tick(fleet).await?;
     let load_s = load_seconds(cfg, &r.plan);
     let profile = lab::profile(cfg.qps, Duration::from_secs_f64(load_s));
     let load = fleet
@@ -320,7 +376,6 @@ async fn drive(fleet: &impl RoutedFleet, cfg: &Settings, n: u64, r: &mut CanaryR
         })
         .await?;
     let load_started = Instant::now();
-    let mut ticker = steps::Ticker::new(t0, first.clone());
     // Traffic on v1 alone first: connections open, caches warm. With a routing rule,
     // the testers alone reach v2 then, and this phase judges the rule (`routing`).
     ticker.hold(fleet, Duration::from_secs(if cfg.routing.is_some() { 6 } else { 3 })).await?;
@@ -357,7 +412,7 @@ async fn drive(fleet: &impl RoutedFleet, cfg: &Settings, n: u64, r: &mut CanaryR
         all_at_once_errors_expected: fleet_requests as f64 * rate,
         how: "computed: the fleet's measured traffic over the canary's window times v2's measured error rate".into(),
     });
-    r.agreement = Some(lab::agreement(&last, &first));
+    r.agreement = Some(lab::agreement(&last, &start));
     r.load = Some(lab::summarise(&result));
     r.routing = cfg.routing.clone().map(|s| routing::count(&result, s, testers_only_s));
     r.timeline = ticker.ticks;

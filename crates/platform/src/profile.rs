@@ -74,6 +74,7 @@ impl ExperimentProfile {
                 connect_timeout: secs(1),
                 mark: None,
                 clients: None,
+                mirror: None,
             },
         }
     }

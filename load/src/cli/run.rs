@@ -1,7 +1,9 @@
 use super::shared::{self, OutArgs, TargetArgs};
 use std::sync::Arc;
 use std::time::Duration;
-use zerodrop_load::{window_stats, Class, Clients, FixedResolver, Live, Mark, Mix, Profile, Resolver, RunResult};
+use zerodrop_load::{
+    window_stats, Class, Clients, FixedResolver, Live, Mark, Mirror, Mix, Profile, Resolver, RunResult,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -45,8 +47,19 @@ pub struct Args {
     /// The Zipf exponent of the clients' shares (0: even; 1: a few heavy clients).
     #[arg(long, default_value_t = 1.0, requires = "clients")]
     zipf: f64,
-    #[arg(long, default_value = "x-zd-client", requires = "clients")]
+    #[arg(long, default_value = zerodrop_load::CLIENT_HEADER, requires = "clients")]
     client_header: String,
+    /// Shadow traffic: a copy of a share of the requests (`--mirror-permille`) goes out
+    /// at the same moment carrying this header (`NAME: VALUE`, e.g. `x-canary: always`);
+    /// its answers are kept apart from the run's own, paired by sequence number.
+    #[arg(long, value_parser = parse_header, requires_all = ["mirror_permille", "mirror_until"])]
+    mirror_header: Option<(String, String)>,
+    /// Share of the requests copied with `--mirror-header`, in permille (0..=1000).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000), requires = "mirror_header")]
+    mirror_permille: Option<u32>,
+    /// Only requests intended before this point of the run are copied (the shadow phase).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "mirror_header")]
+    mirror_until: Option<Duration>,
     #[command(flatten)]
     out: OutArgs,
 }
@@ -85,6 +98,10 @@ pub async fn main(args: Args) -> anyhow::Result<()> {
             header,
             value,
         }),
+        mirror: match (args.mirror_header, args.mirror_permille, args.mirror_until) {
+            (Some((header, value)), Some(permille), Some(until)) => Some(Mirror { permille, header, value, until }),
+            _ => None,
+        },
     };
     let resolver: Arc<dyn Resolver> = Arc::new(FixedResolver(addr));
     // The load's own t=0 is set inside `run`, after the gate.
@@ -126,6 +143,7 @@ mod tests {
             late_sends: 0,
             connections_opened: 2,
             pods: vec![],
+            mirrored: vec![],
         };
         let mut buf = Vec::new();
         shared::write_result(&mut buf, &r).unwrap();

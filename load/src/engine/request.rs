@@ -14,6 +14,8 @@ pub(crate) struct Spec {
     /// The marker header of marked requests (a malformed one fails them as `Other`).
     pub mark: Option<crate::Mark>,
     pub clients: Option<crate::Clients>,
+    /// The header a shadow copy carries.
+    pub mirror: Option<crate::Mirror>,
 }
 
 use crate::gate::POD_HEADER;
@@ -27,10 +29,11 @@ pub(crate) struct Answer {
     pub pod: Option<String>,
 }
 
-/// Has no timeout of its own: the caller bounds the whole of it.
-pub(crate) async fn execute(pool: &Pool, spec: &Spec, p: &Planned, job_id: Option<&str>) -> Answer {
+/// Has no timeout of its own: the caller bounds the whole of it. `copy` sends the
+/// shadow's copy: the same request plus the mirror's header.
+pub(crate) async fn execute(pool: &Pool, spec: &Spec, p: &Planned, job_id: Option<&str>, copy: bool) -> Answer {
     let mut pod = None;
-    match attempt(pool, spec, p, job_id, &mut pod).await {
+    match attempt(pool, spec, p, job_id, copy, &mut pod).await {
         Ok(status) => Answer {
             class: classify::status(status),
             accepted: p.kind == Kind::Job && status == StatusCode::ACCEPTED,
@@ -46,10 +49,11 @@ async fn attempt(
     spec: &Spec,
     p: &Planned,
     job_id: Option<&str>,
+    copy: bool,
     pod: &mut Option<String>,
 ) -> Result<StatusCode, Class> {
     let mut lease = pool.checkout().await?;
-    let req = build(spec, p, job_id, lease.conn.host.clone()).map_err(|_| Class::Other)?;
+    let req = build(spec, p, job_id, copy, lease.conn.host.clone()).map_err(|_| Class::Other)?;
     let resp = lease.conn.sender.send_request(req).await.map_err(|e| classify::established(&e))?;
     let status = resp.status();
     *pod = resp.headers().get(POD_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -69,9 +73,13 @@ fn build(
     spec: &Spec,
     p: &Planned,
     job_id: Option<&str>,
+    copy: bool,
     host: hyper::header::HeaderValue,
 ) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
     let mut builder = Request::builder().header(HOST, host);
+    if let Some(m) = spec.mirror.as_ref().filter(|_| copy) {
+        builder = builder.header(m.header.as_str(), m.value.as_str());
+    }
     if let Some(m) = spec.mark.as_ref().filter(|_| p.marked) {
         builder = builder.header(m.header.as_str(), m.value.as_str());
     }

@@ -19,6 +19,8 @@ pub(crate) struct Planned {
     pub marked: bool,
     /// The client it comes from ([`crate::Clients`]).
     pub client: Option<u32>,
+    /// Also sent as a copy to the shadow ([`crate::Mirror`]).
+    pub mirrored: bool,
 }
 
 /// The request sequence a profile implies. It depends on the profile alone, never on
@@ -27,6 +29,7 @@ pub(crate) struct Plan {
     rng: ChaCha8Rng,
     mix: Mix,
     mark: Option<crate::Mark>,
+    mirror: Option<crate::Mirror>,
     clients: Option<crate::clients::ClientDraw>,
     seed: u64,
     rate: u64,
@@ -42,6 +45,7 @@ impl Plan {
             rng: ChaCha8Rng::seed_from_u64(profile.seed),
             mix: profile.mix,
             mark: profile.mark.clone(),
+            mirror: profile.mirror.clone(),
             clients: profile.clients.as_ref().map(|c| crate::clients::ClientDraw::new(c, profile.seed)),
             seed: profile.seed,
             rate,
@@ -71,7 +75,8 @@ impl Iterator for Plan {
         let amount = if kind == Kind::Job { below(&mut self.rng, 1000) as u32 + 1 } else { 0 };
         let marked = self.mark.as_ref().is_some_and(|m| m.marks(self.seed, seq));
         let client = self.clients.as_mut().map(crate::clients::ClientDraw::next);
-        Some(Planned { seq, offset, kind, amount, marked, client })
+        let mirrored = self.mirror.as_ref().is_some_and(|m| m.mirrors(self.seed, seq, offset));
+        Some(Planned { seq, offset, kind, amount, marked, client, mirrored })
     }
 }
 

@@ -73,6 +73,7 @@ pub fn profile(n: u32) -> Profile {
         connect_timeout: Duration::from_secs(1),
         mark: None,
         clients: None,
+        mirror: None,
     }
 }
 

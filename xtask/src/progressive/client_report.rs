@@ -35,11 +35,7 @@ pub fn markdown(o: &mut String, r: &CanaryReport) {
         c.zipf_s,
         if c.sticky { "sticky (HAProxy hashes the client header)" } else { "random per request" },
         c.known_bug.as_deref().unwrap_or("none"),
-        match &c.known_bug {
-            Some(k) if r.settings.regression.trim() != "none" => format!("{k};{}", r.settings.regression),
-            Some(k) => k.clone(),
-            None => r.settings.regression.clone(),
-        },
+        c.v2_regression(&r.settings.regression),
         match c.judge {
             Judge::Request => "request",
             Judge::Client => "client",

@@ -19,8 +19,8 @@ use zerodrop_load::Clients;
 use zerodrop_platform::router::{MatchOn, StickyKey};
 
 /// The header the load names its client by, which the api counts by and the sticky
-/// split hashes (the api reads this name: `x-zd-client`).
-pub const HEADER: &str = "x-zd-client";
+/// split hashes.
+pub const HEADER: &str = zerodrop_load::CLIENT_HEADER;
 
 /// A client is in a side's mean only with this many requests there: a rate from one or
 /// two requests is 0 or 1 and says more about chance than about the version.
@@ -50,6 +50,15 @@ pub struct ClientSettings {
 impl ClientSettings {
     pub fn load(&self) -> Clients {
         Clients { count: self.count, zipf_s: self.zipf_s, header: HEADER.into() }
+    }
+
+    /// v2's regression: the known bug (which v1 carries too) and the change under test.
+    pub fn v2_regression(&self, regression: &str) -> String {
+        match &self.known_bug {
+            Some(k) if regression.trim() != "none" => format!("{k};{regression}"),
+            Some(k) => k.clone(),
+            None => regression.to_string(),
+        }
     }
 
     pub fn sticky_key(&self) -> Option<StickyKey> {

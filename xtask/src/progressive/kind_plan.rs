@@ -17,6 +17,20 @@ fn map() -> String {
 pub fn canary(opts: &KindOptions, spec: &TwoVersionsSpec, cfg: &Settings, n: u64) -> anyhow::Result<Plan> {
     let mut p = plan::session(opts)?;
     p.steps.extend(two_versions::dry_run(opts, spec)?.steps);
+    if let Some(s) = &cfg.shadow {
+        let m = s.mirror();
+        p.section(format!("Shadow phase at weight 0, {} req/s", cfg.qps));
+        p.api(format!(
+            "a load Job of {:.0} s copies {} permille of its requests, at the same moment, with `{}: {}` \
+             (--mirror-header, --mirror-permille, --mirror-until): HAProxy pins the copies to backend canary; \
+             its result (originals and copies, paired by sequence) comes back through the pod's log",
+            s.phase_s, m.permille, m.header, m.value
+        ));
+        p.api(
+            "the pairs are compared (McNemar on the pairs where one side failed, the p95 rule on both sides); \
+               a v2 that does worse ends the run here, before any user reaches it",
+        );
+    }
     p.section(format!("Canary steps at {} req/s", cfg.qps));
     if let Some(r) = &cfg.routing {
         let m = r.mark();
@@ -126,6 +140,7 @@ mod tests {
             max_duration_s: 300.0,
             routing: None,
             clients: None,
+            shadow: None,
         };
         let p = canary(&opts(), &spec("errors=2%"), &cfg, 448).unwrap();
         let text = p.render();
@@ -160,6 +175,16 @@ mod tests {
         let text = canary(&opts(), &sticky, &cfg, 448).unwrap().render();
         assert!(text.contains("names 100 Zipf clients"), "{text}");
         assert!(text.contains("req.hdr(x-zd-client),crc32(1),mod(1000)"), "the sticky split in the ConfigMap: {text}");
+        assert!(!text.contains("Shadow phase"), "{text}");
+
+        let shadow = crate::progressive::shadow::ShadowSettings { copy_pct: 20.0, phase_s: 15.0 };
+        let cfg = Settings { clients: None, shadow: Some(shadow), ..cfg };
+        let text = canary(&opts(), &super::tests::spec("errors=2%"), &cfg, 448).unwrap().render();
+        assert!(
+            text.contains("copies 200 permille of its requests, at the same moment, with `x-canary: always`"),
+            "{text}"
+        );
+        assert!(text.find("Shadow phase").unwrap() < text.find("Canary steps").unwrap(), "{text}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod lab;
 pub mod model;
 pub mod report;
 pub mod routing;
+pub mod shadow;
 pub mod smoke;
 pub mod stats;
 pub mod steps;

@@ -124,6 +124,8 @@ pub struct Settings {
     pub routing: Option<super::routing::RuleSettings>,
     /// Named clients, sticky or not, and how the error gate judges (`--clients`).
     pub clients: Option<super::clients::ClientSettings>,
+    /// A shadow phase before the steps (`--shadow`).
+    pub shadow: Option<super::shadow::ShadowSettings>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -144,6 +146,8 @@ pub struct CanaryReport {
     pub load: Option<LoadSummary>,
     /// What reached v2 by rule and by weight, when the run had a rule.
     pub routing: Option<super::routing::RuleReport>,
+    /// The shadow phase's paired comparison, when the run had one.
+    pub shadow: Option<super::shadow::ShadowReport>,
     pub timeline: Vec<Tick>,
     pub pod_seconds: f64,
     pub wall_s: f64,

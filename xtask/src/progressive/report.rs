@@ -73,6 +73,14 @@ pub fn markdown(r: &CanaryReport) -> String {
         }
         return o;
     }
+    if let Some(s) = &r.shadow {
+        s.markdown(&mut o);
+    }
+    if r.steps.is_empty() {
+        load_and_sources(&mut o, r.load.as_ref(), r.agreement.as_ref(), ("v1", "v2"));
+        let _ = writeln!(o, "Pod-seconds used: {:.0}. Wall time {:.0} s.", r.pod_seconds, r.wall_s);
+        return o;
+    }
     let _ = writeln!(o, "## Steps\n");
     let _ = writeln!(
         o,

@@ -233,6 +233,7 @@ mod tests {
             late_sends: 0,
             connections_opened: 1,
             pods: vec!["api-v1-1".into(), "api-v2-5d8f7c9b6-x2x7k".into()],
+            mirrored: vec![],
         }
     }
 

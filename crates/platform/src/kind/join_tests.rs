@@ -313,6 +313,7 @@ fn load(extra: &[Record]) -> RunResult {
         late_sends: 0,
         connections_opened: 12,
         pods: ANSWERED.iter().map(|p| p.to_string()).collect(),
+        mirrored: vec![],
     }
 }
 

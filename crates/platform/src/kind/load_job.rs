@@ -55,6 +55,10 @@ pub fn args(profile: &Profile, target: &str, job_prefix: &str, await_pods: &[Str
         own.extend(["--clients".into(), c.count.to_string(), "--zipf".into(), c.zipf_s.to_string()]);
         own.extend(["--client-header".into(), c.header.clone()]);
     }
+    if let Some(m) = &profile.mirror {
+        own.extend(["--mirror-header".into(), format!("{}: {}", m.header, m.value)]);
+        own.extend(["--mirror-permille".into(), m.permille.to_string(), "--mirror-until".into(), ms(m.until)]);
+    }
     subcommand("run", target, await_pods, own)
 }
 
@@ -191,6 +195,19 @@ mod tests {
             ("200".into(), "1.1".into(), "x-zd-client".into())
         );
         assert_eq!((find("--mark-header"), find("--mark-permille")), ("cookie: zd-tester=1".into(), "50".into()));
+        assert!(!c.iter().any(|x| x.starts_with("--mirror")), "no copies unless the profile has a mirror: {c:?}");
+        let mirror = zerodrop_load::Mirror {
+            permille: 200,
+            header: "x-canary".into(),
+            value: "always".into(),
+            until: Duration::from_secs(15),
+        };
+        let m = args(&Profile { mirror: Some(mirror), ..Profile::default() }, "haproxy:80", "canary", &[]);
+        let in_m = |flag: &str| m.iter().position(|x| x == flag).map(|i| m[i + 1].clone()).unwrap();
+        assert_eq!(
+            (in_m("--mirror-header"), in_m("--mirror-permille"), in_m("--mirror-until")),
+            ("x-canary: always".into(), "200".into(), "15000ms".into())
+        );
     }
 
     /// What the generator prints with `--await-pods`: the gate's lines come before
@@ -268,6 +285,7 @@ load begins: 200 rps for 37s to 10.96.0.12:80
             late_sends: 3,
             connections_opened: 64,
             pods: vec![],
+            mirrored: vec![],
         };
         let wire = zerodrop_load::wire::encode(&r).unwrap();
         let log = format!("{GATED}total 7400  failed 0 (0.00%)\n{wire}");

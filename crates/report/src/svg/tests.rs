@@ -223,6 +223,7 @@ fn rollout(shape: Shape) -> StageRun {
             late_sends: 0,
             connections_opened: 107,
             pods: api.iter().map(|p| p.name.clone()).collect(),
+            mirrored: vec![],
         },
         steady: Window { from_us: 10_000_000, to_us: 39_002_000 },
         roll: Window { from_us: 39_002_000, to_us: 74_002_000 },
