@@ -273,34 +273,35 @@ async fn one(ctx: Arc<Ctx>, p: Planned, tx: mpsc::UnboundedSender<Outcome>) {
     let intended = ctx.start + p.offset;
     let late = Instant::now().saturating_duration_since(intended) > LATE;
     let job_id = (p.kind == Kind::Job).then(|| format!("{}-{}", ctx.job_prefix, p.seq));
-    // Each send ends at its own answer (or the shared deadline), timed from the same
-    // intended start; a copy, when there is one, goes out concurrently with the original.
-    let send = |copy: bool| {
-        let (ctx, job_id) = (&ctx, job_id.as_deref());
-        async move {
-            let work = request::execute(&ctx.pool, &ctx.spec, &p, job_id, copy);
-            let answer = timeout_at(intended + ctx.request_timeout, work).await.unwrap_or(request::Answer {
-                class: Class::Timeout,
-                accepted: false,
-                pod: None,
-            });
-            (answer, Instant::now())
-        }
-    };
-    let ((answer, end), copy) = if p.mirrored {
-        let (original, copy) = tokio::join!(send(false), send(true));
-        (original, Some(copy))
-    } else {
-        (send(false).await, None)
+    // The copy runs as a task of its own, so each answer is timed when it arrives: in
+    // one task, two answers that land before it is polled would get one timestamp.
+    let copy = p.mirrored.then(|| tokio::spawn(send(ctx.clone(), p, job_id.clone(), true)));
+    let (answer, end) = send(ctx.clone(), p, job_id.clone(), false).await;
+    let copy = match copy {
+        Some(task) => task.await.ok(),
+        None => None,
     };
     ctx.live.record(answer.class);
     let _ = tx.send(Outcome {
         record: record(ctx.start, &p, end, answer.class, late),
         seq: p.seq,
-        accepted_job: if answer.accepted { job_id.clone() } else { None },
+        accepted_job: if answer.accepted { job_id } else { None },
         pod: answer.pod,
         copy: copy.map(|(a, at)| (record(ctx.start, &p, at, a.class, late), a.pod)),
     });
+}
+
+/// One send of `p` (the original, or with `copy` the shadow's copy), bounded by the
+/// request's deadline; returns its answer and when it came.
+async fn send(ctx: Arc<Ctx>, p: Planned, job_id: Option<String>, copy: bool) -> (request::Answer, Instant) {
+    let work = request::execute(&ctx.pool, &ctx.spec, &p, job_id.as_deref(), copy);
+    let deadline = ctx.start + p.offset + ctx.request_timeout;
+    let answer = timeout_at(deadline, work).await.unwrap_or(request::Answer {
+        class: Class::Timeout,
+        accepted: false,
+        pod: None,
+    });
+    (answer, Instant::now())
 }
 
 fn record(start: Instant, p: &Planned, end: Instant, class: Class, late: bool) -> Record {

@@ -219,7 +219,7 @@ impl ShadowReport {
         let s = &self.settings;
         let p = &self.pairs;
         let l = &self.latency;
-        let ms = |q: &Quantile| format!("{:.1} [{:.1}, {:.1}]", q.value, q.ci95[0], q.ci95[1]);
+        let ms = |q: &Quantile| format!("{:.2} [{:.2}, {:.2}]", q.value, q.ci95[0], q.ci95[1]);
         let _ = writeln!(
             o,
             "## Shadow\n\nFor {:.0} s at weight 0, {}% of the requests were also sent, at the same moment, as a copy \
