@@ -207,8 +207,14 @@ impl ShadowReport {
     }
 
     pub fn sentence(&self) -> String {
+        let failed: Vec<&str> = self.gates.iter().filter(|g| !g.pass).map(|g| g.name).collect();
+        if failed == ["minimum requests"] {
+            return format!(
+                "too few pairs to judge ({} pairs): the canary did not start; copy a larger share or shadow longer",
+                self.pairs.total
+            );
+        }
         if self.caught {
-            let failed: Vec<&str> = self.gates.iter().filter(|g| !g.pass).map(|g| g.name).collect();
             format!("caught in shadow ({}), before any user reached v2: the canary did not start", failed.join(", "))
         } else {
             "no difference the shadow can see: on to the canary".into()
@@ -346,6 +352,14 @@ mod tests {
         assert!(analyse(&load, &settings(), &CFG).check().unwrap_err().contains("1 copies reached v1"));
         let none = analyse(&run(100, &[(1, Class::Refused, 5)]), &settings(), &CFG);
         assert_eq!(none.check().unwrap_err(), "shadow: no copy was answered by v2");
+    }
+
+    #[test]
+    fn too_few_pairs_stop_the_canary_without_calling_v2_worse() {
+        let copies: Vec<_> = (0..20).map(|i| (i, Class::Ok, 5)).collect();
+        let r = analyse(&run(100, &copies), &settings(), &CFG);
+        assert!(r.caught, "{:?}", r.gates);
+        assert!(r.sentence().starts_with("too few pairs to judge (20 pairs)"), "{}", r.sentence());
     }
 
     #[test]
