@@ -93,3 +93,60 @@ fn the_parsers_read_what_they_are_given() {
     let (_, deps) = package("[package]\nname = \"zerodrop-x\"\n[dependencies]\nzerodrop-b = { path = \"b\" }\n");
     assert!(!deps.is_subset(&allowed(table, &crates)["zerodrop-x"]));
 }
+
+/// The report folders the docs link (`reports/<name>/`), read from the text.
+fn linked_reports(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in text.match_indices("reports/") {
+        let rest = &text[i + "reports/".len()..];
+        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+        // Only `reports/<name>/...` is a folder; `reports/README.md` and prose are not.
+        if name.starts_with("example") && rest[name.len()..].starts_with('/') {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+/// Every report folder a document links is committed: `/reports/*` is ignored, so a new
+/// example needs its own `!` line in .gitignore, and without one it exists only on the
+/// machine that ran it (this happened once).
+#[test]
+fn every_report_the_docs_link_is_tracked_by_git() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut docs = vec![root.join("README.md"), root.join("ARCHITECTURE.md"), root.join("reports/README.md")];
+    for dir in ["docs", "runbook"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "md") {
+                docs.push(p);
+            }
+        }
+    }
+    let mut linked = BTreeSet::new();
+    for d in &docs {
+        linked.extend(linked_reports(&std::fs::read_to_string(d).unwrap()));
+    }
+    assert!(linked.len() > 10, "the link reader found only {linked:?}");
+    let out = std::process::Command::new("git")
+        .args(["ls-files", "reports"])
+        .current_dir(&root)
+        .output()
+        .expect("git must be on PATH for this check");
+    assert!(out.status.success(), "git ls-files failed: {}", String::from_utf8_lossy(&out.stderr));
+    let tracked: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("reports/")?.split('/').next().map(String::from))
+        .collect();
+    let missing: Vec<&String> = linked.difference(&tracked).collect();
+    assert!(
+        missing.is_empty(),
+        "linked from the docs but not committed (add `!/reports/<name>/` to .gitignore): {missing:?}"
+    );
+}
+
+#[test]
+fn report_links_are_read_as_folders_only() {
+    let text = "see [r](../reports/example-canary-shadow/report.md), reports/README.md, `reports/<run-id>/` and reports/example/kill-mid-job.md";
+    assert_eq!(linked_reports(text), BTreeSet::from(["example-canary-shadow".to_string(), "example".to_string()]));
+}
