@@ -41,23 +41,34 @@ pub fn evaluate(cfg: &GateConfig, base: Observed, canary: Observed) -> (ZTest, V
         pass: !worse,
         detail: format!("z = {:.2}, p = {} (breach when the canary is worse with p < {})", z.z, fmt_p(z.p), cfg.alpha),
     };
-    let latency = match (base.p95_ms, canary.p95_ms) {
+    let latency = p95(cfg, base.p95_ms, canary.p95_ms, ("baseline", "canary"));
+    let volume = volume(cfg, canary.requests, "canary requests");
+    (z, vec![errors, latency, volume])
+}
+
+/// The p95 rule: the new side's p95 may exceed the old side's by the tolerance or the
+/// floor, whichever is larger. `names` are (old, new) as the detail calls them.
+pub fn p95(cfg: &GateConfig, old: Option<f64>, new: Option<f64>, names: (&str, &str)) -> Gate {
+    match (old, new) {
         (Some(b), Some(c)) => {
             let limit = (b * (1.0 + cfg.p95_tolerance_pct / 100.0)).max(b + cfg.p95_floor_ms);
             Gate {
                 name: "p95",
                 pass: c <= limit,
-                detail: format!("canary {c:.1} ms vs baseline {b:.1} ms (limit {limit:.1} ms)"),
+                detail: format!("{} {c:.1} ms vs {} {b:.1} ms (limit {limit:.1} ms)", names.1, names.0),
             }
         }
         _ => Gate { name: "p95", pass: true, detail: "no latency observations on one side".into() },
-    };
-    let volume = Gate {
+    }
+}
+
+/// Enough observations to judge: `n` of `what` against the minimum.
+pub fn volume(cfg: &GateConfig, n: u64, what: &str) -> Gate {
+    Gate {
         name: "minimum requests",
-        pass: canary.requests >= cfg.min_requests,
-        detail: format!("{} canary requests (minimum {})", canary.requests, cfg.min_requests),
-    };
-    (z, vec![errors, latency, volume])
+        pass: n >= cfg.min_requests,
+        detail: format!("{n} {what} (minimum {})", cfg.min_requests),
+    }
 }
 
 /// The error gate judged by client ([`super::clients`]): the canary's mean client error

@@ -9,7 +9,7 @@
 //! failed carry information), latency by the median of the per-pair differences with
 //! its sign-test interval, and the same p95 rule as a canary step.
 
-use super::gates::{self, fmt_p, Gate, GateConfig, Observed};
+use super::gates::{self, fmt_p, Gate, GateConfig};
 use super::routing::version_of;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -166,17 +166,12 @@ pub fn analyse(load: &RunResult, settings: &ShadowSettings, cfg: &GateConfig) ->
         ),
     };
     // The step gates' p95 rule and minimum, on the pairs' two sides.
-    let side = |ms: &[f64], p95: &Quantile| Observed {
-        errors: 0,
-        requests: pairs.total,
-        p95_ms: (!ms.is_empty()).then_some(p95.value),
-    };
-    let (_, step_gates) = gates::evaluate(cfg, side(&v1_ms, &latency.v1_p95_ms), side(&v2_ms, &latency.v2_p95_ms));
-    let mut all = vec![errors];
-    all.extend(step_gates.into_iter().filter(|g| g.name != "error rate").map(|g| Gate {
-        detail: g.detail.replace("canary requests", "pairs").replace("canary", "v2").replace("baseline", "v1"),
-        ..g
-    }));
+    let p95 = |ms: &[f64], q: &Quantile| (!ms.is_empty()).then_some(q.value);
+    let all = vec![
+        errors,
+        gates::p95(cfg, p95(&v1_ms, &latency.v1_p95_ms), p95(&v2_ms, &latency.v2_p95_ms), ("v1", "v2")),
+        gates::volume(cfg, pairs.total, "pairs"),
+    ];
     let caught = all.iter().any(|g| !g.pass);
     ShadowReport {
         settings: settings.clone(),
