@@ -127,6 +127,8 @@ struct Outcome {
     pod: Option<String>,
     /// The shadow's answer to this request's copy, and the pod that gave it.
     copy: Option<(Record, Option<String>)>,
+    /// The copy's job id, when the shadow answered it 202.
+    copy_accepted_job: Option<String>,
 }
 
 /// Runs `profile` against the endpoints `resolver` hands out. Job ids are
@@ -176,6 +178,7 @@ pub async fn run(profile: &Profile, resolver: Arc<dyn Resolver>, job_prefix: &st
     let mut rebuilt = Plan::new(profile);
     let mut pods = PodNames::default();
     let mut mirrored = Vec::new();
+    let mut mirrored_accepted_jobs = Vec::new();
     for slot in outcomes.into_iter().take(scheduled) {
         let planned = rebuilt.next();
         match slot {
@@ -188,6 +191,7 @@ pub async fn run(profile: &Profile, resolver: Arc<dyn Resolver>, job_prefix: &st
                     copy.pod = pod.as_deref().and_then(|name| pods.index(name));
                     mirrored.push(crate::Mirrored { seq: o.seq, record: copy });
                 }
+                mirrored_accepted_jobs.extend(o.copy_accepted_job);
             }
             // Only a starved runtime gets here: the request never reported back.
             None => {
@@ -208,6 +212,7 @@ pub async fn run(profile: &Profile, resolver: Arc<dyn Resolver>, job_prefix: &st
         connections_opened: ctx.pool.connections_opened(),
         pods: pods.names,
         mirrored,
+        mirrored_accepted_jobs,
     }
 }
 
@@ -285,8 +290,9 @@ async fn one(ctx: Arc<Ctx>, p: Planned, tx: mpsc::UnboundedSender<Outcome>) {
     let _ = tx.send(Outcome {
         record: record(ctx.start, &p, end, answer.class, late),
         seq: p.seq,
-        accepted_job: if answer.accepted { job_id } else { None },
+        accepted_job: if answer.accepted { job_id.clone() } else { None },
         pod: answer.pod,
+        copy_accepted_job: copy.as_ref().filter(|(a, _)| a.accepted).and(job_id.clone()),
         copy: copy.map(|(a, at)| (record(ctx.start, &p, at, a.class, late), a.pod)),
     });
 }

@@ -167,6 +167,9 @@ pub struct RunResult {
     /// order; they count nowhere else.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrored: Vec<Mirrored>,
+    /// Ids of the jobs whose copy was answered 202: what the shadow's ledger should hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrored_accepted_jobs: Vec<String>,
 }
 
 impl RunResult {

@@ -150,6 +150,7 @@ mod tests {
             connections_opened: 64,
             pods: vec![],
             mirrored: vec![],
+            mirrored_accepted_jobs: vec![],
         }
     }
 

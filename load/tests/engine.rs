@@ -146,14 +146,21 @@ async fn each_request_names_its_client_and_the_heavy_ones_dominate() {
 
 /// A copied request goes out twice: the original, which the run's own records,
 /// counters and accepted jobs see exactly as without a mirror, and the copy, which
-/// alone carries the mirror's header, carries the same job id, and is kept apart,
+/// alone carries the mirror's header and the `-shadow` Host, carries the same job id, and is kept apart,
 /// paired by sequence number. Nothing is copied after the shadow phase.
 #[tokio::test]
 async fn mirrored_requests_go_out_twice_and_only_the_copy_carries_the_header() {
     let jobs = Arc::new(Mutex::new((BTreeSet::<String>::new(), BTreeSet::<String>::new())));
     let seen = jobs.clone();
+    let misplaced_host = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let misplaced = misplaced_host.clone();
     let addr = common::http(move |req, body| {
         let copy = req.headers().get("x-canary").is_some_and(|v| v == "always");
+        // A copy's Host is marked as Envoy marks its copies, an original's never.
+        let host = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if copy != (host.contains("-shadow:") || host.ends_with("-shadow")) {
+            misplaced.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         if let Some(id) =
             serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|j| j["id"].as_str().map(String::from))
         {
@@ -186,6 +193,12 @@ async fn mirrored_requests_go_out_twice_and_only_the_copy_carries_the_header() {
     assert_eq!(kinds(&with), kinds(&plain), "mirroring must not shift the mix");
     assert!(with.records.iter().all(|r| r.class == Class::Ok), "a copy's answer leaked into the run's records");
     assert_eq!(with.accepted_jobs, plain.accepted_jobs);
+    assert_eq!(
+        misplaced_host.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a copy without the -shadow Host, or an original with it"
+    );
+    assert!(with.mirrored_accepted_jobs.is_empty(), "the shadow answered no copy 202");
     let want: Vec<u64> = (0..400u64)
         .filter(|&s| mirror.mirrors(p.seed, s, Duration::from_micros(with.records[s as usize].at_us)))
         .collect();

@@ -11,13 +11,15 @@ use crate::progressive::lab;
 use crate::progressive::model::{BlastRadius, CanaryReport, Settings};
 use crate::progressive::routing::{self, RuleReport, RuleSettings};
 use crate::progressive::shadow::{self, ShadowReport, ShadowSettings};
+use crate::progressive::shadow_writes;
 use crate::progressive::stats::{human, plan_duration, PlanDuration};
 use crate::progressive::{report, steps};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use zerodrop_load::Profile;
-use zerodrop_platform::router::{MatchOn, RouteRule, RoutedFleet, TwoVersions, TwoVersionsSpec};
+use zerodrop_platform::router::{JobsSpec, MatchOn, RouteRule, RoutedFleet, TwoVersions, TwoVersionsSpec};
+use zerodrop_platform::Platform;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -171,9 +173,10 @@ fn settings(a: &Args) -> Result<Settings> {
     })
 }
 
-/// v1, v2 with the regression under test, the run's routing rule if any, and the
-/// sticky split and the defect both versions share when the run names clients.
-fn spec(cfg: &Settings) -> TwoVersionsSpec {
+/// v1, v2 with the regression under test, the run's routing rule if any, the sticky
+/// split and the defect both versions share when the run names clients, and the jobs'
+/// queues and ledgers when the shadow copies jobs.
+fn spec(cfg: &Settings, jobs: Option<JobsSpec>) -> TwoVersionsSpec {
     let mut routing = cfg.routing.as_ref().map(RuleSettings::routing).unwrap_or_default();
     let mut s = TwoVersionsSpec::v2_with(cfg.replicas, &cfg.regression);
     if let Some(c) = &cfg.clients {
@@ -183,7 +186,12 @@ fn spec(cfg: &Settings) -> TwoVersionsSpec {
             s.v2.regression = c.v2_regression(&cfg.regression);
         }
     }
-    TwoVersionsSpec { routing, ..s }
+    TwoVersionsSpec { routing, jobs, ..s }
+}
+
+/// The shadow phase copies jobs, so its fleet runs workers and ledgers of the run's own.
+fn jobs(cfg: &Settings, run: &RunDir) -> Option<JobsSpec> {
+    cfg.shadow.as_ref().map(|_| shadow_writes::jobs_spec(&run.id))
 }
 
 pub async fn run(a: Args) -> Result<()> {
@@ -192,8 +200,9 @@ pub async fn run(a: Args) -> Result<()> {
     let plan = plan_duration(n, cfg.qps as f64, &cfg.steps_pct);
     let choice = a.platform.choose()?;
     if choice == Choice::KindPlan {
-        let opts = a.platform.kind_options(&RunDir::new(&a.out));
-        let p = crate::progressive::kind_plan::canary(&opts, &spec(&cfg), &cfg, n)?;
+        let run = RunDir::new(&a.out);
+        let opts = a.platform.kind_options(&run);
+        let p = crate::progressive::kind_plan::canary(&opts, &spec(&cfg, jobs(&cfg, &run)), &cfg, n)?;
         harness::print_plan("canary", "the plan", &p);
         return Ok(());
     }
@@ -242,7 +251,7 @@ pub async fn run(a: Args) -> Result<()> {
             human(plan.total_s)
         )
     };
-    let work = Canary { cfg: cfg.clone(), n, log_dir: run.dir.join("logs"), report: r };
+    let work = Canary { cfg: cfg.clone(), jobs: jobs(&cfg, &run), n, log_dir: run.dir.join("logs"), report: r };
     let (outcome, r) = harness::on_chosen(
         choice,
         &a.platform,
@@ -294,20 +303,46 @@ pub const KIND_ROLL_TIMEOUT: Duration = Duration::from_secs(300);
 /// The canary on a platform that can run two versions behind a routing tier.
 struct Canary {
     cfg: Settings,
+    jobs: Option<JobsSpec>,
     n: u64,
     log_dir: PathBuf,
     report: CanaryReport,
 }
 
-impl<P: TwoVersions> Work<P> for Canary {
+impl<P: TwoVersions + Platform> Work<P> for Canary {
     type Output = (Outcome, CanaryReport);
 
     async fn run(self, mut platform: P) -> Result<Self::Output> {
-        let Canary { cfg, n, log_dir, mut report } = self;
-        let fleet = platform.two_versions(&spec(&cfg), &log_dir).await.context("starting v1, v2 and HAProxy")?;
-        let outcome = drive(&fleet, &cfg, n, &mut report).await;
+        let Canary { cfg, jobs, n, log_dir, mut report } = self;
+        // The runner's own connections, for the queues, the schemas and the reconciling.
+        let backing = match &jobs {
+            Some(j) => {
+                let b = crate::backing::Backing::connect(&platform).await?;
+                shadow_writes::prepare(&b, j).await?;
+                Some(b)
+            }
+            None => None,
+        };
+        let fleet =
+            platform.two_versions(&spec(&cfg, jobs.clone()), &log_dir).await.context("starting v1, v2 and HAProxy")?;
+        let mut shadow_load = None;
+        let outcome = drive(&fleet, &cfg, n, &mut report, &mut shadow_load).await;
+        // Before the fleet goes: its workers apply what is still queued.
+        let writes = match (&backing, &jobs, &shadow_load) {
+            (Some(b), Some(j), Some(load)) if outcome.is_ok() => {
+                eprintln!("[canary] shadow: reconciling the users' and the shadow's ledgers");
+                Some(shadow_writes::reconcile(b, j, load).await)
+            }
+            _ => None,
+        };
         report.pod_seconds = fleet.pod_seconds();
         fleet.down().await;
+        if let Some(b) = backing {
+            b.close().await;
+        }
+        if let (Some(w), Some(s)) = (writes, report.shadow.as_mut()) {
+            s.writes = Some(w?);
+        }
         Ok((outcome?, report))
     }
 }
@@ -333,9 +368,15 @@ async fn shadow_phase(
     s: &ShadowSettings,
     ticker: &mut steps::Ticker,
 ) -> Result<(ShadowReport, zerodrop_load::RunResult)> {
-    eprintln!("[canary] shadow: {}% of {} req/s copied to v2 for {:.0} s at weight 0", s.copy_pct, cfg.qps, s.phase_s);
+    eprintln!(
+        "[canary] shadow: {}% of {} req/s ({}% of them jobs) copied to v2 for {:.0} s at weight 0",
+        s.copy_pct,
+        cfg.qps,
+        shadow::JOB_SHARE_PCT,
+        s.phase_s
+    );
     let profile = lab::profile(cfg.qps, Duration::from_secs_f64(s.phase_s));
-    let load = fleet.start_load(Profile { mirror: Some(s.mirror()), ..profile }).await?;
+    let load = fleet.start_load(Profile { mirror: Some(s.mirror()), mix: shadow::mix(), ..profile }).await?;
     while !load.is_finished() {
         ticker.hold(fleet, Duration::from_secs(1)).await?;
     }
@@ -345,7 +386,14 @@ async fn shadow_phase(
     Ok((report, result))
 }
 
-async fn drive(fleet: &impl RoutedFleet, cfg: &Settings, n: u64, r: &mut CanaryReport) -> Result<Outcome> {
+/// The shadow phase's load, if any, is left in `shadow_load` for the ledgers' check.
+async fn drive(
+    fleet: &impl RoutedFleet,
+    cfg: &Settings,
+    n: u64,
+    r: &mut CanaryReport,
+    shadow_load: &mut Option<zerodrop_load::RunResult>,
+) -> Result<Outcome> {
     let t0 = Instant::now();
     let start = fleet.snapshot().await?;
     let mut ticker = steps::Ticker::new(t0, start.clone());
@@ -361,8 +409,10 @@ async fn drive(fleet: &impl RoutedFleet, cfg: &Settings, n: u64, r: &mut CanaryR
             r.timeline = ticker.ticks;
             r.wall_s = t0.elapsed().as_secs_f64();
             r.outcome = Outcome::RolledBack.as_str().into();
+            *shadow_load = Some(load);
             return Ok(Outcome::RolledBack);
         }
+        *shadow_load = Some(load);
     }
     // The steps' own baseline: the blast radius counts no copy.
     let first = ticker.tick(fleet).await?;

@@ -50,7 +50,7 @@ pub fn files(o: &RenderOptions) -> Vec<RenderedFile> {
             "HAProxy in front of api v1 and v2 (v2 with ZD_REGRESSION=errors=2%): `cargo xtask canary` on kind.".into(),
             "The weight is a permille in HAProxy's map, set at runtime: `set map /usr/local/etc/haproxy/canary.map weight 50`.".into(),
         ],
-        to_yaml(&progressive(o, ["none", "errors=2%"], &crate::Routing::default())),
+        to_yaml(&progressive(o, ["none", "errors=2%"], &crate::Routing::default(), None)),
     ));
     out.push(file(
         "load-job.yaml".into(),

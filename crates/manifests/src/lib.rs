@@ -25,7 +25,9 @@ pub use kind::{kind_cluster_config, KindCluster, KindNode};
 pub use objects::{to_yaml, Object};
 pub use placement::{Reserve, LOAD_POOL, POOL_LABEL};
 pub use pod::APP_LABEL;
-pub use progressive::{haproxy_config, progressive, Backend, HAPROXY_DIR, HAPROXY_IMAGE, STATS_SOCKET};
+pub use progressive::{
+    haproxy_config, progressive, Backend, JobsSpec, HAPROXY_DIR, HAPROXY_IMAGE, SHADOW_WORKER, STATS_SOCKET, WORKER,
+};
 pub use relay::{broker_relay, relay_amqp_url, RELAY_BIN, RELAY_CONTROL_PORT, RELAY_NAME};
 pub use routing::{MatchOn, RouteRule, Routing, RuleError, StickyKey};
 pub use stage::{stage, App, QUEUES_CONTAINER, QUEUES_EVERY_MS, STAGE_LABEL};

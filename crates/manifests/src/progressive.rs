@@ -9,7 +9,9 @@ use crate::routing::Routing;
 use crate::stage::{ceil_secs, container, App};
 use crate::RenderOptions;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStrategy};
-use k8s_openapi::api::core::v1::{ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, Volume, VolumeMount,
+};
 use std::collections::BTreeMap;
 use zerodrop_stages::{Stage, StageName};
 
@@ -71,17 +73,67 @@ pub fn haproxy_config(
 /// and per version an api Deployment and Service (`api-v1`, `api-v2`). Each version
 /// carries its own regression (`ZD_REGRESSION`): v2 the change under test, v1 `none`
 /// or a defect both versions share (a known bug some clients hit).
-pub fn progressive(o: &RenderOptions, regressions: [&str; 2], routing: &Routing) -> Vec<Object> {
+pub fn progressive(
+    o: &RenderOptions,
+    regressions: [&str; 2],
+    routing: &Routing,
+    jobs: Option<&JobsSpec>,
+) -> Vec<Object> {
     let stage = Stage::get(StageName::SurgeJitter);
     let mut out = vec![Object::ConfigMap(Box::new(haproxy_configmap(o, routing)))];
     out.push(Object::Deployment(Box::new(haproxy_deployment(o))));
     out.push(Object::Service(Box::new(service("haproxy", &o.namespace, "haproxy", 80, "http"))));
+    let api = match jobs {
+        Some(j) => RenderOptions { queue: j.queue.clone(), ..o.clone() },
+        None => o.clone(),
+    };
     for (version, regression) in [("v1", regressions[0]), ("v2", regressions[1])] {
         let name = format!("api-{version}");
-        out.push(Object::Deployment(Box::new(version_deployment(&name, version, regression, &stage, o))));
+        let shadow = jobs.map(|j| env("ZD_SHADOW_QUEUE", j.shadow_queue.clone()));
+        out.push(Object::Deployment(Box::new(version_deployment(&name, version, regression, shadow, &stage, &api))));
         out.push(Object::Service(Box::new(service(&name, &o.namespace, &name, 8080, "http"))));
     }
+    if let Some(j) = jobs {
+        for (name, version, queue, schema) in
+            [(WORKER, "v1", &j.queue, &j.schema), (SHADOW_WORKER, "v2", &j.shadow_queue, &j.shadow_schema)]
+        {
+            let o = RenderOptions { queue: queue.clone(), schema: schema.clone(), ..o.clone() };
+            out.push(Object::Deployment(Box::new(worker_deployment(name, version, &stage, &o))));
+        }
+    }
     out
+}
+
+/// Where a two-versions fleet's jobs go. Both versions' api pods publish users' jobs to
+/// `queue`, which v1's worker applies to the ledger in `schema`; a shadow copy of a job
+/// (Host name ending in `-shadow`) goes to `shadow_queue`, which v2's worker applies to
+/// `shadow_schema`, so a copied job never reaches the users' ledger. The caller
+/// declares the queues and creates the schemas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobsSpec {
+    pub queue: String,
+    pub schema: String,
+    pub shadow_queue: String,
+    pub shadow_schema: String,
+}
+
+/// The worker Deployments of a fleet with jobs: v1's on the work queue, v2's on the
+/// shadow sink.
+pub const WORKER: &str = "worker-v1";
+pub const SHADOW_WORKER: &str = "worker-v2-shadow";
+
+fn worker_deployment(name: &str, version: &str, stage: &Stage, o: &RenderOptions) -> Deployment {
+    let l = labels([(crate::APP_LABEL, name), ("zerodrop.dev/version", version)]);
+    deployment(DeploymentParts {
+        name,
+        namespace: &o.namespace,
+        labels: l.clone(),
+        selector: labels([(crate::APP_LABEL, name)]),
+        annotations: BTreeMap::new(),
+        replicas: 1,
+        strategy: DeploymentStrategy { type_: Some("Recreate".into()), ..DeploymentStrategy::default() },
+        pod: pod_spec(vec![container(App::Worker, stage, o)], Some(ceil_secs(stage.pod.grace))),
+    })
 }
 
 fn haproxy_configmap(o: &RenderOptions, routing: &Routing) -> ConfigMap {
@@ -148,11 +200,19 @@ fn haproxy_deployment(o: &RenderOptions) -> Deployment {
     })
 }
 
-fn version_deployment(name: &str, version: &str, regression: &str, stage: &Stage, o: &RenderOptions) -> Deployment {
+fn version_deployment(
+    name: &str,
+    version: &str,
+    regression: &str,
+    shadow_sink: Option<EnvVar>,
+    stage: &Stage,
+    o: &RenderOptions,
+) -> Deployment {
     let mut c = container(App::Api, stage, o);
     let envs = c.env.get_or_insert_with(Vec::new);
     envs.push(env("ZD_VERSION", version));
     envs.push(env("ZD_REGRESSION", regression));
+    envs.extend(shadow_sink);
     let l = labels([(crate::APP_LABEL, name), ("zerodrop.dev/version", version)]);
     deployment(DeploymentParts {
         name,
@@ -172,7 +232,7 @@ mod tests {
 
     #[test]
     fn both_versions_and_the_routing_tier_are_rendered() {
-        let objs = progressive(&RenderOptions::default(), ["errors=1%@top=1", "errors=2%"], &Routing::default());
+        let objs = progressive(&RenderOptions::default(), ["errors=1%@top=1", "errors=2%"], &Routing::default(), None);
         let names: Vec<String> = objs.iter().map(|o| format!("{}/{}", o.kind(), o.name())).collect();
         assert_eq!(
             names,
@@ -191,5 +251,36 @@ mod tests {
         assert!(yaml.contains("value: errors=1%@top=1"), "{yaml}");
         assert!(yaml.contains("api-v2.zerodrop.svc.cluster.local:8080"), "{yaml}");
         assert_eq!(crate::parse_strict(&yaml).unwrap().len(), 7);
+    }
+
+    #[test]
+    fn with_jobs_both_versions_get_the_shadow_sink_and_two_workers_their_own_ledgers() {
+        let jobs = JobsSpec {
+            queue: "q".into(),
+            schema: "s".into(),
+            shadow_queue: "q.shadow".into(),
+            shadow_schema: "s_shadow".into(),
+        };
+        let objs = progressive(&RenderOptions::default(), ["none", "errors=2%"], &Routing::default(), Some(&jobs));
+        let names: Vec<String> = objs.iter().map(|o| format!("{}/{}", o.kind(), o.name())).collect();
+        assert_eq!(names[7..], ["Deployment/worker-v1", "Deployment/worker-v2-shadow"]);
+        let json = |name: &str| {
+            let o = objs.iter().find(|o| o.name() == name).unwrap();
+            serde_json::to_string(&o.to_json()).unwrap()
+        };
+        for api in ["api-v1", "api-v2"] {
+            let j = json(api);
+            assert!(j.contains(r#""name":"ZD_SHADOW_QUEUE","value":"q.shadow""#), "{j}");
+            assert!(j.contains(r#""name":"ZD_QUEUE","value":"q""#), "{j}");
+        }
+        let w = json(WORKER);
+        assert!(
+            w.contains(r#""name":"ZD_QUEUE","value":"q""#) && w.contains(r#""name":"ZD_DB_SCHEMA","value":"s""#),
+            "{w}"
+        );
+        let sw = json(SHADOW_WORKER);
+        assert!(sw.contains(r#""value":"q.shadow""#) && sw.contains(r#""value":"s_shadow""#), "{sw}");
+        assert!(sw.contains(r#""zerodrop.dev/version":"v2""#), "{sw}");
+        assert_eq!(crate::parse_strict(&crate::to_yaml(&objs)).unwrap().len(), 9);
     }
 }

@@ -30,6 +30,7 @@ fn stage_run(name: StageName, failures: &[(Class, u64)]) -> StageRun {
             connections_opened: 4,
             pods: vec![],
             mirrored: vec![],
+            mirrored_accepted_jobs: vec![],
         },
         steady: Window { from_us: 0, to_us: 5_000_000 },
         roll: Window { from_us: 5_000_000, to_us: 10_000_000 },

@@ -144,6 +144,7 @@ mod tests {
             connections_opened: 2,
             pods: vec![],
             mirrored: vec![],
+            mirrored_accepted_jobs: vec![],
         };
         let mut buf = Vec::new();
         shared::write_result(&mut buf, &r).unwrap();

@@ -76,8 +76,10 @@ fn build(
     copy: bool,
     host: hyper::header::HeaderValue,
 ) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
+    let mirror = spec.mirror.as_ref().filter(|_| copy);
+    let host = if mirror.is_some() { shadow_host(&host) } else { host };
     let mut builder = Request::builder().header(HOST, host);
-    if let Some(m) = spec.mirror.as_ref().filter(|_| copy) {
+    if let Some(m) = mirror {
         builder = builder.header(m.header.as_str(), m.value.as_str());
     }
     if let Some(m) = spec.mark.as_ref().filter(|_| p.marked) {
@@ -100,9 +102,34 @@ fn build(
     }
 }
 
+/// The Host a shadow copy carries: the name suffixed `-shadow`, the port kept, as
+/// Envoy's and Istio's mirroring mark their copies. The api sends a copied job to its
+/// shadow sink by this mark (services/api/src/shadow.rs).
+pub(crate) fn shadow_host(host: &hyper::header::HeaderValue) -> hyper::header::HeaderValue {
+    let Ok(h) = host.to_str() else { return host.clone() };
+    let marked = match h.rsplit_once(':') {
+        Some((name, port)) if !h.starts_with('[') => format!("{name}-shadow:{port}"),
+        _ => format!("{h}-shadow"),
+    };
+    hyper::header::HeaderValue::from_str(&marked).unwrap_or_else(|_| host.clone())
+}
+
 fn wants_close(headers: &HeaderMap) -> bool {
     headers
         .get_all(CONNECTION)
         .iter()
         .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shadow_host;
+    use hyper::header::HeaderValue;
+
+    #[test]
+    fn a_copy_suffixes_the_host_name_and_keeps_the_port() {
+        let marked = |h: &'static str| shadow_host(&HeaderValue::from_static(h)).to_str().unwrap_or("").to_string();
+        assert_eq!(marked("127.96.1.1:8000"), "127.96.1.1-shadow:8000");
+        assert_eq!(marked("haproxy"), "haproxy-shadow");
+    }
 }

@@ -17,6 +17,9 @@ pub struct Config {
     pub warm_fill: Duration,
     /// Upper bound for `GET /work?ms=`.
     pub max_work_ms: u64,
+    /// Where shadow copies of jobs go (`ZD_SHADOW_QUEUE`): a queue whose worker writes a
+    /// ledger of its own. Unset, a copied job is refused ([`crate::shadow`]).
+    pub shadow_queue: Option<String>,
     /// How long `/work` and `/jobs` may take before they are answered 503.
     pub request_timeout: Duration,
     /// How long a request body may stop arriving before it is answered 408.
@@ -36,6 +39,7 @@ impl Config {
             listen: var("ZD_LISTEN", "127.0.0.1:8080")?.parse().context("ZD_LISTEN must be an ip:port")?,
             amqp_url: var("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")?,
             queue: var("ZD_QUEUE", "zerodrop.jobs")?,
+            shadow_queue: Some(var("ZD_SHADOW_QUEUE", "")?.trim().to_string()).filter(|q| !q.is_empty()),
             capacity: var("ZD_CAPACITY", "16")?.parse().context("ZD_CAPACITY must be a positive integer")?,
             warm_fill: Duration::from_millis(
                 var("ZD_WARM_FILL_MS", "40")?.parse().context("ZD_WARM_FILL_MS must be milliseconds")?,

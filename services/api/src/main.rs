@@ -21,6 +21,7 @@ mod long_op;
 mod metrics;
 mod publisher;
 mod routes;
+mod shadow;
 mod state;
 mod stream;
 mod timeout;
@@ -55,9 +56,13 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
 
     // Acquired in dependency order; the lifecycle disposes them in reverse.
     let mut teardown = Teardown::new();
-    let publisher =
-        publisher::Publisher::connect(&cfg.amqp_url, Topology::new(&cfg.queue), cfg.behaviour.publisher_confirms)
-            .await?;
+    let publisher = publisher::Publisher::connect(
+        &cfg.amqp_url,
+        Topology::new(&cfg.queue),
+        cfg.shadow_queue.as_ref().map(Topology::new),
+        cfg.behaviour.publisher_confirms,
+    )
+    .await?;
     // Stopped by the teardown's first step, so a connection closed on purpose is not
     // mistaken for a lost one.
     let supervising = CancellationToken::new();

@@ -18,8 +18,19 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts at startup: the broker may still be starting (about 30 s in all).
 const STARTUP_ATTEMPTS: u32 = 20;
 
+/// Where a job is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// The work queue: its worker applies the job to the ledger.
+    Work,
+    /// The shadow sink: a copy made by a mirroring layer, applied to a ledger of its own.
+    Shadow,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    #[error("a shadow copy, and this pod has no shadow sink (ZD_SHADOW_QUEUE)")]
+    NoShadowSink,
     #[error("broker refused the job (nack)")]
     Nacked,
     #[error("no confirm from the broker within {CONFIRM_TIMEOUT:?}")]
@@ -42,6 +53,8 @@ struct Session {
 pub struct Publisher {
     url: String,
     topology: Topology,
+    /// Where shadow copies go, when this pod has a shadow sink.
+    shadow: Option<Topology>,
     confirms: bool,
     current: Mutex<Option<Session>>,
 }
@@ -49,8 +62,13 @@ pub struct Publisher {
 impl Publisher {
     /// Connects (retrying while the broker starts), declares the queues and, with
     /// confirms, puts the channel in confirm mode.
-    pub async fn connect(url: &str, topology: Topology, confirms: bool) -> Result<Arc<Publisher>> {
-        let p = Arc::new(Publisher { url: url.to_string(), topology, confirms, current: Mutex::new(None) });
+    pub async fn connect(
+        url: &str,
+        topology: Topology,
+        shadow: Option<Topology>,
+        confirms: bool,
+    ) -> Result<Arc<Publisher>> {
+        let p = Arc::new(Publisher { url: url.to_string(), topology, shadow, confirms, current: Mutex::new(None) });
         let session = p
             .open(Some(STARTUP_ATTEMPTS), &CancellationToken::new())
             .await?
@@ -85,6 +103,9 @@ impl Publisher {
     async fn open_channel(&self, conn: &Connection) -> Result<Channel> {
         let channel = conn.create_channel().await.context("opening an AMQP channel")?;
         self.topology.declare(&channel).await.context("declaring the job queues")?;
+        if let Some(shadow) = &self.shadow {
+            shadow.declare(&channel).await.context("declaring the shadow job queues")?;
+        }
         if self.confirms {
             channel.confirm_select(ConfirmSelectOptions::default()).await.context("enabling publisher confirms")?;
         }
@@ -133,8 +154,11 @@ impl Publisher {
     /// With confirms, returns only once the broker has taken responsibility for the
     /// message; without, as soon as it is handed to the client library. The span's
     /// context travels in the message headers, so the worker continues this trace.
-    #[tracing::instrument(name = "publish", skip_all, fields(job_id = %job.id, queue = %self.topology.queue, otel.kind = "producer"))]
-    pub async fn publish(&self, job: &Job) -> Result<(), PublishError> {
+    ///
+    /// `to` picks the queue: the work queue, or the shadow sink for a shadow copy.
+    #[tracing::instrument(name = "publish", skip_all, fields(job_id = %job.id, queue = %self.queue(to).unwrap_or("-"), otel.kind = "producer"))]
+    pub async fn publish(&self, job: &Job, to: Sink) -> Result<(), PublishError> {
+        let queue = self.queue(to).ok_or(PublishError::NoShadowSink)?;
         let channel = self.channel().ok_or(PublishError::Disconnected)?;
         let mut headers = FieldTable::default();
         zerodrop_jobs::trace::inject_current(&mut headers);
@@ -142,13 +166,7 @@ impl Publisher {
         // Stamped in milliseconds for the worker's time-in-queue histogram.
         let props = zerodrop_jobs::stamp::restamp(props, headers, SystemTime::now());
         let pending = channel
-            .basic_publish(
-                "".into(),
-                self.topology.queue.as_str().into(),
-                BasicPublishOptions::default(),
-                &job.to_payload(),
-                props,
-            )
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &job.to_payload(), props)
             .await?;
         if !self.confirms {
             return Ok(());
@@ -162,6 +180,14 @@ impl Publisher {
                 Confirmation::NotRequested => Err(PublishError::Unconfirmed),
                 Confirmation::Ack(_) => Ok(()),
             },
+        }
+    }
+
+    /// The queue `to` names here, if this pod has it.
+    pub fn queue(&self, to: Sink) -> Option<&str> {
+        match to {
+            Sink::Work => Some(self.topology.queue.as_str()),
+            Sink::Shadow => self.shadow.as_ref().map(|t| t.queue.as_str()),
         }
     }
 

@@ -113,6 +113,10 @@ async fn work(
     let ms = parse_ms(query.as_deref(), s.max_work_ms)?;
     refuse_if_it_cannot_finish(&s, ms)?;
     s.version.inject(crate::version::client_of(&headers)).await?;
+    let to = crate::shadow::sink(&headers);
+    if s.publisher.queue(to).is_none() {
+        return Err(crate::shadow::no_sink());
+    }
     let _slot = s.capacity.try_acquire().ok_or_else(|| {
         s.metrics.rejected();
         ApiError::unavailable("instance at capacity; retry shortly", 1)
@@ -173,12 +177,16 @@ async fn submit_job(
     })?;
     job.validate().map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     s.version.inject(crate::version::client_of(&headers)).await?;
+    let to = crate::shadow::sink(&headers);
+    if s.publisher.queue(to).is_none() {
+        return Err(crate::shadow::no_sink());
+    }
     let _slot = s.capacity.try_acquire().ok_or_else(|| {
         s.metrics.rejected();
         ApiError::unavailable("instance at capacity; retry shortly", 1)
     })?;
     s.cache.touch().await;
-    let published = s.breaker.call(s.publisher.publish(&job)).await.map_err(|open| {
+    let published = s.breaker.call(s.publisher.publish(&job, to)).await.map_err(|open| {
         ApiError::unavailable("the broker path is failing (publish breaker open); retry later", open.retry_after_s)
     })?;
     match published {

@@ -26,6 +26,20 @@ pub fn canary(opts: &KindOptions, spec: &TwoVersionsSpec, cfg: &Settings, n: u64
              its result (originals and copies, paired by sequence) comes back through the pod's log",
             s.phase_s, m.permille, m.header, m.value
         ));
+        if let Some(j) = &spec.jobs {
+            p.api(format!(
+                "{}% of the requests are jobs; a copy carries its Host name suffixed `-shadow`, so both versions' \
+                 api pods publish copied jobs to {} (ZD_SHADOW_QUEUE), applied by deployment {} to schema {}; \
+                 users' jobs go to {}, applied by deployment {} to schema {}",
+                super::shadow::JOB_SHARE_PCT,
+                j.shadow_queue,
+                zerodrop_manifests::SHADOW_WORKER,
+                j.shadow_schema,
+                j.queue,
+                zerodrop_manifests::WORKER,
+                j.schema
+            ));
+        }
         p.api(
             "the pairs are compared (McNemar on the pairs where one side failed, the p95 rule on both sides); \
                a v2 that does worse ends the run here, before any user reaches it",
@@ -179,12 +193,20 @@ mod tests {
 
         let shadow = crate::progressive::shadow::ShadowSettings { copy_pct: 20.0, phase_s: 15.0 };
         let cfg = Settings { clients: None, shadow: Some(shadow), ..cfg };
-        let text = canary(&opts(), &super::tests::spec("errors=2%"), &cfg, 448).unwrap().render();
+        let jobs = crate::progressive::shadow_writes::jobs_spec("20261205-070000");
+        let with_jobs = TwoVersionsSpec { jobs: Some(jobs), ..super::tests::spec("errors=2%") };
+        let text = canary(&opts(), &with_jobs, &cfg, 448).unwrap().render();
         assert!(
             text.contains("copies 200 permille of its requests, at the same moment, with `x-canary: always`"),
             "{text}"
         );
         assert!(text.find("Shadow phase").unwrap() < text.find("Canary steps").unwrap(), "{text}");
+        // The workers are applied with the versions, each on its own queue and schema.
+        let objects = applied(&canary(&opts(), &with_jobs, &cfg, 448).unwrap());
+        assert!(objects.contains(&"Deployment/worker-v1".to_string()), "{objects:?}");
+        assert!(objects.contains(&"Deployment/worker-v2-shadow".to_string()), "{objects:?}");
+        assert!(text.contains("publish copied jobs to zerodrop.20261205-070000.progressive.shadow"), "{text}");
+        assert!(text.contains("to schema zd_20261205070000_shadow"), "{text}");
     }
 
     #[test]

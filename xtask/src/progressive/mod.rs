@@ -13,6 +13,7 @@ pub mod model;
 pub mod report;
 pub mod routing;
 pub mod shadow;
+pub mod shadow_writes;
 pub mod smoke;
 pub mod stats;
 pub mod steps;

@@ -234,6 +234,7 @@ mod tests {
             connections_opened: 1,
             pods: vec!["api-v1-1".into(), "api-v2-5d8f7c9b6-x2x7k".into()],
             mirrored: vec![],
+            mirrored_accepted_jobs: vec![],
         }
     }
 

@@ -11,11 +11,21 @@
 
 use super::gates::{self, fmt_p, Gate, GateConfig};
 use super::routing::version_of;
+use super::shadow_writes::WritesReport;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Duration;
 use zerodrop_load::{Class, Mirror, RunResult};
 use zerodrop_report::stats::{quantile, Quantile};
+
+/// The share of jobs in the shadow phase's load: enough copied jobs to prove where
+/// their writes land, few enough that the pairs stay mostly the canary's own route.
+pub const JOB_SHARE_PCT: u32 = 20;
+
+/// The shadow phase's mix: `GET /work` and [`JOB_SHARE_PCT`]% jobs.
+pub fn mix() -> zerodrop_load::Mix {
+    zerodrop_load::Mix { fast: 100 - JOB_SHARE_PCT, slow: 0, job: JOB_SHARE_PCT }
+}
 
 /// The router's own pin to the canary backend, honoured on both platforms.
 const PIN: (&str, &str) = ("x-canary", "always");
@@ -88,6 +98,9 @@ pub struct ShadowReport {
     pub gates: Vec<Gate>,
     /// A gate failed: v2 does worse than v1 on the same requests.
     pub caught: bool,
+    /// The ledgers after the phase: copied jobs in the shadow's, none in the users'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes: Option<WritesReport>,
 }
 
 /// The upper tail of Binomial(n, 1/2) from `k`: summed in log space, as `n` runs to
@@ -182,6 +195,7 @@ pub fn analyse(load: &RunResult, settings: &ShadowSettings, cfg: &GateConfig) ->
         latency,
         gates: all,
         caught,
+        writes: None,
     }
 }
 
@@ -198,7 +212,7 @@ impl ShadowReport {
         if p.copies_on_v2 == 0 {
             return Err("shadow: no copy was answered by v2".into());
         }
-        Ok(())
+        self.writes.as_ref().map_or(Ok(()), WritesReport::check)
     }
 
     pub fn sentence(&self) -> String {
@@ -226,8 +240,8 @@ impl ShadowReport {
             "## Shadow\n\nFor {:.0} s at weight 0, {}% of the requests were also sent, at the same moment, as a copy \
              pinned to v2 (`{}: {}`); the users' answers came from v1 alone and v2's were compared with them, request \
              by request. The copies are made by the load generator: open-source HAProxy mirrors only through an \
-             external SPOE agent.\n",
-            s.phase_s, s.copy_pct, PIN.0, PIN.1
+             external SPOE agent. {}% of the requests were jobs.\n",
+            s.phase_s, s.copy_pct, PIN.0, PIN.1, JOB_SHARE_PCT
         );
         let pl = &self.placement;
         let _ = writeln!(
@@ -263,6 +277,9 @@ impl ShadowReport {
             let _ = writeln!(o, "| {} | {} | {} |", g.name, if g.pass { "yes" } else { "**no**" }, g.detail);
         }
         let _ = writeln!(o, "\n**Verdict:** {}.\n", self.sentence());
+        if let Some(w) = &self.writes {
+            w.markdown(o);
+        }
     }
 }
 
@@ -297,6 +314,7 @@ mod tests {
                         .with_pod((class != Class::Refused).then_some(1)),
                 })
                 .collect(),
+            mirrored_accepted_jobs: vec![],
         }
     }
 

@@ -314,6 +314,7 @@ fn load(extra: &[Record]) -> RunResult {
         connections_opened: 12,
         pods: ANSWERED.iter().map(|p| p.to_string()).collect(),
         mirrored: vec![],
+        mirrored_accepted_jobs: vec![],
     }
 }
 

@@ -286,11 +286,14 @@ load begins: 200 rps for 37s to 10.96.0.12:80
             connections_opened: 64,
             pods: vec![],
             mirrored: vec![],
+            // The copies v2 accepted travel too: the shadow's ledger is checked against them.
+            mirrored_accepted_jobs: vec!["a-7".into()],
         };
         let wire = zerodrop_load::wire::encode(&r).unwrap();
         let log = format!("{GATED}total 7400  failed 0 (0.00%)\n{wire}");
         let back = extract_result::<RunResult>(&log).unwrap();
         assert_eq!(back.accepted_jobs, r.accepted_jobs);
+        assert_eq!(back.mirrored_accepted_jobs, r.mirrored_accepted_jobs);
         assert_eq!(back.started_unix_ms, r.started_unix_ms);
         let failed_gate = "gate: awaiting 3 pods through 10.96.0.12:80 (GET /healthz on a new connection each): a, b, c
 gate: a answered (1/3) after 1 probes, 2 ms

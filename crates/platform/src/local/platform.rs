@@ -197,7 +197,8 @@ impl crate::router::TwoVersions for LocalPlatform {
     type Fleet = super::two_versions::VersionFleet;
 
     async fn two_versions(&mut self, spec: &crate::router::TwoVersionsSpec, log_dir: &Path) -> Result<Self::Fleet> {
-        super::two_versions::VersionFleet::up(&self.amqp_url, &self.bin_dir, self.isolation, spec, log_dir).await
+        let backing = super::two_versions::Backing { amqp_url: &self.amqp_url, database_url: &self.database_url };
+        super::two_versions::VersionFleet::up(backing, &self.bin_dir, self.isolation, spec, log_dir).await
     }
 }
 

@@ -2,13 +2,14 @@
 //! the api side by side behind HAProxy, in the lab's network namespace: `replicas` v1
 //! pods in `stable`, `replicas` v2 pods in `canary`, each a real process tree with the
 //! final stage's lifecycle (drain, reverse teardown). The apps' counters are read from
-//! each pod's `/metrics` over plain HTTP.
+//! each pod's `/metrics` over plain HTTP. With [`JobsSpec`], two workers as well: v1's
+//! on the work queue and v2's on the shadow sink, each writing its own ledger schema.
 
 use super::haproxy::{Haproxy, Layout, Server};
 use super::kubelet;
 use super::pod::{App, Isolation, Pod, PodTemplate};
 use super::recorder::Recorder;
-use crate::router::{Counts, RoutedFleet, Snapshot, TwoVersionsSpec};
+use crate::router::{Counts, JobsSpec, RoutedFleet, Snapshot, TwoVersionsSpec};
 use crate::LoadRun;
 use anyhow::{bail, Context, Result};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -27,6 +28,8 @@ pub const ROUTER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(127, 96, 1, 1),
 pub struct VersionFleet {
     pub stable: Vec<Arc<Pod>>,
     pub canary: Vec<Arc<Pod>>,
+    /// With jobs: the work queue's worker (v1) and the shadow sink's (v2).
+    pub workers: Vec<Arc<Pod>>,
     pub router: Haproxy,
     stage: Stage,
     rec: Arc<Recorder>,
@@ -36,11 +39,17 @@ pub struct VersionFleet {
     seen: std::sync::Mutex<std::collections::HashMap<String, Counts>>,
 }
 
+/// The broker and the database as the pods reach them.
+pub struct Backing<'a> {
+    pub amqp_url: &'a str,
+    pub database_url: &'a str,
+}
+
 impl VersionFleet {
     /// Starts both versions with the final stage's settings and the routing tier in
     /// front of them; returns once HAProxy sees every pod UP.
     pub async fn up(
-        amqp_url: &str,
+        backing: Backing<'_>,
         bin_dir: &Path,
         isolation: Isolation,
         spec: &TwoVersionsSpec,
@@ -53,13 +62,17 @@ impl VersionFleet {
         for (subnet, v) in [(1u8, &spec.v1), (2u8, &spec.v2)] {
             let mut pods = Vec::new();
             for i in 1..=spec.replicas {
+                let queue = spec.jobs.as_ref().map_or("zerodrop.progressive", |j| j.queue.as_str());
                 let mut env: Vec<(String, String)> = vec![
-                    ("AMQP_URL".into(), amqp_url.to_string()),
-                    ("ZD_QUEUE".into(), "zerodrop.progressive".into()),
+                    ("AMQP_URL".into(), backing.amqp_url.to_string()),
+                    ("ZD_QUEUE".into(), queue.into()),
                     ("ZD_CAPACITY".into(), "64".into()),
                     ("ZD_VERSION".into(), v.name.into()),
                     ("ZD_REGRESSION".into(), v.regression.clone()),
                 ];
+                if let Some(j) = &spec.jobs {
+                    env.push(("ZD_SHADOW_QUEUE".into(), j.shadow_queue.clone()));
+                }
                 env.extend(stage.api.to_env().into_iter().map(|(k, v)| (k.to_string(), v)));
                 let t = PodTemplate {
                     app: App::Api,
@@ -77,7 +90,25 @@ impl VersionFleet {
         }
         let canary = sides.pop().unwrap_or_default();
         let stable = sides.pop().unwrap_or_default();
-        wait_ready(stable.iter().chain(&canary), log_dir).await?;
+        let mut workers = Vec::new();
+        if let Some(j) = &spec.jobs {
+            for (i, w) in workers_of(j, &backing).into_iter().enumerate() {
+                let mut env = w.env;
+                env.extend(stage.worker.to_env().into_iter().map(|(k, v)| (k.to_string(), v)));
+                let t = PodTemplate {
+                    app: App::Worker,
+                    revision: i as u32 + 1,
+                    entrypoint: stage.pod.entrypoint,
+                    readiness: stage.pod.readiness,
+                    bin_dir: bin_dir.to_path_buf(),
+                    env,
+                    isolation,
+                };
+                let ip = Ipv4Addr::new(127, 78, 3, i as u8 + 1);
+                workers.push(Pod::start(&t, w.name.into(), ip, log_dir, rec.clone()).await?);
+            }
+        }
+        wait_ready(stable.iter().chain(&canary).chain(&workers), log_dir).await?;
         let server = |p: &Arc<Pod>| Server { name: p.name.clone(), addr: p.addr };
         let layout = Layout {
             bind: ROUTER.into(),
@@ -90,6 +121,7 @@ impl VersionFleet {
         Ok(VersionFleet {
             stable,
             canary,
+            workers,
             router,
             stage,
             rec,
@@ -177,13 +209,36 @@ impl RoutedFleet for VersionFleet {
 
     async fn down(self) {
         self.router.stop().await;
-        for p in self.stable.iter().chain(&self.canary) {
+        for p in self.stable.iter().chain(&self.canary).chain(&self.workers) {
             p.signal(libc::SIGKILL);
         }
-        for p in self.stable.iter().chain(&self.canary) {
+        for p in self.stable.iter().chain(&self.canary).chain(&self.workers) {
             p.kill_now().await;
         }
     }
+}
+
+/// One worker of a two-versions fleet: its pod name and its own environment.
+struct WorkerSpec {
+    name: &'static str,
+    env: Vec<(String, String)>,
+}
+
+/// v1's worker on the work queue and the users' ledger; v2's on the shadow sink and
+/// the shadow ledger (the shadow exercises v2 end to end, its writes included).
+fn workers_of(j: &JobsSpec, backing: &Backing<'_>) -> Vec<WorkerSpec> {
+    let env = |queue: &str, schema: &str| {
+        vec![
+            ("AMQP_URL".to_string(), backing.amqp_url.to_string()),
+            ("DATABASE_URL".to_string(), backing.database_url.to_string()),
+            ("ZD_QUEUE".to_string(), queue.to_string()),
+            ("ZD_DB_SCHEMA".to_string(), schema.to_string()),
+        ]
+    };
+    vec![
+        WorkerSpec { name: "worker-v1", env: env(&j.queue, &j.schema) },
+        WorkerSpec { name: "worker-v2-shadow", env: env(&j.shadow_queue, &j.shadow_schema) },
+    ]
 }
 
 async fn wait_ready<'a>(pods: impl Iterator<Item = &'a Arc<Pod>> + Clone, log_dir: &Path) -> Result<()> {

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 pub use zerodrop_evidence::routing::{BackendStat, Counts, Snapshot};
 use zerodrop_load::Profile;
-pub use zerodrop_manifests::{MatchOn, RouteRule, Routing, StickyKey};
+pub use zerodrop_manifests::{JobsSpec, MatchOn, RouteRule, Routing, StickyKey};
 
 /// One version of the api: its name (`v1`, `v2`) and its deliberate regression
 /// (`none`, `errors=2%`, `latency=+80ms`; the api's `ZD_REGRESSION`).
@@ -30,6 +30,8 @@ pub struct TwoVersionsSpec {
     pub v2: VersionSpec,
     /// Header and cookie rules that reach the canary whatever the weight.
     pub routing: Routing,
+    /// Jobs and their ledgers; `None` runs no worker (the api's jobs then only queue).
+    pub jobs: Option<JobsSpec>,
 }
 
 impl TwoVersionsSpec {
@@ -41,6 +43,7 @@ impl TwoVersionsSpec {
             v1: VersionSpec { name: "v1", regression: "none".into() },
             v2: VersionSpec { name: "v2", regression: regression.into() },
             routing: Routing::default(),
+            jobs: None,
         }
     }
 }

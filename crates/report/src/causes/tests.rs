@@ -47,6 +47,7 @@ fn timeline(extra: Vec<Record>) -> StageRun {
             connections_opened: 3,
             pods: vec![OLD.into(), NEW.into(), WARM.into(), "api-old-3".into()],
             mirrored: vec![],
+            mirrored_accepted_jobs: vec![],
         },
         steady: Window { from_us: 0, to_us: 5_000_000 },
         roll: Window { from_us: 5_000_000, to_us: 15_000_000 },

@@ -224,6 +224,7 @@ fn rollout(shape: Shape) -> StageRun {
             connections_opened: 107,
             pods: api.iter().map(|p| p.name.clone()).collect(),
             mirrored: vec![],
+            mirrored_accepted_jobs: vec![],
         },
         steady: Window { from_us: 10_000_000, to_us: 39_002_000 },
         roll: Window { from_us: 39_002_000, to_us: 74_002_000 },

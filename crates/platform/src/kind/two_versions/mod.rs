@@ -43,7 +43,7 @@ pub fn render_for(opts: &KindOptions, spec: &TwoVersionsSpec) -> RenderOptions {
     RenderOptions { api_replicas: spec.replicas, api_capacity: CAPACITY, ..opts.render_options(QUEUE, "-") }
 }
 
-/// Exactly what is applied: `progressive()`'s seven objects for `spec`. The manifests
+/// Exactly what is applied: `progressive()`'s seven objects for `spec` (nine with jobs). The manifests
 /// name the versions `v1` and `v2`; a spec naming them otherwise is refused rather than
 /// silently not honoured.
 pub fn plan(o: &RenderOptions, spec: &TwoVersionsSpec) -> Result<Vec<Rendered>> {
@@ -54,7 +54,8 @@ pub fn plan(o: &RenderOptions, spec: &TwoVersionsSpec) -> Result<Vec<Rendered>> 
         bail!("two versions need at least one pod each (replicas = 0)");
     }
     let o = RenderOptions { api_replicas: spec.replicas, ..o.clone() };
-    Ok(Rendered::all(&zerodrop_manifests::progressive(&o, [&spec.v1.regression, &spec.v2.regression], &spec.routing)))
+    let regressions = [spec.v1.regression.as_str(), spec.v2.regression.as_str()];
+    Ok(Rendered::all(&zerodrop_manifests::progressive(&o, regressions, &spec.routing, spec.jobs.as_ref())))
 }
 
 /// The dry run of a two-versions run: the objects exactly as [`plan`] gives them to

@@ -17,6 +17,7 @@ pub(super) fn spec(replicas: u32, regression: &str) -> TwoVersionsSpec {
         v1: VersionSpec { name: "v1", regression: "none".into() },
         v2: VersionSpec { name: "v2", regression: regression.into() },
         routing: Default::default(),
+        jobs: None,
     }
 }
 
@@ -37,6 +38,7 @@ fn the_plan_is_exactly_progressive_s_seven_objects_in_the_run_s_namespace() {
         &zerodrop_manifests::RenderOptions { api_replicas: 2, ..render.clone() },
         ["none", "errors=2%"],
         &Default::default(),
+        None,
     );
     assert_eq!(objects.len(), 7);
     for (got, want) in objects.iter().zip(Rendered::all(&direct)) {
