@@ -340,8 +340,11 @@ impl<P: TwoVersions + Platform> Work<P> for Canary {
         if let Some(b) = backing {
             b.close().await;
         }
-        if let (Some(w), Some(s)) = (writes, report.shadow.as_mut()) {
-            s.writes = Some(w?);
+        // A ledger that cannot be read fails the run's check, not its report.
+        match (writes, report.shadow.as_mut()) {
+            (Some(Ok(w)), Some(s)) => s.writes = Some(w),
+            (Some(Err(e)), Some(s)) => s.writes_unread = Some(format!("{e:#}")),
+            _ => {}
         }
         Ok((outcome?, report))
     }

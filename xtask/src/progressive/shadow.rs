@@ -101,6 +101,9 @@ pub struct ShadowReport {
     /// The ledgers after the phase: copied jobs in the shadow's, none in the users'.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writes: Option<WritesReport>,
+    /// Why the ledgers could not be read, if they could not: the run still reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes_unread: Option<String>,
 }
 
 /// The upper tail of Binomial(n, 1/2) from `k`: summed in log space, as `n` runs to
@@ -196,6 +199,7 @@ pub fn analyse(load: &RunResult, settings: &ShadowSettings, cfg: &GateConfig) ->
         gates: all,
         caught,
         writes: None,
+        writes_unread: None,
     }
 }
 
@@ -211,6 +215,9 @@ impl ShadowReport {
         }
         if p.copies_on_v2 == 0 {
             return Err("shadow: no copy was answered by v2".into());
+        }
+        if let Some(e) = &self.writes_unread {
+            return Err(format!("shadow writes: the ledgers could not be reconciled: {e}"));
         }
         self.writes.as_ref().map_or(Ok(()), WritesReport::check)
     }
@@ -279,6 +286,9 @@ impl ShadowReport {
         let _ = writeln!(o, "\n**Verdict:** {}.\n", self.sentence());
         if let Some(w) = &self.writes {
             w.markdown(o);
+        }
+        if let Some(e) = &self.writes_unread {
+            let _ = writeln!(o, "### Writes\n\n**The ledgers could not be reconciled:** {e}\n");
         }
     }
 }

@@ -236,8 +236,8 @@ fn workers_of(j: &JobsSpec, backing: &Backing<'_>) -> Vec<WorkerSpec> {
         ]
     };
     vec![
-        WorkerSpec { name: "worker-v1", env: env(&j.queue, &j.schema) },
-        WorkerSpec { name: "worker-v2-shadow", env: env(&j.shadow_queue, &j.shadow_schema) },
+        WorkerSpec { name: zerodrop_manifests::WORKER, env: env(&j.queue, &j.schema) },
+        WorkerSpec { name: zerodrop_manifests::SHADOW_WORKER, env: env(&j.shadow_queue, &j.shadow_schema) },
     ]
 }
 
