@@ -145,6 +145,13 @@ impl KindVersionFleet {
     pub(super) async fn start_following(&self) -> Result<()> {
         let router = self.list(ROUTER).await?;
         self.follow(router.iter().filter_map(|p| p.metadata.name.clone()).collect());
+        // The workers, with jobs: their logs say which ledger each job reached.
+        for w in [zerodrop_manifests::WORKER, zerodrop_manifests::SHADOW_WORKER] {
+            if self.objects.iter().any(|o| o.kind == "Deployment" && o.name == w) {
+                let pods = self.list(w).await?;
+                self.follow(pods.iter().filter_map(|p| p.metadata.name.clone()).collect());
+            }
+        }
         self.refresh(STABLE).await?;
         self.refresh(CANARY).await?;
         Ok(())
