@@ -389,6 +389,27 @@ async fn shadow_phase(
     Ok((report, result))
 }
 
+/// The run's end, however it came: a last snapshot once the last answers are counted,
+/// the two sources' agreement since `start`, the load, the timeline and the outcome.
+/// Returns the last snapshot.
+async fn finish(
+    fleet: &impl RoutedFleet,
+    mut ticker: steps::Ticker,
+    start: &zerodrop_platform::router::Snapshot,
+    load: &zerodrop_load::RunResult,
+    r: &mut CanaryReport,
+    outcome: Outcome,
+) -> Result<zerodrop_platform::router::Snapshot> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = ticker.tick(fleet).await?;
+    r.agreement = Some(lab::agreement(&last, start));
+    r.load = Some(lab::summarise(load));
+    r.wall_s = ticker.now_s();
+    r.timeline = ticker.ticks;
+    r.outcome = outcome.as_str().into();
+    Ok(last)
+}
+
 /// The shadow phase's load, if any, is left in `shadow_load` for the ledgers' check.
 async fn drive(
     fleet: &impl RoutedFleet,
@@ -405,13 +426,7 @@ async fn drive(
         let caught = report.caught;
         r.shadow = Some(report);
         if caught {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let last = ticker.tick(fleet).await?;
-            r.agreement = Some(lab::agreement(&last, &start));
-            r.load = Some(lab::summarise(&load));
-            r.timeline = ticker.ticks;
-            r.wall_s = t0.elapsed().as_secs_f64();
-            r.outcome = Outcome::RolledBack.as_str().into();
+            finish(fleet, ticker, &start, &load, r, Outcome::RolledBack).await?;
             *shadow_load = Some(load);
             return Ok(Outcome::RolledBack);
         }
@@ -450,8 +465,8 @@ async fn drive(
         ticker.hold(fleet, Duration::from_secs(1)).await?;
     }
     let result = load.await.context("the load generator panicked")??;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let last = ticker.tick(fleet).await?;
+    let outcome = if rollback.is_some() { Outcome::RolledBack } else { Outcome::Promoted };
+    let last = finish(fleet, ticker, &start, &result, r, outcome).await?;
     let canary_total = last.router.1.since(first.router.1);
     let all = |s: &zerodrop_platform::router::Snapshot| s.router.0.requests + s.router.1.requests;
     let rate =
@@ -465,13 +480,7 @@ async fn drive(
         all_at_once_errors_expected: fleet_requests as f64 * rate,
         how: "computed: the fleet's measured traffic over the canary's window times v2's measured error rate".into(),
     });
-    r.agreement = Some(lab::agreement(&last, &start));
-    r.load = Some(lab::summarise(&result));
     r.routing = cfg.routing.clone().map(|s| routing::count(&result, s, testers_only_s));
-    r.timeline = ticker.ticks;
-    r.wall_s = t0.elapsed().as_secs_f64();
-    let outcome = if rollback.is_some() { Outcome::RolledBack } else { Outcome::Promoted };
-    r.outcome = outcome.as_str().into();
     r.steps = steps;
     r.rollback = rollback;
     Ok(outcome)
