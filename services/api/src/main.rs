@@ -63,6 +63,11 @@ async fn run(telemetry: telemetry::Telemetry) -> anyhow::Result<i32> {
         cfg.behaviour.publisher_confirms,
     )
     .await?;
+    tracing::info!(
+        step = "shadow_sink",
+        queue = cfg.shadow_queue.as_deref().unwrap_or("-"),
+        "where shadow copies of jobs go (`-`: none; a copied job is refused)"
+    );
     // Stopped by the teardown's first step, so a connection closed on purpose is not
     // mistaken for a lost one.
     let supervising = CancellationToken::new();

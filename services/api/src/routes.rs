@@ -113,10 +113,6 @@ async fn work(
     let ms = parse_ms(query.as_deref(), s.max_work_ms)?;
     refuse_if_it_cannot_finish(&s, ms)?;
     s.version.inject(crate::version::client_of(&headers)).await?;
-    let to = crate::shadow::sink(&headers);
-    if s.publisher.queue(to).is_none() {
-        return Err(crate::shadow::no_sink());
-    }
     let _slot = s.capacity.try_acquire().ok_or_else(|| {
         s.metrics.rejected();
         ApiError::unavailable("instance at capacity; retry shortly", 1)
@@ -179,6 +175,8 @@ async fn submit_job(
     s.version.inject(crate::version::client_of(&headers)).await?;
     let to = crate::shadow::sink(&headers);
     if s.publisher.queue(to).is_none() {
+        // A mirroring layer copies writes to a pod that cannot keep them apart.
+        tracing::warn!(job = %job.id, "a shadow copy of a job, and no shadow sink: refused (421)");
         return Err(crate::shadow::no_sink());
     }
     let _slot = s.capacity.try_acquire().ok_or_else(|| {

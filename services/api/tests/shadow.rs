@@ -1,6 +1,7 @@
 //! Shadow copies of jobs on the real api and the real RabbitMQ: a copy (Host name
 //! ending in `-shadow`) goes to the shadow sink and never to the work queue, and a pod
-//! without a shadow sink refuses it with 421 and publishes nothing.
+//! without a shadow sink refuses it with 421 and publishes nothing (a copied read it
+//! answers as any other).
 
 mod common;
 
@@ -29,6 +30,8 @@ fn without_a_shadow_sink_a_copied_job_is_refused_and_nothing_is_published() {
     assert_eq!(status, 421, "{body}");
     assert!(body.contains("ZD_SHADOW_QUEUE"), "the reason names the setting: {body}");
     assert_eq!(queue_depth(&queue), 0, "a refused copy must not reach the work queue");
+    let (status, body) = api.request("GET", "/work?ms=1", &[("host", "api-shadow")], b"");
+    assert_eq!(status, 200, "a copied read is harmless and answered as any read: {body}");
     let (status, _) = api.request("POST", "/jobs", &[JSON], br#"{"id":"s-2","amount":1}"#);
     assert_eq!(status, 202, "an original is accepted as before");
     assert_eq!(queue_depth(&queue), 1);
