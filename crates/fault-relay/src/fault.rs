@@ -9,12 +9,15 @@ use std::time::Duration;
 /// enough that `Instant + delay` can never overflow.
 pub const MAX_DELAY: Duration = Duration::from_secs(600);
 
+// Read through [`Wire`]: serde ignores unknown fields of a unit variant in an
+// internally tagged enum even under `deny_unknown_fields`, so `{"kind":"cut","ms":5}`
+// would pass as a cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", tag = "kind", try_from = "Wire")]
 pub enum NetFault {
     /// Every chunk is held this long, in each direction (throughput unchanged).
     Delay {
-        #[serde(rename = "ms", serialize_with = "as_ms", deserialize_with = "from_ms")]
+        #[serde(rename = "ms", serialize_with = "as_ms")]
         each_way: Duration,
     },
     /// Nothing is forwarded until the fault is removed; then what was held goes on
@@ -26,18 +29,33 @@ fn as_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Whole milliseconds up to [`MAX_DELAY`]; anything longer is refused at parse time,
-/// so no request can put an overflowing deadline into the relay.
-fn from_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let ms = u64::deserialize(d)?;
-    let delay = Duration::from_millis(ms);
-    if delay > MAX_DELAY {
-        return Err(serde::de::Error::custom(format!(
-            "a delay of {ms} ms is longer than the relay allows ({} ms)",
-            MAX_DELAY.as_millis()
-        )));
+/// The JSON form as it arrives: every field a fault may have, none other.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    kind: String,
+    #[serde(default)]
+    ms: Option<u64>,
+}
+
+/// Whole milliseconds up to [`MAX_DELAY`] for a delay, none for a cut; anything longer
+/// is refused at parse time, so no request can put an overflowing deadline into the
+/// relay.
+impl TryFrom<Wire> for NetFault {
+    type Error = String;
+
+    fn try_from(w: Wire) -> Result<NetFault, String> {
+        match (w.kind.as_str(), w.ms) {
+            ("delay", Some(ms)) if Duration::from_millis(ms) > MAX_DELAY => {
+                Err(format!("a delay of {ms} ms is longer than the relay allows ({} ms)", MAX_DELAY.as_millis()))
+            }
+            ("delay", Some(ms)) => Ok(NetFault::Delay { each_way: Duration::from_millis(ms) }),
+            ("delay", None) => Err("a delay needs \"ms\"".into()),
+            ("cut", None) => Ok(NetFault::Cut),
+            ("cut", Some(_)) => Err("a cut takes no \"ms\"".into()),
+            (other, _) => Err(format!("unknown fault kind {other:?}; expected \"delay\" or \"cut\"")),
+        }
     }
-    Ok(delay)
 }
 
 impl NetFault {
@@ -68,6 +86,9 @@ mod tests {
             r#"{"kind":"delay","ms":600001}"#,
             r#"{"kind":"partition"}"#,
             r#"{"kind":"delay","ms":5,"jitter":1}"#,
+            r#"{"kind":"cut","ms":5}"#,
+            r#"{"kind":"cut","jitter":1}"#,
+            r#"{"ms":5}"#,
         ] {
             assert!(serde_json::from_str::<Option<NetFault>>(bad).is_err(), "{bad} was accepted");
         }
