@@ -15,6 +15,7 @@ use std::time::Duration;
 use zerodrop_platform::kind::{self, KindOptions, KindPlatform};
 use zerodrop_platform::local::lab::{self, Lab};
 use zerodrop_platform::local::platform::LocalPlatform;
+use zerodrop_platform::local::prereq;
 use zerodrop_platform::local::propagation::PropagationModel;
 use zerodrop_platform::Platform;
 
@@ -41,12 +42,15 @@ pub struct LocalSession {
     /// Print the `[platform] local: ...` line before the servers start (the experiment's
     /// output, which CI and the docs quote).
     pub announce: bool,
+    /// The programs the command needs beyond every run's ([`prereq::BASE`]), checked
+    /// before anything is built.
+    pub tools: &'static [prereq::Tool],
 }
 
 impl LocalSession {
     /// The Service's VIP with `propagation`.
     pub fn service(propagation: PropagationModel) -> LocalSession {
-        LocalSession { addr: zerodrop_platform::local::nft::VIP, propagation, announce: false }
+        LocalSession { addr: zerodrop_platform::local::nft::VIP, propagation, announce: false, tools: &[prereq::NFT] }
     }
 
     /// The routing tier's address (`canary`, `blue-green`): clients go through HAProxy,
@@ -56,6 +60,7 @@ impl LocalSession {
             addr: zerodrop_platform::local::two_versions::ROUTER,
             propagation: PropagationModel::constant(Duration::ZERO),
             announce: false,
+            tools: &[prereq::HAPROXY],
         }
     }
 }
@@ -135,6 +140,9 @@ where
 {
     match choice {
         Choice::Local => {
+            if cfg!(target_os = "linux") {
+                prereq::check(&[&prereq::BASE[..], local.tools].concat())?;
+            }
             enter_local(needs_linux).await?;
             run.create()?;
             started(run);

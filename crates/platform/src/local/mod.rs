@@ -18,6 +18,7 @@ pub mod nft;
 mod nft_kernel_tests;
 pub mod platform;
 pub mod pod;
+pub mod prereq;
 pub mod probe;
 pub mod propagation;
 pub mod recorder;
