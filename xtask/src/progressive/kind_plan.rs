@@ -28,6 +28,11 @@ pub fn canary(opts: &KindOptions, spec: &TwoVersionsSpec, cfg: &Settings, n: u64
         ));
         if let Some(j) = &spec.jobs {
             p.api(format!(
+                "before the fleet: declare queues {} and {}, create schemas {} and {} (through the port-forwards \
+                 to rabbitmq and postgres)",
+                j.queue, j.shadow_queue, j.schema, j.shadow_schema
+            ));
+            p.api(format!(
                 "{}% of the requests are jobs; a copy carries its Host name suffixed `-shadow`, so both versions' \
                  api pods publish copied jobs to {} (ZD_SHADOW_QUEUE), applied by deployment {} to schema {}; \
                  users' jobs go to {}, applied by deployment {} to schema {}",
@@ -44,6 +49,13 @@ pub fn canary(opts: &KindOptions, spec: &TwoVersionsSpec, cfg: &Settings, n: u64
             "the pairs are compared (McNemar on the pairs where one side failed, the p95 rule on both sides); \
                a v2 that does worse ends the run here, before any user reaches it",
         );
+        if spec.jobs.is_some() {
+            p.api(
+                "after the run: wait until both queues are empty and both ledgers stop growing (45 s at most), \
+                 then reconcile both by job id: the users' exactly the jobs users were told were accepted, \
+                 the shadow's exactly the copies v2 accepted",
+            );
+        }
     }
     p.section(format!("Canary steps at {} req/s", cfg.qps));
     if let Some(r) = &cfg.routing {
@@ -207,6 +219,9 @@ mod tests {
         assert!(objects.contains(&"Deployment/worker-v2-shadow".to_string()), "{objects:?}");
         assert!(text.contains("publish copied jobs to zerodrop.20261205-070000.progressive.shadow"), "{text}");
         assert!(text.contains("to schema zd_20261205070000_shadow"), "{text}");
+        assert!(text.contains("api-v1, api-v2, worker-v1, worker-v2-shadow (180s each)"), "{text}");
+        assert!(text.contains("create schemas zd_20261205070000_users and zd_20261205070000_shadow"), "{text}");
+        assert!(text.contains("then reconcile both by job id"), "{text}");
     }
 
     #[test]

@@ -80,8 +80,14 @@ pub fn dry_run(opts: &KindOptions, spec: &TwoVersionsSpec) -> Result<Plan> {
     let api = |s: String| Step::Api(s);
     steps.extend([
         api(format!(
-            "wait for the rollouts of {ROUTER} ({:?}), {STABLE} and {CANARY} ({:?} each)",
+            "wait for the rollouts of {ROUTER} ({:?}), {} ({:?} each)",
             rollout_limit(ROUTER),
+            objects
+                .iter()
+                .filter(|o| o.kind == "Deployment" && o.name != ROUTER)
+                .map(|o| o.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             rollout_limit(STABLE)
         )),
         api(format!(
