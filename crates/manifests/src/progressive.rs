@@ -123,6 +123,12 @@ pub const WORKER: &str = "worker-v1";
 pub const SHADOW_WORKER: &str = "worker-v2-shadow";
 
 fn worker_deployment(name: &str, version: &str, stage: &Stage, o: &RenderOptions) -> Deployment {
+    versioned(name, version, 1, container(App::Worker, stage, o), stage, o)
+}
+
+/// One version's Deployment of `c`: labelled with its version, replaced whole
+/// (`Recreate`), with the stage's grace period.
+fn versioned(name: &str, version: &str, replicas: u32, c: Container, stage: &Stage, o: &RenderOptions) -> Deployment {
     let l = labels([(crate::APP_LABEL, name), ("zerodrop.dev/version", version)]);
     deployment(DeploymentParts {
         name,
@@ -130,9 +136,9 @@ fn worker_deployment(name: &str, version: &str, stage: &Stage, o: &RenderOptions
         labels: l.clone(),
         selector: labels([(crate::APP_LABEL, name)]),
         annotations: BTreeMap::new(),
-        replicas: 1,
+        replicas,
         strategy: DeploymentStrategy { type_: Some("Recreate".into()), ..DeploymentStrategy::default() },
-        pod: pod_spec(vec![container(App::Worker, stage, o)], Some(ceil_secs(stage.pod.grace))),
+        pod: pod_spec(vec![c], Some(ceil_secs(stage.pod.grace))),
     })
 }
 
@@ -213,17 +219,7 @@ fn version_deployment(
     envs.push(env("ZD_VERSION", version));
     envs.push(env("ZD_REGRESSION", regression));
     envs.extend(shadow_sink);
-    let l = labels([(crate::APP_LABEL, name), ("zerodrop.dev/version", version)]);
-    deployment(DeploymentParts {
-        name,
-        namespace: &o.namespace,
-        labels: l.clone(),
-        selector: labels([(crate::APP_LABEL, name)]),
-        annotations: BTreeMap::new(),
-        replicas: o.api_replicas,
-        strategy: DeploymentStrategy { type_: Some("Recreate".into()), ..DeploymentStrategy::default() },
-        pod: pod_spec(vec![c], Some(ceil_secs(stage.pod.grace))),
-    })
+    versioned(name, version, o.api_replicas, c, stage, o)
 }
 
 #[cfg(test)]
